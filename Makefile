@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch is installed first where no NVIDIA GPU is visible; on GPU
+# machines pip resolves the CUDA build from the `local` extra's range as usual.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(VENV)/.stamp-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "no NVIDIA GPU visible: installing the CPU build of torch ($(TORCH_CPU))"; \
+	  $(PY) -m pip install -q "$(TORCH_CPU)"; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.stamp-dev
+	$(VENV)/bin/guard-plugin demo
+
+lint: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check guard_plugin tests benchmarks
+	$(VENV)/bin/ruff format --check guard_plugin tests benchmarks
+
+typecheck: $(VENV)/.stamp-dev
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.stamp-dev
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+bench: $(VENV)/.stamp-dev
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,169 @@
+"""Audit events: one per decision (errors included), to pluggable sinks.
+
+An event records what was decided and why, never the content itself unless the tenant's policy
+opts in (``audit.include_content``); a SHA-256 and the length identify the content instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "AuditEvent",
+    "AuditSink",
+    "JsonlAuditSink",
+    "LoggingAuditSink",
+    "MemoryAuditSink",
+    "MultiAuditSink",
+]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    event: str  # "decision" | "reasoning"
+    request_id: str | None
+    tenant: str | None
+    surface: str
+    action: str
+    status: str
+    categories: tuple[str, ...]
+    suppressed: tuple[str, ...]
+    policy_id: str
+    policy_version: str
+    policy_fingerprint: str
+    model: str | None
+    latency_ms: float
+    cached: bool
+    error: str | None
+    error_kind: str | None
+    reasoning: str | None
+    content_sha256: str
+    content_length: int
+    parts: int
+    unsafe_parts: tuple[int, ...]
+    tool_name: str | None = None
+    content: str | None = None
+    ts: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["content"] is None:
+            del d["content"]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    def emit(self, event: AuditEvent) -> None: ...
+
+
+class LoggingAuditSink:
+    """Writes each event as one JSON line to a :mod:`logging` logger.
+
+    Decisions other than ``allow`` log at WARNING, errors at ERROR, the rest at INFO.
+    """
+
+    def __init__(self, logger: logging.Logger | str = "guard_plugin.audit") -> None:
+        self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+
+    def emit(self, event: AuditEvent) -> None:
+        if event.status == "error":
+            level = logging.ERROR
+        elif event.action != "allow":
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, event.to_json())
+
+
+class JsonlAuditSink:
+    """Appends one JSON line per event to a file, safe under concurrent writers.
+
+    Each line goes out in a single ``write`` on a descriptor opened with ``O_APPEND`` while an
+    in-process lock (threads) and an advisory ``flock`` (other processes, where available) are
+    held, so lines are never lost or interleaved.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._lock = threading.Lock()
+        self._fsync = fsync
+        try:
+            import fcntl
+
+            self._flock: Any = fcntl.flock
+            self._LOCK_EX, self._LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
+        except ImportError:  # pragma: no cover - Windows
+            self._flock = None
+
+    def emit(self, event: AuditEvent) -> None:
+        data = (event.to_json() + "\n").encode("utf-8")
+        with self._lock:
+            if self._fd < 0:
+                raise ValueError(f"audit sink {self.path} is closed")
+            if self._flock is not None:
+                self._flock(self._fd, self._LOCK_EX)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                if self._fsync:
+                    os.fsync(self._fd)
+            finally:
+                if self._flock is not None:
+                    self._flock(self._fd, self._LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> JsonlAuditSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MemoryAuditSink:
+    """Keeps events in a list (tests, notebooks)."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: AuditEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+
+class MultiAuditSink:
+    """Sends each event to several sinks; one failing sink does not stop the others."""
+
+    def __init__(self, sinks: Iterable[AuditSink]) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, event: AuditEvent) -> None:
+        for sink in self.sinks:
+            try:
+                sink.emit(event)
+            except Exception:  # an audit failure must not break the check
+                _log.exception("audit sink %r failed", sink)

@@ -1,0 +1,449 @@
+"""The Guard: the one facade every adapter calls.
+
+A check runs in three steps, written once: ``_prepare`` (tenant policy, model requests, cache
+look-ups), the classifier call (the only step with a sync and an async form), and ``_finish``
+(strict parsing, the decision, the audit event). Nothing raised by the classifier escapes:
+errors, timeouts and malformed outputs become decisions through the tenant's ``on_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guard_plugin.audit import AuditEvent, AuditSink, LoggingAuditSink, MultiAuditSink
+from guard_plugin.classifiers.base import Classifier, ClassifierOutput, ClassifierResult
+from guard_plugin.decision import Decision, PartOutcome, decide, error_decision, outcome_for
+from guard_plugin.errors import (
+    ClassifierError,
+    ClassifierTimeout,
+    ConfigError,
+    UnknownTenantError,
+    VerdictParseError,
+)
+from guard_plugin.policy import CompiledPolicy, Policy, PolicyStore, compile_policy, load_policy
+from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
+from guard_plugin.types import Surface
+from guard_plugin.verdict import Verdict, parse_verdict
+
+__all__ = ["Guard"]
+
+_log = logging.getLogger(__name__)
+
+# Served when a tenant is refused: whatever the default policy says, this blocks.
+_REFUSED_TENANT = compile_policy(Policy(id="unknown-tenant", on_error="block"))
+
+Content = str | SafetyInput | Sequence[SafetyInput]
+
+
+class _VerdictCache:
+    """A bounded LRU of parsed verdicts. Keys include the policy fingerprint and the model."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[str, Verdict] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Verdict | None:
+        if self.maxsize <= 0:
+            return None
+        with self._lock:
+            v = self._data.get(key)
+            if v is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return v
+
+    def put(self, key: str, verdict: Verdict) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._data[key] = verdict
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass
+class _Plan:
+    t0: float
+    request_id: str
+    tenant: str | None
+    surface: Surface
+    policy: CompiledPolicy
+    inputs: list[SafetyInput]
+    requests: list[ModelRequest] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    results: list[Verdict | BaseException | None] = field(default_factory=list)
+    cached: list[bool] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    done: Decision | None = None
+
+    def remaining(self) -> float:
+        return self.policy.policy.time_budget_ms / 1000.0 - (time.perf_counter() - self.t0)
+
+
+def _as_store(policies: PolicyStore | Policy | str | os.PathLike[str] | None) -> PolicyStore:
+    if policies is None:
+        return PolicyStore()
+    if isinstance(policies, PolicyStore):
+        return policies
+    if isinstance(policies, Policy):
+        return PolicyStore(default=policies)
+    if isinstance(policies, (str, os.PathLike)):
+        p = Path(policies)
+        return PolicyStore.from_dir(p) if p.is_dir() else PolicyStore(default=load_policy(p))
+    raise ConfigError(
+        f"policies must be a PolicyStore, a Policy or a path, not {type(policies).__name__}"
+    )
+
+
+def _as_sink(audit: AuditSink | Iterable[AuditSink] | None) -> AuditSink:
+    if audit is None:
+        return LoggingAuditSink()
+    if isinstance(audit, AuditSink):
+        return audit
+    return MultiAuditSink(audit)
+
+
+class Guard:
+    """Checks content for a tenant and returns a :class:`~guard_plugin.Decision`.
+
+    - ``classifier``: a :class:`~guard_plugin.classifiers.Classifier`, or a spec string for
+      :func:`~guard_plugin.load_classifier` (``"scripted"``, ``"transformers:/path"``,
+      ``"openai://host:8000/v1?model=..."``).
+    - ``policies``: a :class:`PolicyStore`, one :class:`Policy` for every tenant, a policy file
+      or a folder of them; the built-in default policy when omitted.
+    - ``audit``: a sink or several (default: the ``guard_plugin.audit`` logger); ``[]`` for none.
+    - ``cache_size``: parsed verdicts kept (0 disables the cache).
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier | str,
+        *,
+        policies: PolicyStore | Policy | str | os.PathLike[str] | None = None,
+        audit: AuditSink | Iterable[AuditSink] | None = None,
+        cache_size: int = 4096,
+    ) -> None:
+        if isinstance(classifier, str):
+            from guard_plugin.classifiers.registry import load_classifier
+
+            classifier = load_classifier(classifier)
+        if not isinstance(classifier, Classifier):
+            raise ConfigError(
+                "classifier must implement the Classifier protocol (name, extra_tokens, "
+                "classify, aclassify, close) or be a spec string such as 'scripted'"
+            )
+        self.classifier = classifier
+        self.policies = _as_store(policies)
+        self.audit = _as_sink(audit)
+        self.cache = _VerdictCache(cache_size)
+        self._background: ThreadPoolExecutor | None = None
+        self._pending_bg: set[Future[None]] = set()
+        self._bg_lock = threading.Lock()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def check(
+        self,
+        content: Content,
+        *,
+        surface: Surface | str | None = None,
+        tenant: str | None = None,
+        request_id: str | None = None,
+    ) -> Decision:
+        """Classify content for a tenant and decide. Never raises for run-time failures."""
+        plan = self._prepare(content, surface, tenant, request_id)
+        if plan.done is None:
+            outputs = self._classify_sync(plan)
+            self._absorb(plan, outputs)
+        return self._finish(plan)
+
+    async def acheck(
+        self,
+        content: Content,
+        *,
+        surface: Surface | str | None = None,
+        tenant: str | None = None,
+        request_id: str | None = None,
+    ) -> Decision:
+        """The async twin of :meth:`check`: same inputs, same decisions."""
+        plan = self._prepare(content, surface, tenant, request_id)
+        if plan.done is None:
+            outputs = await self._classify_async(plan)
+            self._absorb(plan, outputs)
+        return self._finish(plan)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for background work (reasoning-audit requests) to finish."""
+        with self._bg_lock:
+            pending = list(self._pending_bg)
+        for fut in pending:
+            try:
+                fut.result(timeout=timeout)
+            except Exception:
+                _log.exception("background reasoning audit failed")
+
+    def close(self) -> None:
+        """Finish background work and release the classifier."""
+        self.flush()
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
+        self.classifier.close()
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the three steps ----------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        content: Content,
+        surface: Surface | str | None,
+        tenant: str | None,
+        request_id: str | None,
+    ) -> _Plan:
+        t0 = time.perf_counter()
+        rid = request_id or uuid.uuid4().hex
+        inputs = _normalise(content, surface)
+        surf = Surface(surface) if surface is not None else (inputs[0].surface if inputs else Surface.INPUT)
+        try:
+            policy = self.policies.get(tenant)
+        except UnknownTenantError as err:
+            plan = _Plan(t0, rid, tenant, surf, _REFUSED_TENANT, inputs)
+            plan.done = error_decision(err, _REFUSED_TENANT, surf, **self._meta(plan))
+            return plan
+        plan = _Plan(t0, rid, tenant, surf, policy, [i for i in inputs if not i.is_empty])
+        extra = tuple(getattr(self.classifier, "extra_tokens", ()))
+        for inp in plan.inputs:
+            req = build_request(inp, policy, extra_tokens=extra)
+            key = f"{policy.fingerprint}|{self.classifier.name}|{req.key}"
+            hit = self.cache.get(key)
+            plan.requests.append(req)
+            plan.keys.append(key)
+            plan.results.append(hit)
+            plan.cached.append(hit is not None)
+            if hit is None:
+                plan.pending.append(len(plan.requests) - 1)
+        return plan
+
+    def _classify_sync(self, plan: _Plan) -> list[ClassifierResult] | BaseException:
+        if not plan.pending:
+            return []
+        reqs = [plan.requests[i] for i in plan.pending]
+        try:
+            return self.classifier.classify(reqs, timeout=max(plan.remaining(), 0.0))
+        except Exception as err:
+            return err
+
+    async def _classify_async(self, plan: _Plan) -> list[ClassifierResult] | BaseException:
+        if not plan.pending:
+            return []
+        reqs = [plan.requests[i] for i in plan.pending]
+        budget = max(plan.remaining(), 0.0)
+        try:
+            return await asyncio.wait_for(self.classifier.aclassify(reqs, timeout=budget), budget)
+        except asyncio.TimeoutError:
+            return ClassifierTimeout(f"no verdict within the time budget of {plan.policy.policy.time_budget_ms} ms")
+        except Exception as err:
+            return err
+
+    def _absorb(
+        self,
+        plan: _Plan,
+        outputs: list[ClassifierResult] | BaseException,
+        *,
+        enforce_budget: bool = True,
+    ) -> None:
+        """Parse what the classifier returned into the plan's result slots."""
+        if not isinstance(outputs, BaseException) and len(outputs) != len(plan.pending):
+            outputs = ClassifierError(
+                f"classifier returned {len(outputs)} results for {len(plan.pending)} requests"
+            )
+        if isinstance(outputs, BaseException) and not isinstance(outputs, ClassifierError):
+            outputs = _wrap(outputs)
+        if (
+            enforce_budget
+            and plan.pending
+            and plan.remaining() < 0
+            and not isinstance(outputs, ClassifierTimeout)
+        ):
+            outputs = ClassifierTimeout(
+                f"no verdict within the time budget of {plan.policy.policy.time_budget_ms} ms"
+            )
+        for n, i in enumerate(plan.pending):
+            out = outputs if isinstance(outputs, BaseException) else outputs[n]
+            if isinstance(out, ClassifierOutput):
+                try:
+                    verdict = parse_verdict(
+                        out.text,
+                        reasoning=out.reasoning,
+                        expect_response=plan.requests[i].expects_response,
+                    )
+                except VerdictParseError as err:
+                    plan.results[i] = err
+                else:
+                    plan.results[i] = verdict
+                    self.cache.put(plan.keys[i], verdict)
+            elif isinstance(out, BaseException):
+                plan.results[i] = out if isinstance(out, ClassifierError) else _wrap(out)
+            else:
+                plan.results[i] = ClassifierError(f"classifier returned {type(out).__name__}, not ClassifierOutput")
+
+    def _finish(self, plan: _Plan) -> Decision:
+        decision = plan.done if plan.done is not None else self._decide(plan)
+        self._emit(plan, decision, "decision")
+        if (
+            plan.done is None
+            and plan.policy.policy.reasoning == "audit"
+            and plan.pending
+            and not decision.is_error
+        ):
+            self._schedule_reasoning(plan, decision)
+        return decision
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _decide(self, plan: _Plan) -> Decision:
+        outcomes: list[PartOutcome] = []
+        for i, (inp, res) in enumerate(zip(plan.inputs, plan.results)):
+            result: Verdict | BaseException = res if res is not None else ClassifierError("no result")
+            outcomes.append(
+                outcome_for(i, inp.part, result, plan.policy, plan.surface, cached=plan.cached[i])
+            )
+        return decide(outcomes, plan.policy, plan.surface, **self._meta(plan))
+
+    def _meta(self, plan: _Plan) -> dict[str, object]:
+        return {
+            "tenant": plan.tenant,
+            "model": self.classifier.name,
+            "latency_ms": round((time.perf_counter() - plan.t0) * 1000.0, 3),
+            "request_id": plan.request_id,
+        }
+
+    def _emit(self, plan: _Plan, decision: Decision, event: str) -> None:
+        h = hashlib.sha256()
+        for inp in plan.inputs:
+            h.update(inp.content_digest().encode())
+        content = None
+        if plan.policy.policy.audit.include_content:
+            content = "\n\n".join(
+                p for inp in plan.inputs for p in (inp.text, inp.response or "") if p
+            )
+        tool_name = next((i.tool_name for i in plan.inputs if i.tool_name), None)
+        ev = AuditEvent(
+            event=event,
+            request_id=decision.request_id,
+            tenant=decision.tenant,
+            surface=decision.surface.value,
+            action=decision.action.value,
+            status=decision.status,
+            categories=decision.categories,
+            suppressed=decision.suppressed,
+            policy_id=decision.policy_id,
+            policy_version=decision.policy_version,
+            policy_fingerprint=decision.policy_fingerprint,
+            model=decision.model,
+            latency_ms=decision.latency_ms,
+            cached=decision.cached,
+            error=decision.error,
+            error_kind=decision.error_kind,
+            reasoning=decision.reasoning,
+            content_sha256=h.hexdigest(),
+            content_length=sum(i.content_length() for i in plan.inputs),
+            parts=len(decision.parts),
+            unsafe_parts=tuple(p.index for p in decision.parts if p.status == "unsafe"),
+            tool_name=tool_name,
+            content=content,
+        )
+        try:
+            self.audit.emit(ev)
+        except Exception:
+            _log.exception("audit sink failed for request %s", decision.request_id)
+
+    def _schedule_reasoning(self, plan: _Plan, decision: Decision) -> None:
+        """Audit mode: the decision stands; a reasoning run adds its trace to the audit log."""
+        with self._bg_lock:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(1, thread_name_prefix="guard-reasoning")
+            fut = self._background.submit(self._reasoning_run, plan, decision)
+            self._pending_bg.add(fut)
+        fut.add_done_callback(self._forget)
+
+    def _forget(self, fut: Future[None]) -> None:
+        with self._bg_lock:
+            self._pending_bg.discard(fut)
+
+    def _reasoning_run(self, plan: _Plan, decision: Decision) -> None:
+        extra = tuple(getattr(self.classifier, "extra_tokens", ()))
+        rplan = _Plan(time.perf_counter(), plan.request_id, plan.tenant, plan.surface, plan.policy, plan.inputs)
+        rplan.requests = [build_request(i, plan.policy, reasoning=True, extra_tokens=extra) for i in plan.inputs]
+        rplan.keys = [f"{plan.policy.fingerprint}|{self.classifier.name}|{r.key}" for r in rplan.requests]
+        rplan.results = [None] * len(rplan.requests)
+        rplan.cached = [False] * len(rplan.requests)
+        rplan.pending = list(range(len(rplan.requests)))
+        # The reasoning run is not bound by the interactive time budget.
+        try:
+            outputs: list[ClassifierResult] | BaseException = self.classifier.classify(rplan.requests)
+        except Exception as err:
+            outputs = err
+        self._absorb(rplan, outputs, enforce_budget=False)
+        self._emit(rplan, self._decide(rplan), "reasoning")
+
+
+def _wrap(err: BaseException) -> ClassifierError:
+    wrapped = ClassifierError(f"classifier failed: {type(err).__name__}: {err}")
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def _normalise(content: Content, surface: Surface | str | None) -> list[SafetyInput]:
+    surf = Surface(surface) if surface is not None else None
+    if isinstance(content, str):
+        if surf is Surface.RESPONSE:
+            return [SafetyInput(text="", response=content, surface=Surface.RESPONSE)]
+        return [SafetyInput(text=content, surface=surf or Surface.INPUT)]
+    if isinstance(content, SafetyInput):
+        items = [content]
+    else:
+        items = list(content)
+        for it in items:
+            if not isinstance(it, SafetyInput):
+                raise TypeError(
+                    f"Guard.check takes text, a SafetyInput or a list of them, not {type(it).__name__}"
+                )
+    if surf is not None:
+        for it in items:
+            if it.surface is not surf:
+                raise ValueError(
+                    f"a SafetyInput for surface '{it.surface.value}' was passed with surface='{surf.value}'"
+                )
+    elif len({it.surface for it in items}) > 1:
+        raise ValueError("all SafetyInputs of one check must have the same surface")
+    return items

@@ -1,0 +1,225 @@
+"""From content to what the model is sent.
+
+The model's own chat template carries the classifier instructions, taxonomy and output format;
+we send only the content (one user turn: image first, then text; optionally one assistant turn)
+and the template kwargs compiled from the tenant's policy.
+
+Untrusted text is neutralised first: tokenizer control tokens (``<start_of_turn>``,
+``<end_of_turn>``, ``<start_of_image>`` ...), the template's conversation markers and verdict
+labels are rewritten with look-alike characters, so they stay readable to the classifier but can
+no longer close the user turn, open a model turn or pose as a verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from guard_plugin.types import Surface
+
+if TYPE_CHECKING:
+    from guard_plugin.policy import CompiledPolicy
+
+__all__ = [
+    "GEMMA_CONTROL_TOKENS",
+    "ImageData",
+    "ModelRequest",
+    "SafetyInput",
+    "build_request",
+    "neutralize",
+]
+
+#: Control tokens of the Gemma 3 tokenizer that text must never be able to produce.
+GEMMA_CONTROL_TOKENS: tuple[str, ...] = (
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+    "<bos>",
+    "<eos>",
+    "<pad>",
+    "<unk>",
+    "<mask>",
+    "[@BOS@]",
+)
+
+# Tag-shaped control tokens, including Gemma's reserved <unusedN> and any <start_of_*> /
+# <end_of_*> a future template may add; matched case-sensitively like the tokenizer does.
+_TAG_TOKEN = re.compile(
+    r"<(/?)(start_of_[a-z_]+|end_of_[a-z_]+|image_soft_token|bos|eos|pad|unk|mask|unused\d+)>"
+)
+_CONVERSATION_MARKER = re.compile(r"<(\s*)((?:BEGIN|END) CONVERSATION)(\s*)>", re.IGNORECASE)
+_VERDICT_LABEL = re.compile(
+    r"\b(User Safety|Response Safety|Safety Categories)(\s*):", re.IGNORECASE
+)
+_RESPONSE_MARKER = re.compile(r"\b(response)(\s*):(\s*)(agent)(\s*):", re.IGNORECASE)
+_OUTPUT_LINE = re.compile(r"^(\s*Output)(\s*):", re.IGNORECASE | re.MULTILINE)
+_LT, _GT, _COLON = "\u2039", "\u203a", "\ua789"  # ‹ › ꞉
+
+
+def neutralize(text: str, *, extra_tokens: Iterable[str] = ()) -> str:
+    """Rewrite control tokens and prompt markers in untrusted text with look-alikes.
+
+    ``extra_tokens`` adds a tokenizer's own special tokens to the built-in Gemma set.
+    """
+    if not text:
+        return text
+    out = _TAG_TOKEN.sub(lambda m: f"{_LT}{m.group(1)}{m.group(2)}{_GT}", text)
+    out = out.replace("[@BOS@]", f"[@BOS@{_GT}")
+    for tok in extra_tokens:
+        if tok and tok in out:
+            out = out.replace(tok, _defuse(tok))
+    out = _CONVERSATION_MARKER.sub(lambda m: f"{_LT}{m.group(1)}{m.group(2)}{m.group(3)}{_GT}", out)
+    out = _VERDICT_LABEL.sub(lambda m: f"{m.group(1)}{m.group(2)}{_COLON}", out)
+    out = _RESPONSE_MARKER.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}{_COLON}{m.group(3)}{m.group(4)}{m.group(5)}{_COLON}", out
+    )
+    out = _OUTPUT_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{_COLON}", out)
+    return out
+
+
+def _defuse(token: str) -> str:
+    if token.startswith("<") and token.endswith(">") and len(token) > 2:
+        return f"{_LT}{token[1:-1]}{_GT}"
+    # Any other shape: break it after its first character with a word joiner.
+    return token[0] + "\u2060" + token[1:]
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """An encoded image (PNG or JPEG) ready for the model; produced by :mod:`guard_plugin.media`."""
+
+    data: bytes = field(repr=False)
+    mime_type: str = "image/png"
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def data_url(self) -> str:
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def to_pil(self) -> Any:
+        """The image as an RGB ``PIL.Image``."""
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.data)) as im:
+            return im.convert("RGB")
+
+
+@dataclass(frozen=True)
+class SafetyInput:
+    """One model call's worth of content.
+
+    ``text`` is the user-side text (the user's turn, or a tool result's text); ``image`` at most
+    one image; ``response`` the assistant turn to classify (required on the response surface,
+    with ``text`` as the user turn it answers). ``part`` names the piece of a larger message this
+    input came from (``"text"``, ``"image:0"``, ``"page:3"``) so a rewrite can withhold it alone.
+    """
+
+    text: str = ""
+    image: ImageData | None = None
+    response: str | None = None
+    surface: Surface = Surface.INPUT
+    tool_name: str | None = None
+    part: str = "text"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise TypeError(f"SafetyInput.text must be str, not {type(self.text).__name__}")
+        if self.response is not None and not isinstance(self.response, str):
+            raise TypeError("SafetyInput.response must be str or None")
+        if self.image is not None and not isinstance(self.image, ImageData):
+            raise TypeError(
+                "SafetyInput.image must be an ImageData; decode images with guard_plugin.media"
+            )
+        object.__setattr__(self, "surface", Surface(self.surface))
+        if self.surface is Surface.RESPONSE and self.response is None:
+            raise ValueError(
+                "a response-surface SafetyInput needs `response` (the assistant text); "
+                "put the user turn it answers in `text`"
+            )
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text.strip() and self.image is None and not (self.response or "").strip()
+
+    def content_digest(self) -> str:
+        h = hashlib.sha256()
+        for piece in (self.text, "\x00", self.response or "", "\x00", self.image.sha256 if self.image else ""):
+            h.update(piece.encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
+
+    def content_length(self) -> int:
+        return len(self.text) + len(self.response or "") + (len(self.image.data) if self.image else 0)
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What a classifier backend sends to the model for one :class:`SafetyInput`."""
+
+    user_text: str
+    response_text: str | None
+    image: ImageData | None
+    template_kwargs: Mapping[str, Any]
+    max_new_tokens: int
+    key: str
+
+    @property
+    def expects_response(self) -> bool:
+        return self.response_text is not None
+
+    def messages(self, image_part: Callable[[ImageData], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Chat messages: a user turn (image part first, then text) and an optional assistant
+        turn. ``image_part`` turns the image into a backend's content part."""
+        content: list[dict[str, Any]] = []
+        if self.image is not None:
+            content.append(image_part(self.image) if image_part else {"type": "image"})
+        content.append({"type": "text", "text": self.user_text})
+        msgs: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if self.response_text is not None:
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": self.response_text}]})
+        return msgs
+
+
+def build_request(
+    inp: SafetyInput,
+    policy: CompiledPolicy,
+    *,
+    reasoning: bool | None = None,
+    extra_tokens: Iterable[str] = (),
+) -> ModelRequest:
+    """The model request for one input under a compiled policy.
+
+    ``reasoning`` overrides the policy's thinking switch (the audit mode runs a second,
+    reasoning request in the background).
+    """
+    think = policy.policy.reasoning == "on" if reasoning is None else reasoning
+    kwargs = dict(policy.template_kwargs)
+    kwargs["enable_thinking"] = think
+    options = policy.policy.model
+    max_new = options.reasoning_max_new_tokens if think else options.max_new_tokens
+    extra = tuple(extra_tokens)
+    user_text = neutralize(inp.text, extra_tokens=extra)
+    response_text = None if inp.response is None else neutralize(inp.response, extra_tokens=extra)
+    h = hashlib.sha256()
+    h.update(inp.content_digest().encode())
+    h.update(repr(sorted(kwargs.items())).encode())
+    h.update(str(max_new).encode())
+    return ModelRequest(
+        user_text=user_text,
+        response_text=response_text,
+        image=inp.image,
+        template_kwargs=kwargs,
+        max_new_tokens=max_new,
+        key=h.hexdigest(),
+    )
