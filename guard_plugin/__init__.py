@@ -37,7 +37,15 @@ from guard_plugin.errors import (
     VerdictParseError,
 )
 from guard_plugin.guard import Guard
-from guard_plugin.policy import CompiledPolicy, CustomCategory, CustomPolicy, Policy, PolicyStore, compile_policy, load_policy
+from guard_plugin.policy import (
+    CompiledPolicy,
+    CustomCategory,
+    CustomPolicy,
+    Policy,
+    PolicyStore,
+    compile_policy,
+    load_policy,
+)
 from guard_plugin.prompting import ImageData, ModelRequest, SafetyInput, build_request, neutralize
 from guard_plugin.types import Action, Surface
 from guard_plugin.verdict import Verdict, parse_verdict

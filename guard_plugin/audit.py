@@ -53,7 +53,9 @@ class AuditEvent:
     unsafe_parts: tuple[int, ...]
     tool_name: str | None = None
     content: str | None = None
-    ts: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    ts: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

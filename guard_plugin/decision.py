@@ -128,7 +128,9 @@ def outcome_for(
             verdict=result,
         )
     if label == "safe":
-        return PartOutcome(index, part, "safe", reasoning=result.reasoning, cached=cached, verdict=result)
+        return PartOutcome(
+            index, part, "safe", reasoning=result.reasoning, cached=cached, verdict=result
+        )
     names = tuple(dict.fromkeys(taxonomy.canonical_name(c) for c in result.categories))
     kept = tuple(c for c in names if not policy.is_suppressed(c))
     dropped = tuple(c for c in names if policy.is_suppressed(c))

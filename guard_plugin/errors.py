@@ -130,8 +130,7 @@ class GuardBlocked(GuardError):
         self.decision = decision
         cats = ", ".join(decision.categories) or "no category"
         super().__init__(
-            message
-            or f"guard_plugin {decision.action.value} on {decision.surface.value} ({cats})"
+            message or f"guard_plugin {decision.action.value} on {decision.surface.value} ({cats})"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -232,7 +232,11 @@ class Guard:
         t0 = time.perf_counter()
         rid = request_id or uuid.uuid4().hex
         inputs = _normalise(content, surface)
-        surf = Surface(surface) if surface is not None else (inputs[0].surface if inputs else Surface.INPUT)
+        surf = (
+            Surface(surface)
+            if surface is not None
+            else (inputs[0].surface if inputs else Surface.INPUT)
+        )
         try:
             policy = self.policies.get(tenant)
         except UnknownTenantError as err:
@@ -270,7 +274,9 @@ class Guard:
         try:
             return await asyncio.wait_for(self.classifier.aclassify(reqs, timeout=budget), budget)
         except asyncio.TimeoutError:
-            return ClassifierTimeout(f"no verdict within the time budget of {plan.policy.policy.time_budget_ms} ms")
+            return ClassifierTimeout(
+                f"no verdict within the time budget of {plan.policy.policy.time_budget_ms} ms"
+            )
         except Exception as err:
             return err
 
@@ -314,7 +320,9 @@ class Guard:
             elif isinstance(out, BaseException):
                 plan.results[i] = out if isinstance(out, ClassifierError) else _wrap(out)
             else:
-                plan.results[i] = ClassifierError(f"classifier returned {type(out).__name__}, not ClassifierOutput")
+                plan.results[i] = ClassifierError(
+                    f"classifier returned {type(out).__name__}, not ClassifierOutput"
+                )
 
     def _finish(self, plan: _Plan) -> Decision:
         decision = plan.done if plan.done is not None else self._decide(plan)
@@ -332,8 +340,10 @@ class Guard:
 
     def _decide(self, plan: _Plan) -> Decision:
         outcomes: list[PartOutcome] = []
-        for i, (inp, res) in enumerate(zip(plan.inputs, plan.results)):
-            result: Verdict | BaseException = res if res is not None else ClassifierError("no result")
+        for i, (inp, res) in enumerate(zip(plan.inputs, plan.results, strict=True)):
+            result: Verdict | BaseException = (
+                res if res is not None else ClassifierError("no result")
+            )
             outcomes.append(
                 outcome_for(i, inp.part, result, plan.policy, plan.surface, cached=plan.cached[i])
             )
@@ -402,15 +412,28 @@ class Guard:
 
     def _reasoning_run(self, plan: _Plan, decision: Decision) -> None:
         extra = tuple(getattr(self.classifier, "extra_tokens", ()))
-        rplan = _Plan(time.perf_counter(), plan.request_id, plan.tenant, plan.surface, plan.policy, plan.inputs)
-        rplan.requests = [build_request(i, plan.policy, reasoning=True, extra_tokens=extra) for i in plan.inputs]
-        rplan.keys = [f"{plan.policy.fingerprint}|{self.classifier.name}|{r.key}" for r in rplan.requests]
+        rplan = _Plan(
+            time.perf_counter(),
+            plan.request_id,
+            plan.tenant,
+            plan.surface,
+            plan.policy,
+            plan.inputs,
+        )
+        rplan.requests = [
+            build_request(i, plan.policy, reasoning=True, extra_tokens=extra) for i in plan.inputs
+        ]
+        rplan.keys = [
+            f"{plan.policy.fingerprint}|{self.classifier.name}|{r.key}" for r in rplan.requests
+        ]
         rplan.results = [None] * len(rplan.requests)
         rplan.cached = [False] * len(rplan.requests)
         rplan.pending = list(range(len(rplan.requests)))
         # The reasoning run is not bound by the interactive time budget.
         try:
-            outputs: list[ClassifierResult] | BaseException = self.classifier.classify(rplan.requests)
+            outputs: list[ClassifierResult] | BaseException = self.classifier.classify(
+                rplan.requests
+            )
         except Exception as err:
             outputs = err
         self._absorb(rplan, outputs, enforce_budget=False)
@@ -436,13 +459,15 @@ def _normalise(content: Content, surface: Surface | str | None) -> list[SafetyIn
         for it in items:
             if not isinstance(it, SafetyInput):
                 raise TypeError(
-                    f"Guard.check takes text, a SafetyInput or a list of them, not {type(it).__name__}"
+                    "Guard.check takes text, a SafetyInput or a list of them, "
+                    f"not {type(it).__name__}"
                 )
     if surf is not None:
         for it in items:
             if it.surface is not surf:
                 raise ValueError(
-                    f"a SafetyInput for surface '{it.surface.value}' was passed with surface='{surf.value}'"
+                    f"a SafetyInput for surface '{it.surface.value}' "
+                    f"was passed with surface='{surf.value}'"
                 )
     elif len({it.surface for it in items}) > 1:
         raise ValueError("all SafetyInputs of one check must have the same surface")

@@ -254,7 +254,7 @@ class Policy(_Model):
             for name in self.actions.for_surface(s).categories:
                 check(name, f"actions.{s.value}.categories")
         if self.model.mode == "custom_policy":
-            raise ValueError("model.mode is custom_policy but no custom_policy is given")
+            raise ValueError("model.mode: custom_policy is selected but no custom_policy is given")
         return self
 
 
@@ -305,9 +305,13 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         else:
             mode = "builtin"
 
-    suppressed = frozenset(taxonomy.category_key(taxonomy.canonical_name(c)) for c in policy.categories_off)
+    suppressed = frozenset(
+        taxonomy.category_key(taxonomy.canonical_name(c)) for c in policy.categories_off
+    )
     kwargs: dict[str, Any] = {
-        "request_categories": "/categories" if policy.model.request_categories else "/no_categories",
+        "request_categories": "/categories"
+        if policy.model.request_categories
+        else "/no_categories",
     }
     if mode == "custom_policy":
         assert policy.custom_policy is not None
@@ -324,8 +328,13 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     actions: dict[Surface, tuple[Action, Mapping[str, Action]]] = {}
     for s in Surface:
         sa = policy.actions.for_surface(s)
-        overrides = {taxonomy.category_key(taxonomy.canonical_name(k)): v for k, v in policy.actions.categories.items()}
-        overrides.update({taxonomy.category_key(taxonomy.canonical_name(k)): v for k, v in sa.categories.items()})
+        overrides = {
+            taxonomy.category_key(taxonomy.canonical_name(k)): v
+            for k, v in policy.actions.categories.items()
+        }
+        overrides.update(
+            {taxonomy.category_key(taxonomy.canonical_name(k)): v for k, v in sa.categories.items()}
+        )
         actions[s] = (sa.default, overrides)
 
     return CompiledPolicy(
@@ -360,13 +369,19 @@ def _format_validation_error(err: ValidationError, source: str) -> PolicyError:
         msg = first["msg"]
     else:
         msg = first["msg"].removeprefix("Value error, ")
+        # Policy-level checks start their message with the field they are about.
+        head, sep, rest = msg.partition(": ")
+        if loc is None and sep and head.replace(".", "").replace("_", "").isalnum():
+            loc, msg = head, rest
     more = len(err.errors()) - 1
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
     return PolicyError(msg, source=source, field=loc)
 
 
-def policy_from_mapping(data: Any, *, source: str = "<policy>", default_id: str | None = None) -> Policy:
+def policy_from_mapping(
+    data: Any, *, source: str = "<policy>", default_id: str | None = None
+) -> Policy:
     """Build a :class:`Policy` from parsed YAML/JSON, with errors that name source and field."""
     if data is None:
         data = {}
@@ -468,6 +483,7 @@ class PolicyStore:
         if self.unknown_tenant == "default":
             return self._default
         raise UnknownTenantError(
-            f"no policy for tenant '{tenant}'; known tenants: {', '.join(self.tenants()) or 'none'}. "
+            f"no policy for tenant '{tenant}'; "
+            f"known tenants: {', '.join(self.tenants()) or 'none'}. "
             "Add a policy file for it or create the store with unknown_tenant='default'"
         )

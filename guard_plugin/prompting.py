@@ -59,7 +59,7 @@ _VERDICT_LABEL = re.compile(
 )
 _RESPONSE_MARKER = re.compile(r"\b(response)(\s*):(\s*)(agent)(\s*):", re.IGNORECASE)
 _OUTPUT_LINE = re.compile(r"^(\s*Output)(\s*):", re.IGNORECASE | re.MULTILINE)
-_LT, _GT, _COLON = "\u2039", "\u203a", "\ua789"  # ‹ › ꞉
+_LT, _GT, _COLON = "\u2039", "\u203a", "\ua789"  # angle quotes and a modifier-letter colon
 
 
 def neutralize(text: str, *, extra_tokens: Iterable[str] = ()) -> str:
@@ -77,7 +77,8 @@ def neutralize(text: str, *, extra_tokens: Iterable[str] = ()) -> str:
     out = _CONVERSATION_MARKER.sub(lambda m: f"{_LT}{m.group(1)}{m.group(2)}{m.group(3)}{_GT}", out)
     out = _VERDICT_LABEL.sub(lambda m: f"{m.group(1)}{m.group(2)}{_COLON}", out)
     out = _RESPONSE_MARKER.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}{_COLON}{m.group(3)}{m.group(4)}{m.group(5)}{_COLON}", out
+        lambda m: f"{m.group(1)}{m.group(2)}{_COLON}{m.group(3)}{m.group(4)}{m.group(5)}{_COLON}",
+        out,
     )
     out = _OUTPUT_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}{_COLON}", out)
     return out
@@ -155,12 +156,20 @@ class SafetyInput:
 
     def content_digest(self) -> str:
         h = hashlib.sha256()
-        for piece in (self.text, "\x00", self.response or "", "\x00", self.image.sha256 if self.image else ""):
+        for piece in (
+            self.text,
+            "\x00",
+            self.response or "",
+            "\x00",
+            self.image.sha256 if self.image else "",
+        ):
             h.update(piece.encode("utf-8", "surrogatepass"))
         return h.hexdigest()
 
     def content_length(self) -> int:
-        return len(self.text) + len(self.response or "") + (len(self.image.data) if self.image else 0)
+        return (
+            len(self.text) + len(self.response or "") + (len(self.image.data) if self.image else 0)
+        )
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,9 @@ class ModelRequest:
     def expects_response(self) -> bool:
         return self.response_text is not None
 
-    def messages(self, image_part: Callable[[ImageData], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    def messages(
+        self, image_part: Callable[[ImageData], dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
         """Chat messages: a user turn (image part first, then text) and an optional assistant
         turn. ``image_part`` turns the image into a backend's content part."""
         content: list[dict[str, Any]] = []
@@ -187,7 +198,9 @@ class ModelRequest:
         content.append({"type": "text", "text": self.user_text})
         msgs: list[dict[str, Any]] = [{"role": "user", "content": content}]
         if self.response_text is not None:
-            msgs.append({"role": "assistant", "content": [{"type": "text", "text": self.response_text}]})
+            msgs.append(
+                {"role": "assistant", "content": [{"type": "text", "text": self.response_text}]}
+            )
         return msgs
 
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-
 from guard_plugin.classifiers.base import BaseClassifier, ClassifierOutput, ClassifierResult
 from guard_plugin.errors import ClassifierError, ClassifierTimeout
 from guard_plugin.prompting import ImageData, ModelRequest
@@ -39,7 +38,9 @@ class ScriptedRule:
 
 #: Rules the demo and `guard-plugin check` use when no real model is configured.
 DEMO_RULES: tuple[ScriptedRule, ...] = (
-    ScriptedRule(r"\b(build|make)\b.{0,40}\b(bomb|explosive)", ("Violence", "Guns and Illegal Weapons")),
+    ScriptedRule(
+        r"\b(build|make)\b.{0,40}\b(bomb|explosive)", ("Violence", "Guns and Illegal Weapons")
+    ),
     ScriptedRule(r"\bkill (him|her|them|you|everyone)\b", ("Violence", "Threat")),
     ScriptedRule(r"\b(worthless|pathetic|idiot|loser)\b", ("Harassment",)),
     ScriptedRule(r"\b(damn|hell|crap)\b", ("Profanity",)),
@@ -161,5 +162,3 @@ class ScriptedClassifier(BaseClassifier):
                 raise ClassifierTimeout(f"scripted delay {self.delay}s exceeds {timeout:.3f}s")
             await asyncio.sleep(self.delay)
         return self._run(requests)
-
-
