@@ -5,6 +5,7 @@
     guard-plugin check --text "..." [--image PATH] [--response "..."] [--tenant T]
                        [--policies DIR] [--classifier SPEC]
     guard-plugin policy validate PATH [PATH ...]
+    guard-plugin demo [--classifier SPEC]
 
 ``check`` prints the decision as JSON and exits 0 when the content is allowed, 1 otherwise
 (2 for a usage or configuration error). Without ``--classifier`` (or the environment variable
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--classifier",
         help=f"classifier spec (default: ${ENV_CLASSIFIER}, else the scripted stand-in)",
+    )
+
+    d = sub.add_parser("demo", help="show decisions for several tenants and surfaces")
+    d.add_argument(
+        "--classifier", help=f"classifier spec (default: ${ENV_CLASSIFIER}, else scripted)"
     )
 
     pol = sub.add_parser("policy", help="policy tools")
@@ -122,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args)
+        if args.command == "demo":
+            from guard_plugin.demo import run_demo
+
+            return run_demo(args.classifier or os.environ.get(ENV_CLASSIFIER) or "scripted")
         if args.command == "policy":
             return _validate(args)
     except (ConfigError, MediaError) as err:

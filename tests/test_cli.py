@@ -70,3 +70,11 @@ def test_policy_validate(capsys, tmp_path: Path, policies_dir: Path) -> None:
     bad.write_text("on_error: sometimes\n")
     code, out, _ = run(capsys, "policy", "validate", str(policies_dir / "devops.yaml"), str(bad))
     assert code == 1 and "ok" in out and "FAIL" in out and "on_error" in out
+
+
+def test_demo_runs_and_labels_the_stand_in(capsys) -> None:
+    code, out, _ = run(capsys, "demo")
+    assert code == 0
+    assert "SCRIPTED STAND-IN" in out and "NOT from a safety model" in out
+    assert "block" in out and "rewrite" in out and "(suppressed: Profanity)" in out
+    assert out.count('"event": "decision"') == 7 and '"event": "reasoning"' in out
