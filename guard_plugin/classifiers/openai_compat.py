@@ -1,0 +1,413 @@
+"""The remote backend: any OpenAI-compatible chat server serving Nemotron Content Safety.
+
+vLLM, SGLang and NIM speak the same protocol; several base URLs (replicas) may be given:
+requests are spread round-robin, and a replica that fails to connect or answers 5xx is skipped
+for a cool-down while the request is retried elsewhere with backoff. Template kwargs travel as
+``chat_template_kwargs``; images as ``image_url`` data URLs. For servers that reject a
+conversation ending on an assistant turn (SGLang), ``fold_response`` puts the response inside
+the user text the way the model's template renders it. The reasoning trace is read from
+``<think>`` in the content, ``reasoning_content`` or ``reasoning``.
+
+The API key comes from the ``api_key`` argument or the environment variable named by
+``api_key_env`` (read once, at construction) and is never logged or shown in errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+
+from guard_plugin.classifiers.base import BaseClassifier, ClassifierOutput, ClassifierResult
+from guard_plugin.classifiers.registry import register_scheme
+from guard_plugin.errors import (
+    ClassifierError,
+    ClassifierTimeout,
+    ClassifierUnavailable,
+    ConfigError,
+)
+from guard_plugin.prompting import ModelRequest
+
+__all__ = ["DEFAULT_SERVED_MODEL", "OpenAICompatClassifier"]
+
+DEFAULT_SERVED_MODEL = "nvidia/nemotron-3.5-content-safety"
+_RESPONSE_FOLD = "\nresponse: agent:  ### Answer: "
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, *, mark_down: bool) -> None:
+        super().__init__(message)
+        self.mark_down = mark_down
+
+
+class OpenAICompatClassifier(BaseClassifier):
+    """Classifies through ``POST {base_url}/chat/completions``.
+
+    - ``base_urls``: one URL or several replicas, each ending in ``/v1``.
+    - ``model``: the served model name.
+    - ``fold_response``: fold the response into the user turn (needed for SGLang).
+    - ``timeout``: per HTTP attempt (a check's time budget also bounds the whole call).
+    - ``max_retries``: extra attempts after connection errors, timeouts, 429 and 5xx.
+    - ``max_concurrency``: requests in flight at once from this instance.
+    """
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        model: str = DEFAULT_SERVED_MODEL,
+        api_key: str | None = None,
+        api_key_env: str | None = "GUARD_PLUGIN_API_KEY",
+        fold_response: bool = False,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.1,
+        cooldown_s: float = 10.0,
+        max_concurrency: int = 32,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        urls = [u.strip().rstrip("/") for u in urls if u and u.strip()]
+        if not urls:
+            raise ConfigError("give at least one base URL, such as http://localhost:8000/v1")
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise ConfigError(f"base URL '{u}' must start with http:// or https://")
+        if max_retries < 0 or timeout <= 0 or max_concurrency < 1:
+            raise ConfigError("max_retries must be >= 0, timeout > 0, max_concurrency >= 1")
+        self.base_urls = urls
+        self.model = model
+        self.name = f"openai:{model}"
+        self.fold_response = fold_response
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.cooldown_s = cooldown_s
+        self.max_concurrency = max_concurrency
+        key = (
+            api_key
+            if api_key is not None
+            else (os.environ.get(api_key_env) if api_key_env else None)
+        )
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._rr = itertools.count()
+        self._down_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+        limits = httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+        )
+        self._client = httpx.Client(headers=self._headers, limits=limits, transport=transport)
+        self._async_transport = async_transport
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAICompatClassifier(base_urls={self.base_urls!r}, model={self.model!r})"
+
+    # -- request building ----------------------------------------------------------------------
+
+    def body(self, req: ModelRequest) -> dict[str, Any]:
+        """The JSON body sent for one request."""
+        user_text = req.user_text
+        response = req.response_text
+        if response is not None and self.fold_response:
+            user_text = f"{user_text}{_RESPONSE_FOLD}{response}"
+            response = None
+        user_content: str | list[dict[str, Any]]
+        if req.image is not None:
+            user_content = [
+                {"type": "image_url", "image_url": {"url": req.image.data_url()}},
+                {"type": "text", "text": user_text},
+            ]
+        else:
+            user_content = user_text
+        messages: list[dict[str, Any]] = [{"role": "user", "content": user_content}]
+        if response is not None:
+            messages.append({"role": "assistant", "content": response})
+        return {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": req.max_new_tokens,
+            "temperature": 0,
+            "stream": False,
+            "chat_template_kwargs": dict(req.template_kwargs),
+        }
+
+    # -- endpoint selection ---------------------------------------------------------------------
+
+    def _pick(self, tried: set[str]) -> str:
+        now = time.monotonic()
+        n = len(self.base_urls)
+        start = next(self._rr)
+        order = [self.base_urls[(start + i) % n] for i in range(n)]
+        with self._lock:
+            up = [u for u in order if self._down_until.get(u, 0.0) <= now]
+        for u in up:
+            if u not in tried:
+                return u
+        if up:
+            return up[0]
+        return order[0]  # everything is cooling down: try anyway rather than fail unasked
+
+    def _mark_down(self, url: str) -> None:
+        with self._lock:
+            self._down_until[url] = time.monotonic() + self.cooldown_s
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
+
+    # -- one attempt ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _interpret(resp: httpx.Response, url: str) -> ClassifierOutput:
+        if resp.status_code in _RETRY_STATUS:
+            raise _Retryable(
+                f"{url} answered HTTP {resp.status_code}", mark_down=resp.status_code != 429
+            )
+        if resp.status_code >= 400:
+            snippet = resp.text[:200].replace("\n", " ")
+            raise ClassifierUnavailable(f"{url} answered HTTP {resp.status_code}: {snippet}")
+        try:
+            data = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ClassifierUnavailable(f"{url} sent malformed JSON") from None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise ClassifierUnavailable(f"{url} sent no choices")
+        message = choices[0].get("message") or {}
+        if not isinstance(message, dict):
+            raise ClassifierUnavailable(f"{url} sent a malformed message")
+        content = message.get("content")
+        if isinstance(content, list):  # some servers return content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if content is not None and not isinstance(content, str):
+            raise ClassifierUnavailable(f"{url} sent non-text content")
+        return ClassifierOutput(content or "", reasoning if isinstance(reasoning, str) else None)
+
+    # -- sync and async drive the same retry state -------------------------------------------
+
+    def _one(self, req: ModelRequest, deadline: float | None) -> ClassifierResult:
+        body, attempts = self.body(req), _Attempts(self, deadline)
+        while True:
+            try:
+                url, t = attempts.begin()
+                resp = self._client.post(f"{url}/chat/completions", json=body, timeout=t)
+                return self._interpret(resp, url)
+            except ClassifierError as err:
+                return err
+            except (httpx.TransportError, _Retryable) as err:
+                step = attempts.failed(err)
+                if isinstance(step, ClassifierError):
+                    return step
+                time.sleep(step)
+
+    async def _aone(self, req: ModelRequest, deadline: float | None) -> ClassifierResult:
+        client, sem = self._aclient()
+        body, attempts = self.body(req), _Attempts(self, deadline)
+        while True:
+            try:
+                url, t = attempts.begin()
+                async with sem:
+                    resp = await client.post(f"{url}/chat/completions", json=body, timeout=t)
+                return self._interpret(resp, url)
+            except ClassifierError as err:
+                return err
+            except (httpx.TransportError, _Retryable) as err:
+                step = attempts.failed(err)
+                if isinstance(step, ClassifierError):
+                    return step
+                await asyncio.sleep(step)
+
+    def classify(
+        self, requests: Sequence[ModelRequest], *, timeout: float | None = None
+    ) -> list[ClassifierResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if len(requests) == 1:
+            return [self._one(requests[0], deadline)]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.max_concurrency, thread_name_prefix="guard-plugin-http"
+                )
+            pool = self._pool
+        return list(pool.map(lambda r: self._one(r, deadline), requests))
+
+    def _aclient(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        pair = self._aclients.get(loop)
+        if pair is None:
+            limits = httpx.Limits(
+                max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
+            )
+            client = httpx.AsyncClient(
+                headers=self._headers, limits=limits, transport=self._async_transport
+            )
+            pair = (client, asyncio.Semaphore(self.max_concurrency))
+            self._aclients[loop] = pair
+        return pair
+
+    async def aclassify(
+        self, requests: Sequence[ModelRequest], *, timeout: float | None = None
+    ) -> list[ClassifierResult]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return list(await asyncio.gather(*(self._aone(r, deadline) for r in requests)))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """True when at least one replica lists its models."""
+        for url in self.base_urls:
+            try:
+                if (
+                    self._client.get(f"{url}/models", timeout=min(self.timeout, 5.0)).status_code
+                    == 200
+                ):
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
+
+    def close(self) -> None:
+        self._client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        for loop, (client, _) in list(self._aclients.items()):
+            if not loop.is_closed():
+                try:
+                    if loop.is_running():
+                        loop.call_soon_threadsafe(_schedule_close, client)
+                    else:
+                        loop.run_until_complete(client.aclose())
+                except RuntimeError:
+                    pass
+        self._aclients.clear()
+
+
+_CLOSING: set[asyncio.Future[None]] = set()
+
+
+def _schedule_close(client: httpx.AsyncClient) -> None:
+    task = asyncio.ensure_future(client.aclose())
+    _CLOSING.add(task)  # keep a reference until it finishes
+    task.add_done_callback(_CLOSING.discard)
+
+
+class _Attempts:
+    """The retry policy of one request: which replica next, how long to wait, when to stop."""
+
+    def __init__(self, owner: OpenAICompatClassifier, deadline: float | None) -> None:
+        self.owner = owner
+        self.deadline = deadline
+        self.attempt = 0
+        self.tried: set[str] = set()
+        self.url = ""
+        self.last = "no attempt made"
+
+    def begin(self) -> tuple[str, float]:
+        """The replica for the next attempt and its timeout (raises when the budget is gone)."""
+        self.url = self.owner._pick(self.tried)
+        self.tried.add(self.url)
+        if self.deadline is None:
+            return self.url, self.owner.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ClassifierTimeout(f"the time budget ran out ({self.last})")
+        return self.url, min(self.owner.timeout, left)
+
+    def failed(self, err: Exception) -> float | ClassifierError:
+        """Record a retryable failure: the pause before the next attempt, or the final error."""
+        if isinstance(err, httpx.TimeoutException):
+            self.last, down = f"{self.url} timed out", True
+        elif isinstance(err, _Retryable):
+            self.last, down = str(err), err.mark_down
+        else:
+            self.last, down = f"{self.url} unreachable ({type(err).__name__})", True
+        if down:
+            self.owner._mark_down(self.url)
+        if self.attempt >= self.owner.max_retries:
+            return ClassifierUnavailable(f"gave up after {self.attempt + 1} attempts: {self.last}")
+        pause = self.owner._delay(self.attempt)
+        self.attempt += 1
+        if self.deadline is not None and time.monotonic() + pause >= self.deadline:
+            return ClassifierTimeout(f"the time budget ran out while retrying: {self.last}")
+        return pause
+
+
+# -- one-line specs -------------------------------------------------------------------------------
+
+_BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+_OPTIONS = {
+    "model": str,
+    "api_key_env": str,
+    "fold_response": lambda v: _BOOL[v.lower()],
+    "timeout": float,
+    "max_retries": int,
+    "max_concurrency": int,
+    "cooldown_s": float,
+}
+
+
+def _make_factory(default_https: bool, fold: bool) -> Any:
+    def factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
+        https = default_https
+        hosts, _, query = rest.removeprefix("//").partition("?")
+        params: dict[str, Any] = {}
+        for k, v in parse_qsl(query):
+            if k == "api_key":
+                raise ConfigError("do not put API keys in a spec; set api_key_env=VARIABLE instead")
+            conv = _OPTIONS.get(k)
+            if conv is None:
+                raise ConfigError(
+                    f"unknown option '{k}' in the endpoint spec; known: {', '.join(_OPTIONS)}"
+                )
+            try:
+                params[k] = conv(v)  # type: ignore[operator]
+            except (KeyError, ValueError):
+                raise ConfigError(f"bad value '{v}' for option '{k}'") from None
+        if fold:
+            params.setdefault("fold_response", True)
+        params.update(options)
+        urls = [
+            f"{'https' if https else 'http'}://{h.strip()}" for h in hosts.split(",") if h.strip()
+        ]
+        if not urls:
+            raise ConfigError(
+                "the endpoint spec names no host, e.g. openai://localhost:8000/v1?model=..."
+            )
+        key = "openai:" + ",".join(urls) + "|" + repr(sorted(params.items()))
+        return key, lambda: OpenAICompatClassifier(urls, **params)
+
+    return factory
+
+
+for _scheme, _https, _fold in (
+    ("openai", False, False),
+    ("openai+https", True, False),
+    ("vllm", False, False),
+    ("vllm+https", True, False),
+    ("nim", False, False),
+    ("nim+https", True, False),
+    ("sglang", False, True),
+    ("sglang+https", True, True),
+):
+    register_scheme(_scheme, _make_factory(_https, _fold))

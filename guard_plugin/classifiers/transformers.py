@@ -1,0 +1,445 @@
+"""The local backend: Nemotron Content Safety (Gemma 3 + LoRA) through transformers and peft.
+
+Three layers, as in a serving stack: :func:`load_local_model` loads weights and processor
+(optionally merging a raw LoRA adapter); :class:`_Runner` turns a batch of requests into one
+``generate`` call (left padding, greedy, stop at end of turn, new tokens only, split on CUDA
+out-of-memory); a :class:`BatchWorker` is the only thread that touches the model. The
+:class:`TransformersClassifier` callers only submit and wait.
+
+Needs the ``local`` extra: ``pip install 'guard-plugin[local]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from guard_plugin.classifiers._batching import BatchWorker
+from guard_plugin.classifiers.base import BaseClassifier, ClassifierOutput, ClassifierResult
+from guard_plugin.classifiers.registry import register_scheme
+from guard_plugin.errors import (
+    ClassifierError,
+    ClassifierUnavailable,
+    ConfigError,
+    InjectionDetected,
+    ModelLoadError,
+)
+from guard_plugin.prompting import ModelRequest
+
+try:
+    import torch
+    import transformers
+except ImportError as _err:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the local classifier needs torch and transformers: pip install 'guard-plugin[local]'"
+    ) from _err
+
+__all__ = ["LocalModel", "TransformersClassifier", "load_local_model"]
+
+ARCHITECTURE = "Gemma3ForConditionalGeneration"
+DEFAULT_MODEL_ID = "nvidia/Nemotron-3.5-Content-Safety"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass
+class LocalModel:
+    model: Any
+    processor: Any
+    device: torch.device
+    dtype: torch.dtype
+    source: str
+
+
+def _resolve(model: str) -> Path:
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; give the model's folder")
+        return path.resolve()
+    if not _HUB_ID.fullmatch(model):
+        raise ModelLoadError(
+            f"model folder {path} does not exist; give a folder with config.json and weights, "
+            f"a Hugging Face id such as {DEFAULT_MODEL_ID}, or an endpoint spec "
+            "('openai://host:8000/v1?model=...')"
+        )
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:
+        raise ModelLoadError(
+            f"model '{model}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}). "
+            f"Download it first (`hf download {model}`), point to a local folder "
+            "('transformers:/path/to/model'), or use a served model "
+            "('openai://host:8000/v1?model=...')"
+        ) from None
+
+
+def _check_folder(path: Path) -> None:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a transformers model folder")
+    try:
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{cfg} is unreadable: {err}") from None
+    if ARCHITECTURE not in archs:
+        raise ModelLoadError(
+            f"{path} holds {', '.join(archs) or 'an unknown architecture'}, "
+            f"not {ARCHITECTURE} (Nemotron Content Safety is a Gemma 3 model)"
+        )
+
+
+def _pick_device(
+    device: str | None, dtype: str | torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    dev = (
+        torch.device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    if dtype is None:
+        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    elif isinstance(dtype, torch.dtype):
+        dt = dtype
+    else:
+        dt = getattr(torch, str(dtype), None)  # type: ignore[assignment]
+        if not isinstance(dt, torch.dtype):
+            raise ConfigError(f"unknown dtype '{dtype}'; use bfloat16, float16 or float32")
+    return dev, dt
+
+
+def load_local_model(
+    model: str,
+    *,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LocalModel:
+    """Load the model and processor from a folder or the local Hugging Face cache.
+
+    ``adapter``: a PEFT LoRA adapter folder, applied and merged into the weights.
+    ``device`` / ``dtype``: default CUDA + bfloat16 when a GPU is visible, else CPU + float32.
+    """
+    from transformers import AutoProcessor, Gemma3ForConditionalGeneration
+
+    path = _resolve(model)
+    _check_folder(path)
+    dev, dt = _pick_device(device, dtype)
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+        net = Gemma3ForConditionalGeneration.from_pretrained(path, dtype=dt)
+    except Exception as err:
+        raise ModelLoadError(
+            f"cannot load the model from {path}: {type(err).__name__}: {err}"
+        ) from None
+    if adapter:
+        apath = Path(adapter).expanduser()
+        if not (apath / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{apath} is not a PEFT adapter folder (no adapter_config.json)")
+        try:
+            from peft import PeftModel
+        except ImportError as err:
+            raise ModelLoadError(
+                "LoRA adapters need peft: pip install 'guard-plugin[local]'"
+            ) from err
+        try:
+            net = PeftModel.from_pretrained(net, apath).merge_and_unload()
+        except Exception as err:
+            raise ModelLoadError(
+                f"cannot apply the adapter {apath}: {type(err).__name__}: {err}"
+            ) from None
+    net = net.to(dev).eval()  # type: ignore[arg-type]
+    if getattr(processor, "tokenizer", None) is None or not hasattr(
+        processor, "apply_chat_template"
+    ):
+        raise ModelLoadError(f"{path} has no processor with a tokenizer and chat template")
+    processor.tokenizer.padding_side = "left"
+    return LocalModel(net, processor, dev, dt, str(path) + (f"+{adapter}" if adapter else ""))
+
+
+class _Runner:
+    """Turns a batch of requests into generate calls. Runs only on the worker thread."""
+
+    def __init__(self, lm: LocalModel) -> None:
+        self.lm = lm
+        tok = lm.processor.tokenizer
+        self.tokenizer = tok
+        self.special_tokens: tuple[str, ...] = tuple(
+            t.content for t in tok.added_tokens_decoder.values() if t.special
+        )
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        stop = [tok.eos_token_id]
+        eot = tok.convert_tokens_to_ids("<end_of_turn>")
+        if isinstance(eot, int) and eot != tok.unk_token_id:
+            stop.append(eot)
+        self.stop_ids = [i for i in stop if i is not None]
+        # Control-token ids whose count per row must match a benign reference rendering.
+        self.control_ids = torch.tensor(
+            sorted(
+                {tok.convert_tokens_to_ids(t) for t in self.special_tokens}
+                - {self.pad_id, tok.unk_token_id}
+            ),
+            dtype=torch.long,
+        )
+        self._reference: dict[tuple[Any, ...], torch.Tensor] = {}
+        self.oom_splits = 0
+
+    # prompts --------------------------------------------------------------------------------
+
+    def _render(
+        self, req: ModelRequest, *, user_text: str | None = None, response_text: str | None = None
+    ) -> str:
+        msgs = req.messages(lambda img: {"type": "image"})
+        if user_text is not None:
+            msgs[0]["content"][-1]["text"] = user_text
+        if response_text is not None and len(msgs) > 1:
+            msgs[1]["content"][0]["text"] = response_text
+        return str(
+            self.lm.processor.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=True, **dict(req.template_kwargs)
+            )
+        )
+
+    def _encode(self, reqs: Sequence[ModelRequest]) -> Any:
+        texts = [self._render(r) for r in reqs]
+        images = [[r.image.to_pil()] if r.image is not None else [] for r in reqs]
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if any(images):
+            kwargs["images"] = images
+        return self.lm.processor(**kwargs)
+
+    def _counts(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return (input_ids.unsqueeze(-1) == self.control_ids).sum(dim=1)
+
+    def _expected(self, req: ModelRequest) -> torch.Tensor:
+        key = (
+            repr(sorted(req.template_kwargs.items())),
+            req.image is not None,
+            req.response_text is not None,
+        )
+        ref = self._reference.get(key)
+        if ref is None:
+            text = self._render(req, user_text="x", response_text="x")
+            kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+            if req.image is not None:
+                kwargs["images"] = [[req.image.to_pil()]]
+            ref = self._counts(self.lm.processor(**kwargs)["input_ids"])[0]
+            if len(self._reference) < 256:
+                self._reference[key] = ref
+        return ref
+
+    # generation -----------------------------------------------------------------------------
+
+    def __call__(self, reqs: list[ModelRequest]) -> list[ClassifierResult]:
+        results: list[ClassifierResult | None] = [None] * len(reqs)
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(reqs):
+            groups.setdefault(r.max_new_tokens, []).append(i)
+        for max_new, idx in groups.items():
+            for i, res in zip(idx, self._run_group([reqs[i] for i in idx], max_new), strict=True):
+                results[i] = res
+        return [r if r is not None else ClassifierError("no result") for r in results]
+
+    def _smuggles(self, req: ModelRequest) -> bool:
+        texts = (req.user_text, req.response_text or "")
+        return any(tok in text for text in texts for tok in self.special_tokens)
+
+    def _run_group(self, reqs: list[ModelRequest], max_new: int) -> list[ClassifierResult]:
+        # Two layers: literal special tokens in the untrusted text, then (after tokenising)
+        # control-token counts that differ from a benign rendering of the same request shape.
+        smuggled = [i for i, r in enumerate(reqs) if self._smuggles(r)]
+        if smuggled:
+            return self._without(reqs, smuggled, max_new)
+        try:
+            enc = self._encode(reqs)
+        except Exception as err:
+            if len(reqs) == 1:
+                return [
+                    ClassifierUnavailable(
+                        f"cannot build the model input: {type(err).__name__}: {err}"
+                    )
+                ]
+            return [r for req in reqs for r in self._run_group([req], max_new)]
+        counts = self._counts(enc["input_ids"])
+        bad = [i for i, r in enumerate(reqs) if not torch.equal(counts[i], self._expected(r))]
+        if bad:
+            return self._without(reqs, bad, max_new)
+        return self._generate(reqs, enc, max_new)
+
+    def _without(
+        self, reqs: list[ModelRequest], bad: list[int], max_new: int
+    ) -> list[ClassifierResult]:
+        """Refuse the requests at ``bad`` and run the rest."""
+        out: list[ClassifierResult] = [
+            InjectionDetected(
+                "the content carries tokenizer control tokens; refusing to classify it"
+            )
+        ] * len(reqs)
+        keep = [i for i in range(len(reqs)) if i not in bad]
+        if keep:
+            for i, res in zip(keep, self._run_group([reqs[i] for i in keep], max_new), strict=True):
+                out[i] = res
+        return out
+
+    def _generate(self, reqs: list[ModelRequest], enc: Any, max_new: int) -> list[ClassifierResult]:
+        lm = self.lm
+        try:
+            inputs = enc.to(lm.device)
+            if "pixel_values" in inputs:
+                inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
+            with torch.inference_mode():
+                out = lm.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.pad_id,
+                    eos_token_id=self.stop_ids,
+                )
+        except torch.OutOfMemoryError:
+            _free_cache(lm.device)
+            if len(reqs) == 1:
+                return [ClassifierUnavailable("out of GPU memory for a single request")]
+            self.oom_splits += 1
+            half = len(reqs) // 2
+            return self._run_group(reqs[:half], max_new) + self._run_group(reqs[half:], max_new)
+        except Exception:
+            _free_cache(lm.device)
+            raise
+        new = out[:, inputs["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [ClassifierOutput(t.strip()) for t in texts]
+
+
+def _free_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class TransformersClassifier(BaseClassifier):
+    """Nemotron Content Safety run in this process, shared and batched.
+
+    - ``model``: a model folder or a Hugging Face id in the local cache.
+    - ``adapter``: an optional PEFT LoRA adapter folder (merged at load).
+    - ``device`` / ``dtype``: default CUDA + bfloat16 when available, else CPU + float32.
+    - ``max_batch_size``, ``max_wait_ms``: how the worker forms batches.
+    - ``max_queue``: requests allowed to wait; beyond it callers get :class:`QueueFullError`.
+
+    Prefer ``load_classifier("transformers:...")``, which returns one shared instance per spec.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL_ID,
+        *,
+        adapter: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 1024,
+    ) -> None:
+        self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
+        self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
+        self._runner = _Runner(self.local)
+        self.extra_tokens = self._runner.special_tokens
+        self._worker: BatchWorker[ModelRequest, ClassifierResult] = BatchWorker(
+            self._runner,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_ms / 1000.0,
+            max_queue=max_queue,
+            name="guard-plugin-model",
+        )
+        self._close_lock = threading.Lock()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        s = self._worker.stats
+        return {
+            "requests": s.requests,
+            "batches": s.batches,
+            "max_batch": s.max_batch,
+            "queue_full": s.queue_full,
+            "failures": s.failures,
+            "oom_splits": self._runner.oom_splits,
+        }
+
+    def classify(
+        self, requests: Sequence[ModelRequest], *, timeout: float | None = None
+    ) -> list[ClassifierResult]:
+        return [_as_result(r) for r in self._worker.run(requests, timeout)]
+
+    async def aclassify(
+        self, requests: Sequence[ModelRequest], *, timeout: float | None = None
+    ) -> list[ClassifierResult]:
+        return [_as_result(r) for r in await self._worker.arun(requests, timeout)]
+
+    def health(self) -> bool:
+        """Runs a one-token generation through the worker: True when the model answers."""
+        from guard_plugin.policy import Policy, compile_policy
+        from guard_plugin.prompting import SafetyInput, build_request
+
+        req = build_request(SafetyInput(text="ping"), compile_policy(Policy()))
+        probe = ModelRequest(req.user_text, None, None, req.template_kwargs, 1, "health")
+        try:
+            (res,) = self._worker.run([probe], timeout=60)
+        except ClassifierError:
+            return False
+        return isinstance(res, ClassifierOutput)
+
+    def close(self) -> None:
+        with self._close_lock:
+            self._worker.close()
+            _free_cache(self.local.device)
+
+
+def _as_result(r: object) -> ClassifierResult:
+    if isinstance(r, (ClassifierOutput, ClassifierError)):
+        return r
+    return ClassifierError(f"unexpected result {type(r).__name__}")
+
+
+_INT_OPTIONS = ("max_batch_size", "max_queue")
+_FLOAT_OPTIONS = ("max_wait_ms",)
+
+
+def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
+    model, _, query = rest.partition("?")
+    model = model or DEFAULT_MODEL_ID
+    params: dict[str, Any] = dict(parse_qsl(query))
+    unknown = set(params) - {"adapter", "device", "dtype", *_INT_OPTIONS, *_FLOAT_OPTIONS}
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))} in 'transformers:{rest}'; "
+            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue"
+        )
+    for k in _INT_OPTIONS:
+        if k in params:
+            params[k] = int(params[k])
+    for k in _FLOAT_OPTIONS:
+        if k in params:
+            params[k] = float(params[k])
+    params.update(options)
+    p = Path(model).expanduser()
+    norm_model = str(p.resolve()) if p.exists() else model
+    adapter = params.get("adapter")
+    norm_adapter = str(Path(adapter).expanduser().resolve()) if adapter else ""
+    dev, dt = _pick_device(params.get("device"), params.get("dtype"))
+    extra = sorted((k, v) for k, v in params.items() if k not in ("adapter", "device", "dtype"))
+    key = f"transformers:{norm_model}|{norm_adapter}|{dev}|{dt}|{extra}"
+    return key, lambda: TransformersClassifier(model, **params)
+
+
+register_scheme("transformers", _factory)
+register_scheme("hf", _factory)
+
+_ = transformers.__version__  # the extra is present

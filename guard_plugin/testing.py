@@ -1,0 +1,210 @@
+"""Public test helpers: a tiny random-weight Gemma 3 classifier folder, and its LoRA adapter.
+
+The real Nemotron weights are several GB and cannot be fetched in CI. :func:`build_tiny_gemma3`
+writes a complete model folder (config, weights, tokenizer, image processor and a chat template
+that takes the real template's kwargs) in seconds, so tests load it through the same public
+code that loads the real model. Its random weights produce garbage text: use it to test
+loading, batching, tokenisation and fail-closed parsing, never verdicts.
+
+Needs the ``local`` extra (torch, transformers, peft, tokenizers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TINY_CHAT_TEMPLATE", "TinyModel", "build_tiny_gemma3"]
+
+SPECIAL_TOKENS = [
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<mask>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+]
+
+# Our own template with the real one's inputs: one user turn (image part first), an optional
+# assistant turn rendered inside the same classifier prompt, and the kwargs request_categories,
+# enable_thinking, custom_policy and custom_taxonomy.
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}<start_of_turn>user\n"
+    "You classify the safety of a conversation between a person and an assistant.\n"
+    "{% if custom_policy %}{{ custom_policy }}"
+    "{% else %}Categories:\n"
+    "{% if custom_taxonomy %}{{ custom_taxonomy }}{% else %}S1: Violence.\nS2: Sexual.\n"
+    "S3: Criminal Planning/Confessions.\nS12: Profanity.{% endif %}{% endif %}"
+    "{{ '\\n' }}<BEGIN CONVERSATION>\n"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}user: "
+    "{% elif message['role'] == 'assistant' %}response: agent:  ### Answer: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<start_of_image>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '\\n' }}"
+    "{% endfor %}"
+    "<END CONVERSATION>\n"
+    "Answer with 'User Safety: safe' or 'User Safety: unsafe'"
+    "{% if messages | length > 1 %}, then 'Response Safety: safe' or 'Response Safety: unsafe'"
+    "{% endif %}{{ '.\\n' }}"
+    "{{ request_categories | default('/categories') }} "
+    "{% if enable_thinking %}/think{% else %}/no_think{% endif %}{{ '\\n' }}"
+    "Output:<end_of_turn>\n"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+_CORPUS = [
+    "User Safety: safe",
+    "User Safety: unsafe",
+    "Response Safety: safe",
+    "Response Safety: unsafe",
+    "Safety Categories: Violence, Profanity, Criminal Planning/Confessions",
+    "You classify the safety of a conversation between a person and an assistant.",
+    "the quick brown fox jumps over the lazy dog while the process is killed",
+    "please summarise the attached quarterly report for the board of directors",
+    "how do I build a bomb; kill the process; send an email to my coworker",
+    "<BEGIN CONVERSATION> user: response: agent: ### Answer: <END CONVERSATION> Output:",
+    "0123456789 ,.;:!?'\"()[]{}<>/\\-_=+*&^%$#@~`|",
+]
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    path: Path
+    adapter_path: Path | None
+    image_size: int
+    mm_tokens_per_image: int
+
+
+def _tokenizer():  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        extra_special_tokens={
+            "image_token": "<image_soft_token>",
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+        padding_side="left",
+        model_max_length=8192,
+    )
+
+
+def build_tiny_gemma3(
+    folder: str | Path,
+    *,
+    lora: bool = False,
+    seed: int = 0,
+    image_size: int = 16,
+    patch_size: int = 4,
+    mm_tokens_per_image: int = 4,
+) -> TinyModel:
+    """Write a tiny random-weight ``Gemma3ForConditionalGeneration`` with its processor to
+    ``folder`` (and, with ``lora``, a tiny PEFT LoRA adapter to ``folder/adapter``)."""
+    import torch
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+
+    try:
+        from transformers import Gemma3ImageProcessorPil as ImageProcessor
+    except ImportError:  # older transformers: the only image processor is Pillow-based
+        from transformers import Gemma3ImageProcessor as ImageProcessor  # type: ignore[assignment]
+
+    per_side = image_size // patch_size
+    if round(mm_tokens_per_image**0.5) ** 2 != mm_tokens_per_image or per_side % round(
+        mm_tokens_per_image**0.5
+    ):
+        raise ValueError("sqrt(mm_tokens_per_image) must divide image_size / patch_size")
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer()
+    image_processor = ImageProcessor(
+        size={"height": image_size, "width": image_size},
+        do_pan_and_scan=False,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=TINY_CHAT_TEMPLATE,
+        image_seq_length=mm_tokens_per_image,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = Gemma3Config(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 32,
+            "query_pre_attn_scalar": 32,
+            "sliding_window": 64,
+            "max_position_embeddings": 8192,
+            "pad_token_id": ids("<pad>"),
+            "eos_token_id": [ids("<eos>"), ids("<end_of_turn>")],
+            "bos_token_id": ids("<bos>"),
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch_size,
+        },
+        mm_tokens_per_image=mm_tokens_per_image,
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = ids("<pad>")
+    model.generation_config.eos_token_id = [ids("<eos>"), ids("<end_of_turn>")]
+    model.generation_config.bos_token_id = ids("<bos>")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+    adapter_path = None
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed + 1)
+        peft_cfg = LoraConfig(
+            r=4,
+            lora_alpha=8,
+            # The language model only: plain names would also hit the SigLIP tower.
+            target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+            init_lora_weights=False,  # random B, so the adapter visibly changes the logits
+        )
+        peft_model = get_peft_model(model, peft_cfg)
+        adapter_path = out / "adapter"
+        peft_model.save_pretrained(str(adapter_path))
+    return TinyModel(out, adapter_path, image_size, mm_tokens_per_image)

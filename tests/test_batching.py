@@ -1,0 +1,117 @@
+"""The batching worker: batches form, futures resolve from threads and asyncio, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from guard_plugin.classifiers._batching import BatchWorker
+from guard_plugin.errors import ClassifierTimeout, ClassifierUnavailable, QueueFullError
+
+
+def test_concurrent_submitters_are_batched() -> None:
+    seen: list[int] = []
+
+    def run(batch: list[int]) -> list[int]:
+        seen.append(len(batch))
+        time.sleep(0.01)
+        return [x * 2 for x in batch]
+
+    w: BatchWorker[int, int] = BatchWorker(run, max_batch_size=8, max_wait_s=0.005)
+    results: dict[int, object] = {}
+
+    def call(i: int) -> None:
+        results[i] = w.run([i])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    assert results == {i: i * 2 for i in range(32)}
+    assert max(seen) > 1 and max(seen) <= 8 and sum(seen) == 32
+
+
+def test_async_and_thread_callers_share_one_worker() -> None:
+    w: BatchWorker[int, int] = BatchWorker(lambda b: [x + 1 for x in b], max_batch_size=16)
+
+    async def many() -> list[object]:
+        return await asyncio.gather(*(w.arun([i]) for i in range(50)))
+
+    out = asyncio.run(many())
+    assert [r[0] for r in out] == [i + 1 for i in range(50)]  # type: ignore[index]
+    assert w.run([5, 6]) == [6, 7]
+    w.close()
+
+
+def test_queue_full_is_a_clear_counted_error() -> None:
+    gate = threading.Event()
+    w: BatchWorker[int, int] = BatchWorker(
+        lambda b: (gate.wait(5), b)[1], max_batch_size=1, max_queue=2
+    )
+    first = w.submit(0)
+    time.sleep(0.05)  # the worker holds request 0; the queue is empty again
+    w.submit(1)
+    w.submit(2)
+    with pytest.raises(QueueFullError, match="queue is full"):
+        w.submit(3)
+    with pytest.raises(QueueFullError):
+        w.run([4, 5])
+    assert w.stats.queue_full == 2
+    gate.set()
+    assert first.result(5) == 0
+    w.close()
+
+
+def test_timeout_cancels_waiting_requests() -> None:
+    gate = threading.Event()
+    calls: list[list[int]] = []
+
+    def run(b: list[int]) -> list[int]:
+        calls.append(b)
+        gate.wait(5)
+        return b
+
+    w: BatchWorker[int, int] = BatchWorker(run, max_batch_size=1)
+    (res,) = w.run([1], timeout=0.05)
+    assert isinstance(res, ClassifierTimeout)
+    (res2,) = w.run([2], timeout=0.01)  # queued behind 1, cancelled before it runs
+    assert isinstance(res2, ClassifierTimeout)
+    gate.set()
+    time.sleep(0.05)
+    w.close()
+    assert calls == [[1]]
+
+
+def test_a_failing_batch_fails_only_its_requests() -> None:
+    def run(b: list[int]) -> list[int]:
+        if 13 in b:
+            raise RuntimeError("CUDA error")
+        return b
+
+    w: BatchWorker[int, int] = BatchWorker(run, max_batch_size=1)
+    bad, good = w.run([13]), w.run([1])
+    assert isinstance(bad[0], ClassifierUnavailable) and "CUDA error" in str(bad[0])
+    assert good == [1]
+    w.close()
+
+
+def test_close_serves_accepted_requests_and_refuses_new_ones() -> None:
+    gate = threading.Event()
+    w: BatchWorker[int, int] = BatchWorker(lambda b: (gate.wait(5), b)[1], max_batch_size=1)
+    running = w.submit(1)
+    time.sleep(0.05)
+    queued = w.submit(2)
+    closer = threading.Thread(target=w.close)
+    closer.start()
+    time.sleep(0.05)
+    gate.set()
+    closer.join(5)
+    assert running.result(1) == 1
+    assert queued.result(1) == 2
+    with pytest.raises(ClassifierUnavailable, match="closed"):
+        w.submit(3)
