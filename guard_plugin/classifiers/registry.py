@@ -2,7 +2,14 @@
 
 Specs::
 
-    scripted                                 the scripted test double (NOT a safety model)
+    scripted                                  the scripted test double (NOT a safety model)
+    transformers:/path/to/model               local model folder (needs the `local` extra)
+    transformers:nvidia/Nemotron-3.5-Content-Safety?adapter=/lora&device=cuda:0&dtype=bfloat16
+    openai://host:8000/v1?model=NAME          any OpenAI-compatible server over http
+    openai+https://host/v1?model=NAME&api_key_env=VAR
+    vllm://h1:8000/v1,h2:8000/v1?model=NAME   several replicas: round-robin with fail-over
+    sglang://host:30000/v1                    folds the response into the user turn
+    nim+https://host/v1?model=NAME            NVIDIA NIM
 
 Backends register a scheme with :func:`register_scheme`; :func:`load_classifier` returns the
 same instance for the same normalised spec, so every adapter in a process shares one model.
