@@ -300,3 +300,24 @@ def test_bad_spec_options(tiny_model) -> None:
         load_classifier(f"transformers:{tiny_model.path}?colour=blue")
     with pytest.raises(ConfigError, match="unknown dtype"):
         load_classifier(f"transformers:{tiny_model.path}?dtype=float7")
+
+
+def test_text_fast_path_equals_the_processor(clf) -> None:
+    runner = clf._runner
+    batch = [req("short"), req("a longer text " * 20), req("q", response="an answer")]
+    texts = [runner._render(r) for r in batch]
+    fast = runner._encode_text(texts)
+    slow = clf.local.processor(text=texts, padding=True, return_tensors="pt")
+    assert torch.equal(fast["input_ids"], slow["input_ids"])
+    assert torch.equal(fast["attention_mask"], slow["attention_mask"])
+
+
+def test_text_only_batches_drop_token_type_ids_without_changing_logits(clf) -> None:
+    texts = [clf._runner._render(r) for r in (req("some text"), req("other"))]
+    enc = clf.local.processor(text=texts, padding=True, return_tensors="pt")
+    assert "token_type_ids" in enc
+    model = clf.local.model
+    with torch.inference_mode():
+        with_ids = model(**enc).logits
+        without = model(**{k: v for k, v in enc.items() if k != "token_type_ids"}).logits
+    assert torch.equal(with_ids, without)
