@@ -26,10 +26,34 @@ from guard_plugin import ModelRequest, Policy, SafetyInput, build_request, compi
 from guard_plugin.classifiers.transformers import TransformersClassifier
 from guard_plugin.testing import build_tiny_gemma3
 
-WORDS = (
-    "please summarise the attached quarterly report for the board of directors while the "
-    "process is killed and the quick brown fox jumps over the lazy dog"
-).split()
+WORDS = [
+    "please",
+    "summarise",
+    "the",
+    "attached",
+    "quarterly",
+    "report",
+    "for",
+    "the",
+    "board",
+    "of",
+    "directors",
+    "while",
+    "the",
+    "process",
+    "is",
+    "killed",
+    "and",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+]
 
 
 def prompt(tokenizer, n_tokens: int, salt: int) -> str:
