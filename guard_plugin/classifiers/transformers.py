@@ -355,7 +355,8 @@ def _free_cache(device: torch.device) -> None:
 class TransformersClassifier(BaseClassifier):
     """Nemotron Content Safety run in this process, shared and batched.
 
-    - ``model``: a model folder or a Hugging Face id in the local cache.
+    - ``model``: a model folder, a Hugging Face id in the local cache, or a
+      :class:`LocalModel` already loaded (then ``adapter``, ``device``, ``dtype`` are unused).
     - ``adapter``: an optional PEFT LoRA adapter folder (merged at load).
     - ``device`` / ``dtype``: default CUDA + bfloat16 when available, else CPU + float32.
     - ``max_batch_size``, ``max_wait_ms``: how the worker forms batches.
@@ -366,7 +367,7 @@ class TransformersClassifier(BaseClassifier):
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL_ID,
+        model: str | LocalModel = DEFAULT_MODEL_ID,
         *,
         adapter: str | None = None,
         device: str | None = None,
@@ -375,8 +376,12 @@ class TransformersClassifier(BaseClassifier):
         max_wait_ms: float = 2.0,
         max_queue: int = 1024,
     ) -> None:
-        self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
-        self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
+        if isinstance(model, LocalModel):
+            self.local = model
+            self.name = f"transformers:{model.source}"
+        else:
+            self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
+            self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
         self._runner = _Runner(self.local)
         self.extra_tokens = self._runner.special_tokens
         self._worker: BatchWorker[ModelRequest, ClassifierResult] = BatchWorker(

@@ -1,0 +1,245 @@
+"""GPU figures for the local classifier with the real Gemma 3 4B shapes (random weights).
+
+    python -m benchmarks.bench_gpu                 # on a CUDA machine, bf16
+    python -m benchmarks.bench_gpu --tiny --device cpu --n 5   # code-path check, no GPU needed
+
+Builds a random-weight ``Gemma3ForConditionalGeneration`` with gemma-3-4b-it's text and SigLIP
+shapes (so the compute is real), wraps it in the project's runner and batching worker, and
+measures: p50 / p99 latency of a text-only check (~700-token prompt), of a check with one
+896x896 image, and throughput at batch 1 / 8 / 32. A verdict is short (``User Safety: safe``
+plus end of turn is about 5 tokens), so each request generates exactly ``--new-tokens``.
+Beside each figure it prints the physical floor: prefill FLOPs / peak bf16 FLOP/s, plus the
+weight bytes each decode step must read / peak memory bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from guard_plugin import ImageData, ModelRequest, Policy, SafetyInput, build_request, compile_policy
+from guard_plugin.classifiers.transformers import LocalModel, TransformersClassifier
+from guard_plugin.testing import TINY_CHAT_TEMPLATE, _tokenizer
+
+# Peak dense bf16 FLOP/s and HBM bandwidth (bytes/s) by device name fragment.
+PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
+
+REAL_TEXT = dict(
+    hidden_size=2560,
+    intermediate_size=10240,
+    num_hidden_layers=34,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+    query_pre_attn_scalar=256,
+    sliding_window=1024,
+    vocab_size=262208,
+    max_position_embeddings=131072,
+)
+REAL_VISION = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    image_size=896,
+    patch_size=14,
+)
+TINY_TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,
+    query_pre_attn_scalar=32,
+    sliding_window=1024,
+    vocab_size=262208,
+    max_position_embeddings=8192,
+)
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=896,
+    patch_size=14,
+)
+
+
+def build(tiny: bool, device: str, dtype: torch.dtype) -> LocalModel:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+
+    try:
+        from transformers import Gemma3ImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import Gemma3ImageProcessor as ImageProcessor  # type: ignore[assignment]
+
+    tok = _tokenizer()
+    ids = tok.convert_tokens_to_ids
+    processor = Gemma3Processor(
+        image_processor=ImageProcessor(size={"height": 896, "width": 896}, do_pan_and_scan=False),
+        tokenizer=tok,
+        chat_template=TINY_CHAT_TEMPLATE,
+        image_seq_length=256,
+    )
+    text = dict(TINY_TEXT if tiny else REAL_TEXT)
+    text.update(
+        pad_token_id=ids("<pad>"),
+        bos_token_id=ids("<bos>"),
+        eos_token_id=[ids("<eos>"), ids("<end_of_turn>")],
+    )
+    cfg = Gemma3Config(
+        text_config=text,
+        vision_config=TINY_VISION if tiny else REAL_VISION,
+        mm_tokens_per_image=256,
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+    )
+    torch.manual_seed(0)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Gemma3ForConditionalGeneration(cfg).eval()
+    finally:
+        torch.set_default_dtype(prev)
+    tok.padding_side = "left"
+    return LocalModel(
+        model,
+        processor,
+        torch.device(device),
+        dtype,
+        "random-gemma3-4b" + ("-tiny" if tiny else ""),
+    )
+
+
+def matmul_params(model) -> tuple[int, int, int]:
+    """(language-model matmul params per token, lm_head params, vision tower params)."""
+    lm = vision = head = 0
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            continue
+        if "vision_tower" in name or "multi_modal_projector" in name:
+            vision += p.numel()
+        elif "embed_tokens" in name:
+            head = p.numel()  # tied lm_head: used as a matmul for generated positions only
+        else:
+            lm += p.numel()
+    return lm, head, vision
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tiny", action="store_true", help="tiny widths (code-path check on CPU)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--n", type=int, default=50, help="latency samples")
+    ap.add_argument("--prompt-tokens", type=int, default=700)
+    ap.add_argument("--new-tokens", type=int, default=5)
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    lm = build(args.tiny, args.device, dtype)
+    clf = TransformersClassifier(lm, max_batch_size=32, max_wait_ms=2, max_queue=256)
+    model = lm.model
+    orig = model.generate
+
+    def fixed(**kw):
+        kw["min_new_tokens"] = kw["max_new_tokens"]
+        return orig(**kw)
+
+    model.generate = fixed
+    tok = lm.processor.tokenizer
+    policy = compile_policy(Policy())
+    words = ("please summarise the attached quarterly report for the board " * 2).split()
+    text, i = "", 0
+    while len(tok(text).input_ids) < args.prompt_tokens:
+        text += words[i % len(words)] + " "
+        i += 1
+
+    def request(salt: int, image: ImageData | None = None) -> ModelRequest:
+        r = build_request(SafetyInput(text=f"{salt} {text}", image=image), policy)
+        return ModelRequest(r.user_text, None, r.image, r.template_kwargs, args.new_tokens, r.key)
+
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((896, 896), 64).convert("RGB").save(buf, "PNG")
+    img = ImageData(buf.getvalue(), "image/png", 896, 896)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def latency(make) -> list[float]:
+        for k in range(3):
+            clf.classify([make(-k)])
+        out = []
+        for k in range(args.n):
+            r = make(k)
+            sync()
+            t0 = time.perf_counter()
+            clf.classify([r])
+            sync()
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    text_ms = latency(lambda k: request(k))
+    image_ms = latency(lambda k: request(k, img))
+    thr = {}
+    for b in (1, 8, 32):
+        reqs = [request(1000 + k) for k in range(b)]
+        clf.classify(reqs)
+        sync()
+        t0 = time.perf_counter()
+        rounds = max(1, 64 // b)
+        for _ in range(rounds):
+            clf.classify(reqs)
+        sync()
+        thr[b] = b * rounds / (time.perf_counter() - t0)
+    peak_mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+    prompt_len = len(clf._runner._encode([request(0)])["input_ids"][0])
+    lm_p, head_p, vis_p = matmul_params(model)
+    prefill = 2 * lm_p * prompt_len + 2 * head_p  # logits for the last position only
+    patches = (896 // 14) ** 2
+    vision = 2 * vis_p * patches
+    weight_bytes = (lm_p + head_p) * torch.finfo(dtype).bits // 8
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    flops, bw = next((v for k, v in PEAKS.items() if k in name), (float("nan"), float("nan")))
+    floor_text = (prefill / flops + args.new_tokens * weight_bytes / bw) * 1000
+    floor_img = floor_text + (vision + 2 * lm_p * 256) / flops * 1000
+    floor_thr32 = 1 / ((prefill / flops) + args.new_tokens * weight_bytes / bw / 32)
+
+    print(
+        f"device: {name}, dtype {dtype}, model {lm.source}, prompt {prompt_len} tokens, {args.new_tokens} new tokens"
+    )
+    print(
+        f"params: language matmuls {lm_p / 1e9:.2f} B, lm_head {head_p / 1e9:.2f} B, vision {vis_p / 1e9:.2f} B"
+    )
+    print(
+        f"text check     p50 {statistics.median(text_ms):7.1f} ms  p99 {pct(text_ms, 0.99):7.1f} ms  floor {floor_text:6.1f} ms"
+    )
+    print(
+        f"image check    p50 {statistics.median(image_ms):7.1f} ms  p99 {pct(image_ms, 0.99):7.1f} ms  floor {floor_img:6.1f} ms"
+    )
+    for b, v in thr.items():
+        print(f"throughput b={b:<2}  {v:8.1f} checks/s")
+    print(
+        f"throughput floor at b=32 (compute + weight reads shared by the batch): {floor_thr32:8.1f} checks/s"
+    )
+    print(f"peak GPU memory: {peak_mem:.2f} GiB")
+    clf.close()
+
+
+if __name__ == "__main__":
+    main()
