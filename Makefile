@@ -33,8 +33,10 @@ unit: $(VENV)/.stamp-dev
 
 test: lint typecheck unit
 
+# CPU benchmarks (figures go to docs/benchmarks.md by hand, with the command that made them)
 bench: $(VENV)/.stamp-dev
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.bench_guard
+	$(PY) -m benchmarks.bench_batching
 
 clean:
 	rm -rf $(VENV) build *.egg-info
