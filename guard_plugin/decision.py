@@ -165,11 +165,14 @@ def decide(
     categories = tuple(dict.fromkeys(c for p in unsafe for c in p.categories))
     suppressed = tuple(dict.fromkeys(c for p in parts for c in p.suppressed))
 
+    unverifiable = [p for p in errors if p.error_kind == "unverifiable"]
     candidates: list[Action] = []
     if unsafe:
         candidates.append(policy.action_for(surface, categories))
-    if errors:
+    if len(unverifiable) < len(errors):
         candidates.append(policy.error_action())
+    if unverifiable:
+        candidates.append(Action(policy.policy.media.unverifiable))
     action = strictest(*candidates)
 
     status: Status
@@ -183,8 +186,14 @@ def decide(
         status = "empty"
 
     withheld = [p.index for p in unsafe]
-    if policy.policy.on_error != "allow":
-        withheld += [p.index for p in errors]
+    for p in errors:
+        lenient = (
+            policy.policy.media.unverifiable
+            if p.error_kind == "unverifiable"
+            else policy.policy.on_error
+        )
+        if lenient != "allow":
+            withheld.append(p.index)
     reasoning = "\n\n".join(p.reasoning for p in parts if p.reasoning) or None
     first_error = errors[0] if errors else None
     return Decision(

@@ -14,6 +14,7 @@
     │   ├── InjectionDetected              untrusted text still produced control tokens
     │   └── VerdictParseError              the model's output is malformed
     ├── MediaError                         an image or document could not be used
+    │   └── UnverifiableMedia              content the guard may not or cannot look at
     └── GuardBlocked                       raised by adapters that opt into raising
 
 Configuration errors are raised when a policy or classifier is loaded. Run-time errors never
@@ -41,6 +42,7 @@ __all__ = [
     "PolicyError",
     "QueueFullError",
     "UnknownTenantError",
+    "UnverifiableMedia",
     "VerdictParseError",
 ]
 
@@ -119,6 +121,13 @@ class MediaError(GuardError):
     """An image or document part cannot be decoded or exceeds the policy's limits."""
 
     kind = "media"
+
+
+class UnverifiableMedia(MediaError):
+    """Content the guard is not allowed to (or cannot) inspect: a remote URL it may not fetch,
+    a file-id reference, pages past the page limit. Decided by ``media.unverifiable``."""
+
+    kind = "unverifiable"
 
 
 class GuardBlocked(GuardError):

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from guard_plugin.audit import AuditEvent, AuditSink, LoggingAuditSink, MultiAuditSink
 from guard_plugin.classifiers.base import Classifier, ClassifierOutput, ClassifierResult
@@ -31,6 +32,7 @@ from guard_plugin.errors import (
     UnknownTenantError,
     VerdictParseError,
 )
+from guard_plugin.media.content import FailedPart, extract_parts, fan_out
 from guard_plugin.policy import CompiledPolicy, Policy, PolicyStore, compile_policy, load_policy
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
 from guard_plugin.types import Surface
@@ -93,6 +95,8 @@ class _Plan:
     surface: Surface
     policy: CompiledPolicy
     inputs: list[SafetyInput]
+    #: content order: every input, and parts that could not be classified (media errors)
+    items: list[SafetyInput | FailedPart] = field(default_factory=list)
     requests: list[ModelRequest] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     results: list[Verdict | BaseException | None] = field(default_factory=list)
@@ -196,6 +200,61 @@ class Guard:
             self._absorb(plan, outputs)
         return self._finish(plan)
 
+    def check_content(
+        self,
+        content: Any,
+        *,
+        surface: Surface | str,
+        tenant: str | None = None,
+        context: str = "",
+        tool_name: str | None = None,
+        artifact: Any = None,
+        password: str | None = None,
+        request_id: str | None = None,
+    ) -> Decision:
+        """Check message content in any common format (text, image and file blocks, bytes).
+
+        Images become one input each, PDF pages one each (with their text), long text is
+        split into windows; all are classified as one batch. Parts that cannot be classified
+        (corrupt media, remote URLs not fetched, pages past the limit) are decided through
+        ``on_error`` / ``media.unverifiable``. ``context`` is the user turn a response answers
+        (response surface); ``artifact`` a tool's artifact, checked too.
+        """
+        plan = self._prepare_content(
+            content, surface, tenant, request_id, context, tool_name, artifact, password
+        )
+        if plan.done is None:
+            self._absorb(plan, self._classify_sync(plan))
+        return self._finish(plan)
+
+    async def acheck_content(
+        self,
+        content: Any,
+        *,
+        surface: Surface | str,
+        tenant: str | None = None,
+        context: str = "",
+        tool_name: str | None = None,
+        artifact: Any = None,
+        password: str | None = None,
+        request_id: str | None = None,
+    ) -> Decision:
+        """The async twin of :meth:`check_content`; decoding and rendering run off the loop."""
+        plan = await asyncio.to_thread(
+            self._prepare_content,
+            content,
+            surface,
+            tenant,
+            request_id,
+            context,
+            tool_name,
+            artifact,
+            password,
+        )
+        if plan.done is None:
+            self._absorb(plan, await self._classify_async(plan))
+        return self._finish(plan)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait for background work (reasoning-audit requests) to finish."""
         with self._bg_lock:
@@ -230,20 +289,56 @@ class Guard:
         request_id: str | None,
     ) -> _Plan:
         t0 = time.perf_counter()
-        rid = request_id or uuid.uuid4().hex
         inputs = _normalise(content, surface)
-        surf = (
-            Surface(surface)
-            if surface is not None
-            else (inputs[0].surface if inputs else Surface.INPUT)
-        )
+        if surface is not None:
+            surf = Surface(surface)
+        else:
+            surf = inputs[0].surface if inputs else Surface.INPUT
+        plan = self._start(t0, surf, tenant, request_id)
+        if plan.done is None:
+            self._add_items(plan, inputs)
+        return plan
+
+    def _prepare_content(
+        self,
+        content: Any,
+        surface: Surface | str,
+        tenant: str | None,
+        request_id: str | None,
+        context: str,
+        tool_name: str | None,
+        artifact: Any,
+        password: str | None,
+    ) -> _Plan:
+        t0 = time.perf_counter()
+        surf = Surface(surface)
+        plan = self._start(t0, surf, tenant, request_id)
+        if plan.done is None:
+            limits = plan.policy.policy.media
+            parts = extract_parts(content, limits, artifact=artifact)
+            items = fan_out(
+                parts, limits, surf, context=context, tool_name=tool_name, password=password
+            )
+            self._add_items(plan, items)
+        return plan
+
+    def _start(
+        self, t0: float, surface: Surface, tenant: str | None, request_id: str | None
+    ) -> _Plan:
+        rid = request_id or uuid.uuid4().hex
         try:
             policy = self.policies.get(tenant)
         except UnknownTenantError as err:
-            plan = _Plan(t0, rid, tenant, surf, _REFUSED_TENANT, inputs)
-            plan.done = error_decision(err, _REFUSED_TENANT, surf, **self._meta(plan))
+            plan = _Plan(t0, rid, tenant, surface, _REFUSED_TENANT, [])
+            plan.done = error_decision(err, _REFUSED_TENANT, surface, **self._meta(plan))
             return plan
-        plan = _Plan(t0, rid, tenant, surf, policy, [i for i in inputs if not i.is_empty])
+        return _Plan(t0, rid, tenant, surface, policy, [])
+
+    def _add_items(self, plan: _Plan, items: Sequence[SafetyInput | FailedPart]) -> None:
+        """Build model requests for the inputs among ``items``; look each up in the cache."""
+        plan.items = [i for i in items if isinstance(i, FailedPart) or not i.is_empty]
+        plan.inputs = [i for i in plan.items if isinstance(i, SafetyInput)]
+        policy = plan.policy
         extra = tuple(getattr(self.classifier, "extra_tokens", ()))
         for inp in plan.inputs:
             req = build_request(inp, policy, extra_tokens=extra)
@@ -255,7 +350,6 @@ class Guard:
             plan.cached.append(hit is not None)
             if hit is None:
                 plan.pending.append(len(plan.requests) - 1)
-        return plan
 
     def _classify_sync(self, plan: _Plan) -> list[ClassifierResult] | BaseException:
         if not plan.pending:
@@ -339,13 +433,21 @@ class Guard:
     # -- helpers ------------------------------------------------------------------------------
 
     def _decide(self, plan: _Plan) -> Decision:
+        """Outcomes in content order: classified inputs and failed parts together."""
         outcomes: list[PartOutcome] = []
-        for i, (inp, res) in enumerate(zip(plan.inputs, plan.results, strict=True)):
+        results = iter(zip(plan.results, plan.cached, strict=True))
+        for i, item in enumerate(plan.items):
+            if isinstance(item, FailedPart):
+                outcomes.append(
+                    outcome_for(i, item.ref.label, item.error, plan.policy, plan.surface)
+                )
+                continue
+            res, cached = next(results)
             result: Verdict | BaseException = (
                 res if res is not None else ClassifierError("no result")
             )
             outcomes.append(
-                outcome_for(i, inp.part, result, plan.policy, plan.surface, cached=plan.cached[i])
+                outcome_for(i, item.part, result, plan.policy, plan.surface, cached=cached)
             )
         return decide(outcomes, plan.policy, plan.surface, **self._meta(plan))
 
@@ -420,6 +522,7 @@ class Guard:
             plan.policy,
             plan.inputs,
         )
+        rplan.items = plan.items
         rplan.requests = [
             build_request(i, plan.policy, reasoning=True, extra_tokens=extra) for i in plan.inputs
         ]

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from guard_plugin.types import Surface
@@ -91,30 +91,76 @@ def _defuse(token: str) -> str:
     return token[0] + "\u2060" + token[1:]
 
 
-@dataclass(frozen=True)
 class ImageData:
-    """An encoded image (PNG or JPEG) ready for the model; produced by :mod:`guard_plugin.media`."""
+    """A model-ready image. Produced by :mod:`guard_plugin.media` from decoded, oriented, RGB,
+    downscaled pixels; the encoded bytes (PNG) are made only when a backend asks for them.
 
-    data: bytes = field(repr=False)
-    mime_type: str = "image/png"
-    width: int | None = None
-    height: int | None = None
+    ``ImageData(data)`` wraps already encoded bytes as they are. Two images are equal when
+    their digests are; the digest is of the source bytes, so it identifies the content.
+    """
+
+    __slots__ = ("_data", "_digest", "_pil", "height", "mime_type", "width")
+
+    def __init__(
+        self,
+        data: bytes | None = None,
+        mime_type: str = "image/png",
+        width: int | None = None,
+        height: int | None = None,
+        *,
+        pil: Any = None,
+        digest: str | None = None,
+    ) -> None:
+        if data is None and pil is None:
+            raise ValueError("ImageData needs encoded bytes or a PIL image")
+        self._data = data
+        self._pil = pil
+        self._digest = digest
+        self.mime_type = mime_type
+        self.width = width if width is not None else (pil.size[0] if pil is not None else None)
+        self.height = height if height is not None else (pil.size[1] if pil is not None else None)
+
+    @property
+    def data(self) -> bytes:
+        """Encoded bytes (PNG for decoded images), made on first use."""
+        if self._data is None:
+            import io
+
+            buf = io.BytesIO()
+            self._pil.save(buf, format="PNG", compress_level=1)
+            self._data = buf.getvalue()
+            self.mime_type = "image/png"
+        return self._data
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.data).hexdigest()
+        return self._digest
 
     def data_url(self) -> str:
-        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+        data = self.data
+        return f"data:{self.mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
     def to_pil(self) -> Any:
-        """The image as an RGB ``PIL.Image``."""
-        import io
+        """The image as an RGB ``PIL.Image`` (shared: do not modify it)."""
+        if self._pil is None:
+            import io
 
-        from PIL import Image
+            from PIL import Image
 
-        with Image.open(io.BytesIO(self.data)) as im:
-            return im.convert("RGB")
+            with Image.open(io.BytesIO(self._data or b"")) as im:
+                self._pil = im.convert("RGB")
+        return self._pil
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ImageData) and other.sha256 == self.sha256
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def __repr__(self) -> str:
+        return f"ImageData({self.width}x{self.height}, sha256={self.sha256[:12]}...)"
 
 
 @dataclass(frozen=True)

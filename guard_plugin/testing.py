@@ -13,8 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["TINY_CHAT_TEMPLATE", "TinyModel", "build_tiny_gemma3"]
+__all__ = [
+    "TINY_CHAT_TEMPLATE",
+    "TinyModel",
+    "build_tiny_gemma3",
+    "make_image_pdf",
+    "make_screenshot",
+    "make_text_pdf",
+]
 
 SPECIAL_TOKENS = [
     "<pad>",
@@ -208,3 +216,90 @@ def build_tiny_gemma3(
         adapter_path = out / "adapter"
         peft_model.save_pretrained(str(adapter_path))
     return TinyModel(out, adapter_path, image_size, mm_tokens_per_image)
+
+
+# -- documents and screenshots for tests and demos ------------------------------------------------
+
+
+def _pdf_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def make_text_pdf(pages: list[str], *, width: int = 612, height: int = 792) -> bytes:
+    """A PDF with one page per string (lines split on newlines), in Helvetica, text extractable.
+
+    Written by hand (objects, content streams, a cross-reference table), so no PDF library is
+    needed to make test documents.
+    """
+    objects: list[bytes] = []
+
+    def add(body: bytes) -> int:
+        objects.append(body)
+        return len(objects)
+
+    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    pages_id = len(objects) + 1 + 2 * len(pages)  # reserved: the Pages object comes last
+    kids = []
+    for text in pages:
+        lines = text.encode("latin-1", "replace").decode("latin-1").split("\n")
+        ops = ["BT", "/F1 14 Tf", "18 TL", f"54 {height - 72} Td"]
+        for line in lines:
+            ops += [f"({_pdf_escape(line)}) Tj", "T*"]
+        ops.append("ET")
+        stream = "\n".join(ops).encode("latin-1")
+        content = add(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        kids.append(
+            add(
+                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
+                b"/Resources << /Font << /F1 %d 0 R >> >> >>"
+                % (pages_id, width, height, content, font)
+            )
+        )
+    kid_refs = b" ".join(b"%d 0 R" % k for k in kids)
+    assert add(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kid_refs, len(kids))) == pages_id
+    catalog = add(b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id)
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        catalog,
+        xref,
+    )
+    return bytes(out)
+
+
+def make_image_pdf(images: list[Any]) -> bytes:
+    """A PDF whose pages are only images (like a scan), from PIL images."""
+    import io
+
+    buf = io.BytesIO()
+    rgb = [im.convert("RGB") for im in images]
+    rgb[0].save(buf, "PDF", save_all=True, append_images=rgb[1:], resolution=150)
+    return buf.getvalue()
+
+
+def make_screenshot(
+    text: str, *, size: tuple[int, int] = (1920, 1080), background: str = "white", fmt: str = "PNG"
+) -> bytes:
+    """An encoded image with ``text`` drawn large on it, like a browser screenshot."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    im = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(im)
+    try:
+        font: Any = ImageFont.load_default(size=max(12, size[1] // 20))
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    draw.rectangle((0, 0, size[0], size[1] // 12), fill="#dde3ea")
+    draw.text((size[0] // 40, size[1] // 6), text, fill="black", font=font)
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
