@@ -255,6 +255,13 @@ class Guard:
             self._absorb(plan, await self._classify_async(plan))
         return self._finish(plan)
 
+    def as_runnable(self, *, surface: Surface | str = Surface.INPUT, tenant: str | None = None) -> Any:
+        """A LangChain runnable that passes allowed values through and raises
+        :class:`~guard_plugin.GuardBlocked` otherwise (needs the ``langchain`` extra)."""
+        from guard_plugin.langchain import guard_runnable
+
+        return guard_runnable(self, surface=surface, tenant=tenant)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait for background work (reasoning-audit requests) to finish."""
         with self._bg_lock:

@@ -1,0 +1,351 @@
+"""langchain-core messages <-> the core, shared by the LangChain and LangGraph adapters.
+
+Three checks, each split the same way: *find* what to check in the message list (pure),
+*check* it with the Guard (the only step with a sync and an async form, both one line), and
+*apply* the decision as message updates (pure, except escalation, which calls LangGraph's
+``interrupt()`` and so must run where a node may be re-run from its start).
+
+Message updates always reuse the original message id, so the ``add_messages`` reducer replaces
+the message in place: no unsafe message stays in state under another id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+except ImportError as _err:  # pragma: no cover
+    raise ImportError(
+        "the LangChain / LangGraph adapters need langchain-core: "
+        "pip install 'guard-plugin[langchain]' or 'guard-plugin[langgraph]'"
+    ) from _err
+
+from guard_plugin.decision import Decision
+from guard_plugin.errors import GuardBlocked, GuardError
+from guard_plugin.guard import Guard
+from guard_plugin.media.rewrite import artifact_withheld, rewrite_content
+from guard_plugin.prompting import SafetyInput
+from guard_plugin.types import Action, Surface
+
+__all__ = [
+    "Outcome",
+    "ResponseCheck",
+    "apply_input",
+    "apply_response",
+    "apply_tool_result",
+    "find_input",
+    "find_response",
+    "find_tool_results",
+    "resolve_tenant",
+]
+
+REVIEW_DECISIONS = ["approve", "edit", "reject"]
+
+
+@dataclass
+class Outcome:
+    """Message updates for the state, and whether the turn ends here."""
+
+    messages: list[BaseMessage] = field(default_factory=list)
+    end: bool = False
+    decisions: list[Decision] = field(default_factory=list)
+
+
+# -- tenant ----------------------------------------------------------------------------------
+
+
+def resolve_tenant(explicit: str | None, context: Any, config: Mapping[str, Any] | None, key: str) -> str | None:
+    """The tenant: explicit, else the runtime context's ``key`` (attribute or item), else the
+    run config's ``configurable[key]``."""
+    if explicit is not None:
+        return explicit
+    if context is not None:
+        value = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
+        if value is not None:
+            return str(value)
+    if config:
+        value = (config.get("configurable") or {}).get(key)
+        if value is not None:
+            return str(value)
+    return None
+
+
+# -- text helpers -----------------------------------------------------------------------------
+
+
+def text_of(msg: BaseMessage | None) -> str:
+    if msg is None:
+        return ""
+    content = msg.content
+    if isinstance(content, str):
+        return content
+    parts = [b if isinstance(b, str) else b.get("text", "") for b in content if isinstance(b, (str, dict))]
+    return "\n".join(p for p in parts if isinstance(p, str) and p)
+
+
+def _last_index(messages: Sequence[AnyMessage], kind: type) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], kind):
+            return i
+    return None
+
+
+def tool_call_text(call: Mapping[str, Any]) -> str:
+    args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True, default=str)
+    return f"Calling tool {call.get('name')} with arguments {args}"
+
+
+def _preview(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- input ------------------------------------------------------------------------------------
+
+
+def find_input(messages: Sequence[AnyMessage]) -> tuple[int, HumanMessage] | None:
+    """The user turn of this run: the last human message, if nothing answered it yet."""
+    i = _last_index(messages, HumanMessage)
+    if i is None or any(isinstance(m, AIMessage) for m in messages[i + 1 :]):
+        return None
+    msg = messages[i]
+    return (i, msg) if msg.content else None  # type: ignore[return-value]
+
+
+def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
+    action = _review(d, Surface.INPUT, [{"name": "user_message", "args": {"text": _preview(text_of(msg))}}], guard, escalate)
+    if action is None or action is Action.ALLOW:
+        return Outcome(decisions=[d])
+    if action is Action.REWRITE:
+        return Outcome([msg.model_copy(update={"content": d.replacement})], decisions=[d])
+    messages = _policy(d, guard).messages
+    return Outcome(
+        [msg.model_copy(update={"content": messages.redaction}), AIMessage(content=messages.refusal)],
+        end=True,
+        decisions=[d],
+    )
+
+
+# -- tool results ------------------------------------------------------------------------------
+
+
+def find_tool_results(messages: Sequence[AnyMessage]) -> list[ToolMessage]:
+    """Tool results since the last assistant turn (the ones the model has not seen)."""
+    i = _last_index(messages, AIMessage)
+    if i is None:
+        return []
+    return [m for m in messages[i + 1 :] if isinstance(m, ToolMessage)]
+
+
+def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
+    req = [{"name": f"tool_result:{msg.name or 'tool'}", "args": {"content": _preview(text_of(msg))}}]
+    action = _review(d, Surface.TOOL, req, guard, escalate)
+    if action is None or action is Action.ALLOW:
+        return Outcome(decisions=[d])
+    if action is Action.REWRITE:
+        update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
+        if artifact_withheld(d):
+            update["artifact"] = None
+        return Outcome([msg.model_copy(update=update)], decisions=[d])
+    replacement = d.replacement or _policy(d, guard).messages.tool_refusal
+    return Outcome(
+        [msg.model_copy(update={"content": replacement, "status": "error", "artifact": None})], decisions=[d]
+    )
+
+
+# -- responses and tool calls -------------------------------------------------------------------
+
+
+@dataclass
+class ResponseCheck:
+    index: int
+    message: AIMessage
+    inputs: list[SafetyInput]
+
+
+def find_response(messages: Sequence[AnyMessage]) -> ResponseCheck | None:
+    """The last assistant turn, as one input for its text and one per tool call, each with the
+    user turn it answers as context."""
+    i = _last_index(messages, AIMessage)
+    if i is None:
+        return None
+    ai: AIMessage = messages[i]  # type: ignore[assignment]
+    h = _last_index(messages[:i], HumanMessage)
+    context = text_of(messages[h]) if h is not None else ""
+    inputs = []
+    text = text_of(ai)
+    if text.strip():
+        inputs.append(SafetyInput(text=context, response=text, surface=Surface.RESPONSE, part="text"))
+    for call in ai.tool_calls:
+        inputs.append(
+            SafetyInput(
+                text=context,
+                response=tool_call_text(call),
+                surface=Surface.RESPONSE,
+                tool_name=call.get("name"),
+                part=f"tool_call:{call.get('id')}",
+            )
+        )
+    return ResponseCheck(i, ai, inputs) if inputs else None
+
+
+def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
+    ai = rc.message
+    unsafe = {d.parts[i].part for i in d.withheld_parts}
+    action = d.action
+    if action is Action.ESCALATE:
+        requests = [
+            {"name": c["name"], "args": c.get("args", {}), "part": f"tool_call:{c.get('id')}"}
+            for c in ai.tool_calls
+            if f"tool_call:{c.get('id')}" in unsafe
+        ]
+        if "text" in unsafe or not requests:
+            requests.insert(0, {"name": "assistant_response", "args": {"text": _preview(text_of(ai))}, "part": "text"})
+        if escalate:
+            answers = _decisions(_interrupt(review_payload(d, Surface.RESPONSE, requests)), len(requests))
+            return _apply_review(ai, requests, answers, d, guard)
+        action = Action(_policy(d, guard).escalation.fallback)
+    if action is Action.ALLOW:
+        return Outcome(decisions=[d])
+    refusal = _policy(d, guard).messages.refusal
+    if action is Action.BLOCK or ("text" in unsafe and not ai.tool_calls):
+        blocked = ai.model_copy(update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []})
+        return Outcome([blocked], end=True, decisions=[d])
+    # rewrite: unsafe calls are dropped (their arguments leave the state) and the text says so
+    return _rebuild(ai, d, guard, drop=unsafe, text=refusal if "text" in unsafe else None)
+
+
+def _rebuild(
+    ai: AIMessage,
+    d: Decision,
+    guard: Guard,
+    *,
+    drop: set[str],
+    text: str | None,
+    edits: Mapping[str, Mapping[str, Any]] | None = None,
+    reasons: Sequence[str] = (),
+) -> Outcome:
+    kept, dropped = [], []
+    for call in ai.tool_calls:
+        label = f"tool_call:{call.get('id')}"
+        if label in drop:
+            dropped.append(call["name"])
+        elif edits and label in edits:
+            edited = edits[label]
+            kept.append({**call, "name": edited.get("name", call["name"]), "args": dict(edited.get("args", call.get("args", {})))})
+        else:
+            kept.append(call)
+    content: Any = text if text is not None else ai.content
+    if dropped:
+        calls = ", ".join(dropped)
+        why = "".join(f" {r}" for r in reasons)
+        note = f"[{_policy(d, guard).messages.redaction}: tool call{'s' if len(dropped) > 1 else ''} {calls} not made.{why}]"
+        body = text if text is not None else text_of(ai)
+        content = f"{body}\n{note}" if body and body.strip() else note
+    new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
+    return Outcome([new], end=not kept, decisions=[d])
+
+
+def _apply_review(
+    ai: AIMessage, requests: list[dict[str, Any]], answers: list[dict[str, Any]], d: Decision, guard: Guard
+) -> Outcome:
+    """Apply a reviewer's answers: approve keeps, edit replaces, reject withholds."""
+    drop: set[str] = set()
+    edits: dict[str, Mapping[str, Any]] = {}
+    reasons: list[str] = []
+    text: str | None = None
+    for req, ans in zip(requests, answers, strict=True):
+        kind = ans.get("type")
+        edited = ans.get("edited_action") if isinstance(ans.get("edited_action"), Mapping) else None
+        if req["part"] == "text":
+            if kind == "edit" and edited is not None:
+                text = str((edited.get("args") or {}).get("text", ""))
+            elif kind != "approve":
+                text = str(ans.get("message") or _policy(d, guard).messages.refusal)
+        elif kind == "edit" and edited is not None:
+            edits[req["part"]] = edited
+        elif kind != "approve":
+            drop.add(req["part"])
+            if ans.get("message"):
+                reasons.append(str(ans["message"]))
+    if not drop and not edits and text is None:
+        return Outcome(decisions=[d])
+    return _rebuild(ai, d, guard, drop=drop, text=text, edits=edits, reasons=reasons)
+
+
+def _policy(d: Decision, guard: Guard) -> Any:
+    """The policy a decision was made under (the default for a refused tenant)."""
+    try:
+        return guard.policies.get(d.tenant).policy
+    except GuardError:
+        return guard.policies.default.policy
+
+
+# -- escalation ---------------------------------------------------------------------------------
+
+
+def review_payload(d: Decision, surface: Surface, action_requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """An interrupt payload in the shape of LangChain's HITL requests, plus the safety details,
+    so review UIs built for ``HumanInTheLoopMiddleware`` work unchanged."""
+    return {
+        "action_requests": [
+            {
+                "name": r["name"],
+                "args": r.get("args", {}),
+                "description": (
+                    f"Content safety review ({surface.value}): "
+                    f"{', '.join(d.categories) or d.error_kind or 'unsafe'}"
+                ),
+            }
+            for r in action_requests
+        ],
+        "review_configs": [{"action_name": r["name"], "allowed_decisions": list(REVIEW_DECISIONS)} for r in action_requests],
+        "safety": {
+            "surface": surface.value,
+            "status": d.status,
+            "categories": list(d.categories),
+            "reasoning": d.reasoning,
+            "error": d.error,
+            "policy_id": d.policy_id,
+            "policy_version": d.policy_version,
+            "request_id": d.request_id,
+            "tenant": d.tenant,
+        },
+    }
+
+
+def _decisions(resume: Any, n: int) -> list[dict[str, Any]]:
+    """The reviewer's answers; anything malformed counts as a rejection (fail closed)."""
+    items = resume.get("decisions") if isinstance(resume, Mapping) else None
+    if not isinstance(items, list) or len(items) != n or not all(isinstance(x, Mapping) for x in items):
+        return [{"type": "reject", "message": "malformed review answer"}] * n
+    return [dict(x) for x in items]
+
+
+def _interrupt(payload: dict[str, Any]) -> Any:
+    from langgraph.types import interrupt
+
+    return interrupt(payload)
+
+
+def _review(d: Decision, surface: Surface, requests: list[dict[str, Any]], guard: Guard, escalate: bool) -> Action | None:
+    """For ``escalate``: ask a human (interrupt) where the adapter may, else fall back. Returns
+    the action to apply. An approval returns ``ALLOW``; an edit is treated as approval of the
+    content (inputs and tool results have nothing to edit into)."""
+    if d.action is not Action.ESCALATE:
+        return d.action
+    if not escalate:
+        return Action(_policy(d, guard).escalation.fallback)
+    answers = _decisions(_interrupt(review_payload(d, surface, requests)), len(requests))
+    if all(a.get("type") in ("approve", "edit") for a in answers):
+        return Action.ALLOW
+    return Action.BLOCK
+
+
+def raise_if_blocked(d: Decision) -> None:
+    """For adapters configured to raise: a typed error carrying the decision."""
+    if not d.allowed:
+        raise GuardBlocked(d)

@@ -1,0 +1,46 @@
+"""Fakes for tests inside the real LangChain / LangGraph: models that script replies and
+record what they were sent, and a checker for valid histories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from pydantic import PrivateAttr
+
+
+class ScriptedChatModel(FakeMessagesListChatModel):
+    """Replies from a list, records every call's messages, supports bind_tools."""
+
+    _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
+        self._calls.append(list(messages))
+        return super()._generate(messages, *args, **kwargs)
+
+    @property
+    def calls(self) -> list[list[BaseMessage]]:
+        return self._calls
+
+
+def tool_call(name: str, args: dict[str, Any], call_id: str) -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+
+
+def assert_valid_history(messages: list[BaseMessage]) -> None:
+    """Every tool call answered exactly once, no answer without a call, ids unique."""
+    ids = [m.id for m in messages if m.id]
+    assert len(ids) == len(set(ids)), "duplicate message ids"
+    pending: dict[str, str] = {}
+    for m in messages:
+        if isinstance(m, AIMessage):
+            assert not pending, f"unanswered tool calls before a new AI turn: {pending}"
+            pending = {c["id"]: c["name"] for c in m.tool_calls}
+        elif isinstance(m, ToolMessage):
+            assert m.tool_call_id in pending, f"tool message without a call: {m.tool_call_id}"
+            pending.pop(m.tool_call_id)
+    assert not pending, f"dangling tool calls: {pending}"
