@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 try:
-    from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+    from langchain_core.messages import (
+        AIMessage,
+        AnyMessage,
+        BaseMessage,
+        HumanMessage,
+        ToolMessage,
+    )
 except ImportError as _err:  # pragma: no cover
     raise ImportError(
         "the LangChain / LangGraph adapters need langchain-core: "
@@ -58,7 +64,9 @@ class Outcome:
 # -- tenant ----------------------------------------------------------------------------------
 
 
-def resolve_tenant(explicit: str | None, context: Any, config: Mapping[str, Any] | None, key: str) -> str | None:
+def resolve_tenant(
+    explicit: str | None, context: Any, config: Mapping[str, Any] | None, key: str
+) -> str | None:
     """The tenant: explicit, else the runtime context's ``key`` (attribute or item), else the
     run config's ``configurable[key]``."""
     if explicit is not None:
@@ -83,7 +91,11 @@ def text_of(msg: BaseMessage | None) -> str:
     content = msg.content
     if isinstance(content, str):
         return content
-    parts = [b if isinstance(b, str) else b.get("text", "") for b in content if isinstance(b, (str, dict))]
+    parts = [
+        b if isinstance(b, str) else b.get("text", "")
+        for b in content
+        if isinstance(b, (str, dict))
+    ]
     return "\n".join(p for p in parts if isinstance(p, str) and p)
 
 
@@ -116,14 +128,23 @@ def find_input(messages: Sequence[AnyMessage]) -> tuple[int, HumanMessage] | Non
 
 
 def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
-    action = _review(d, Surface.INPUT, [{"name": "user_message", "args": {"text": _preview(text_of(msg))}}], guard, escalate)
+    action = _review(
+        d,
+        Surface.INPUT,
+        [{"name": "user_message", "args": {"text": _preview(text_of(msg))}}],
+        guard,
+        escalate,
+    )
     if action is None or action is Action.ALLOW:
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
         return Outcome([msg.model_copy(update={"content": d.replacement})], decisions=[d])
     messages = _policy(d, guard).messages
     return Outcome(
-        [msg.model_copy(update={"content": messages.redaction}), AIMessage(content=messages.refusal)],
+        [
+            msg.model_copy(update={"content": messages.redaction}),
+            AIMessage(content=messages.refusal),
+        ],
         end=True,
         decisions=[d],
     )
@@ -141,7 +162,9 @@ def find_tool_results(messages: Sequence[AnyMessage]) -> list[ToolMessage]:
 
 
 def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
-    req = [{"name": f"tool_result:{msg.name or 'tool'}", "args": {"content": _preview(text_of(msg))}}]
+    req = [
+        {"name": f"tool_result:{msg.name or 'tool'}", "args": {"content": _preview(text_of(msg))}}
+    ]
     action = _review(d, Surface.TOOL, req, guard, escalate)
     if action is None or action is Action.ALLOW:
         return Outcome(decisions=[d])
@@ -152,7 +175,8 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
         return Outcome([msg.model_copy(update=update)], decisions=[d])
     replacement = d.replacement or _policy(d, guard).messages.tool_refusal
     return Outcome(
-        [msg.model_copy(update={"content": replacement, "status": "error", "artifact": None})], decisions=[d]
+        [msg.model_copy(update={"content": replacement, "status": "error", "artifact": None})],
+        decisions=[d],
     )
 
 
@@ -178,7 +202,9 @@ def find_response(messages: Sequence[AnyMessage]) -> ResponseCheck | None:
     inputs = []
     text = text_of(ai)
     if text.strip():
-        inputs.append(SafetyInput(text=context, response=text, surface=Surface.RESPONSE, part="text"))
+        inputs.append(
+            SafetyInput(text=context, response=text, surface=Surface.RESPONSE, part="text")
+        )
     for call in ai.tool_calls:
         inputs.append(
             SafetyInput(
@@ -203,16 +229,27 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
             if f"tool_call:{c.get('id')}" in unsafe
         ]
         if "text" in unsafe or not requests:
-            requests.insert(0, {"name": "assistant_response", "args": {"text": _preview(text_of(ai))}, "part": "text"})
+            requests.insert(
+                0,
+                {
+                    "name": "assistant_response",
+                    "args": {"text": _preview(text_of(ai))},
+                    "part": "text",
+                },
+            )
         if escalate:
-            answers = _decisions(_interrupt(review_payload(d, Surface.RESPONSE, requests)), len(requests))
+            answers = _decisions(
+                _interrupt(review_payload(d, Surface.RESPONSE, requests)), len(requests)
+            )
             return _apply_review(ai, requests, answers, d, guard)
         action = Action(_policy(d, guard).escalation.fallback)
     if action is Action.ALLOW:
         return Outcome(decisions=[d])
     refusal = _policy(d, guard).messages.refusal
     if action is Action.BLOCK or ("text" in unsafe and not ai.tool_calls):
-        blocked = ai.model_copy(update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []})
+        blocked = ai.model_copy(
+            update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
+        )
         return Outcome([blocked], end=True, decisions=[d])
     # rewrite: unsafe calls are dropped (their arguments leave the state) and the text says so
     return _rebuild(ai, d, guard, drop=unsafe, text=refusal if "text" in unsafe else None)
@@ -235,7 +272,13 @@ def _rebuild(
             dropped.append(call["name"])
         elif edits and label in edits:
             edited = edits[label]
-            kept.append({**call, "name": edited.get("name", call["name"]), "args": dict(edited.get("args", call.get("args", {})))})
+            kept.append(
+                {
+                    **call,
+                    "name": edited.get("name", call["name"]),
+                    "args": dict(edited.get("args", call.get("args", {}))),
+                }
+            )
         else:
             kept.append(call)
     content: Any = text if text is not None else ai.content
@@ -250,7 +293,11 @@ def _rebuild(
 
 
 def _apply_review(
-    ai: AIMessage, requests: list[dict[str, Any]], answers: list[dict[str, Any]], d: Decision, guard: Guard
+    ai: AIMessage,
+    requests: list[dict[str, Any]],
+    answers: list[dict[str, Any]],
+    d: Decision,
+    guard: Guard,
 ) -> Outcome:
     """Apply a reviewer's answers: approve keeps, edit replaces, reject withholds."""
     drop: set[str] = set()
@@ -287,7 +334,9 @@ def _policy(d: Decision, guard: Guard) -> Any:
 # -- escalation ---------------------------------------------------------------------------------
 
 
-def review_payload(d: Decision, surface: Surface, action_requests: list[dict[str, Any]]) -> dict[str, Any]:
+def review_payload(
+    d: Decision, surface: Surface, action_requests: list[dict[str, Any]]
+) -> dict[str, Any]:
     """An interrupt payload in the shape of LangChain's HITL requests, plus the safety details,
     so review UIs built for ``HumanInTheLoopMiddleware`` work unchanged."""
     return {
@@ -302,7 +351,10 @@ def review_payload(d: Decision, surface: Surface, action_requests: list[dict[str
             }
             for r in action_requests
         ],
-        "review_configs": [{"action_name": r["name"], "allowed_decisions": list(REVIEW_DECISIONS)} for r in action_requests],
+        "review_configs": [
+            {"action_name": r["name"], "allowed_decisions": list(REVIEW_DECISIONS)}
+            for r in action_requests
+        ],
         "safety": {
             "surface": surface.value,
             "status": d.status,
@@ -320,7 +372,11 @@ def review_payload(d: Decision, surface: Surface, action_requests: list[dict[str
 def _decisions(resume: Any, n: int) -> list[dict[str, Any]]:
     """The reviewer's answers; anything malformed counts as a rejection (fail closed)."""
     items = resume.get("decisions") if isinstance(resume, Mapping) else None
-    if not isinstance(items, list) or len(items) != n or not all(isinstance(x, Mapping) for x in items):
+    if (
+        not isinstance(items, list)
+        or len(items) != n
+        or not all(isinstance(x, Mapping) for x in items)
+    ):
         return [{"type": "reject", "message": "malformed review answer"}] * n
     return [dict(x) for x in items]
 
@@ -331,7 +387,9 @@ def _interrupt(payload: dict[str, Any]) -> Any:
     return interrupt(payload)
 
 
-def _review(d: Decision, surface: Surface, requests: list[dict[str, Any]], guard: Guard, escalate: bool) -> Action | None:
+def _review(
+    d: Decision, surface: Surface, requests: list[dict[str, Any]], guard: Guard, escalate: bool
+) -> Action | None:
     """For ``escalate``: ask a human (interrupt) where the adapter may, else fall back. Returns
     the action to apply. An approval returns ``ALLOW``; an edit is treated as approval of the
     content (inputs and tool results have nothing to edit into)."""

@@ -255,7 +255,9 @@ class Guard:
             self._absorb(plan, await self._classify_async(plan))
         return self._finish(plan)
 
-    def as_runnable(self, *, surface: Surface | str = Surface.INPUT, tenant: str | None = None) -> Any:
+    def as_runnable(
+        self, *, surface: Surface | str = Surface.INPUT, tenant: str | None = None
+    ) -> Any:
         """A LangChain runnable that passes allowed values through and raises
         :class:`~guard_plugin.GuardBlocked` otherwise (needs the ``langchain`` extra)."""
         from guard_plugin.langchain import guard_runnable

@@ -37,11 +37,19 @@ try:
     from langchain.agents.middleware import AgentMiddleware, hook_config
     from langchain.agents.middleware.types import ModelRequest, ModelResponse
     from langchain_core.callbacks import BaseCallbackHandler
-    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        HumanMessage,
+        SystemMessage,
+        ToolMessage,
+    )
     from langchain_core.outputs import LLMResult
     from langchain_core.runnables import Runnable, RunnableLambda
 except ImportError as _err:  # pragma: no cover
-    raise ImportError("guard_plugin.langchain needs LangChain 1.x: pip install 'guard-plugin[langchain]'") from _err
+    raise ImportError(
+        "guard_plugin.langchain needs LangChain 1.x: pip install 'guard-plugin[langchain]'"
+    ) from _err
 
 from guard_plugin import _lc_messages as lc
 from guard_plugin.decision import Decision
@@ -93,7 +101,9 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def __new__(cls, *args: Any, **kwargs: Any) -> SafetyMiddleware:
         # create_agent adds a model-call layer only for classes that define one; the plain
         # middleware has none, so it costs nothing per model call.
-        if cls is SafetyMiddleware and (kwargs.get("hold_output") or kwargs.get("regenerate_on_rewrite")):
+        if cls is SafetyMiddleware and (
+            kwargs.get("hold_output") or kwargs.get("regenerate_on_rewrite")
+        ):
             cls = _HoldingSafetyMiddleware
         return super().__new__(cls)
 
@@ -132,7 +142,9 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- helpers --------------------------------------------------------------------------------
 
     def _tenant(self, runtime: Any) -> str | None:
-        return lc.resolve_tenant(self.tenant, getattr(runtime, "context", None), _config(), self.tenant_key)
+        return lc.resolve_tenant(
+            self.tenant, getattr(runtime, "context", None), _config(), self.tenant_key
+        )
 
     def _result(self, outcome: lc.Outcome) -> dict[str, Any] | None:
         if self.on_block == "error":
@@ -157,9 +169,14 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _apply_input(self, found: tuple[int, HumanMessage], d: Decision) -> dict[str, Any] | None:
         return self._result(lc.apply_input(found[1], d, guard=self.guard, escalate=self.escalate))
 
-    def _apply_tools(self, msgs: list[ToolMessage], ds: Sequence[Decision]) -> dict[str, Any] | None:
+    def _apply_tools(
+        self, msgs: list[ToolMessage], ds: Sequence[Decision]
+    ) -> dict[str, Any] | None:
         return self._merge(
-            [lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate) for m, d in zip(msgs, ds, strict=True)]
+            [
+                lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
+                for m, d in zip(msgs, ds, strict=True)
+            ]
         )
 
     # -- user input -----------------------------------------------------------------------------
@@ -169,7 +186,9 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         found = lc.find_input(state["messages"]) if self.apply_to_input else None
         if found is None:
             return None
-        d = self.guard.check_content(found[1].content, surface=Surface.INPUT, tenant=self._tenant(runtime))
+        d = self.guard.check_content(
+            found[1].content, surface=Surface.INPUT, tenant=self._tenant(runtime)
+        )
         return self._apply_input(found, d)
 
     @hook_config(can_jump_to=["end"])
@@ -177,7 +196,9 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         found = lc.find_input(state["messages"]) if self.apply_to_input else None
         if found is None:
             return None
-        d = await self.guard.acheck_content(found[1].content, surface=Surface.INPUT, tenant=self._tenant(runtime))
+        d = await self.guard.acheck_content(
+            found[1].content, surface=Surface.INPUT, tenant=self._tenant(runtime)
+        )
         return self._apply_input(found, d)
 
     # -- tool results ---------------------------------------------------------------------------
@@ -188,7 +209,13 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return None
         tenant = self._tenant(runtime)
         ds = [
-            self.guard.check_content(m.content, surface=Surface.TOOL, tenant=tenant, tool_name=m.name, artifact=m.artifact)
+            self.guard.check_content(
+                m.content,
+                surface=Surface.TOOL,
+                tenant=tenant,
+                tool_name=m.name,
+                artifact=m.artifact,
+            )
             for m in msgs
         ]
         return self._apply_tools(msgs, ds)
@@ -200,7 +227,13 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         tenant = self._tenant(runtime)
         ds = await asyncio.gather(
             *(
-                self.guard.acheck_content(m.content, surface=Surface.TOOL, tenant=tenant, tool_name=m.name, artifact=m.artifact)
+                self.guard.acheck_content(
+                    m.content,
+                    surface=Surface.TOOL,
+                    tenant=tenant,
+                    tool_name=m.name,
+                    artifact=m.artifact,
+                )
                 for m in msgs
             )
         )
@@ -210,7 +243,11 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     @hook_config(can_jump_to=["end"])
     def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        rc = lc.find_response(state["messages"]) if self.apply_to_output and not self.hold_output else None
+        rc = (
+            lc.find_response(state["messages"])
+            if self.apply_to_output and not self.hold_output
+            else None
+        )
         if rc is None:
             return None
         d = self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self._tenant(runtime))
@@ -218,10 +255,16 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     @hook_config(can_jump_to=["end"])
     async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        rc = lc.find_response(state["messages"]) if self.apply_to_output and not self.hold_output else None
+        rc = (
+            lc.find_response(state["messages"])
+            if self.apply_to_output and not self.hold_output
+            else None
+        )
         if rc is None:
             return None
-        d = await self.guard.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=self._tenant(runtime))
+        d = await self.guard.acheck(
+            rc.inputs, surface=Surface.RESPONSE, tenant=self._tenant(runtime)
+        )
         return self._result(lc.apply_response(rc, d, guard=self.guard, escalate=self.escalate))
 
 
@@ -241,7 +284,11 @@ class _HoldingSafetyMiddleware(SafetyMiddleware):
 
     def _held(self, request: ModelRequest, response: Any, d: Decision, rc: lc.ResponseCheck) -> Any:
         outcome = lc.apply_response(rc, d, guard=self.guard, escalate=False)
-        if self.on_block == "error" and outcome.messages and d.action in (Action.BLOCK, Action.ESCALATE):
+        if (
+            self.on_block == "error"
+            and outcome.messages
+            and d.action in (Action.BLOCK, Action.ESCALATE)
+        ):
             raise GuardBlocked(d)
         msgs, idx = _ai_of(response)
         if outcome.messages and idx is not None:
@@ -348,23 +395,38 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         self.decisions.append(d)
         if d.allowed:
             return
-        if d.action is Action.ESCALATE and self.escalation_handler is not None and self.escalation_handler(d):
+        if (
+            d.action is Action.ESCALATE
+            and self.escalation_handler is not None
+            and self.escalation_handler(d)
+        ):
             return
         raise GuardBlocked(d)
 
     def on_chat_model_start(
-        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        **kwargs: Any,
     ) -> None:
         for convo in messages:
             found = lc.find_input(convo)
             human = next((m for m in reversed(convo) if isinstance(m, HumanMessage)), None)
             self._context[run_id] = lc.text_of(human)
             if self.check_inputs and found is not None:
-                self._enforce(self.guard.check_content(found[1].content, surface=Surface.INPUT, tenant=self.tenant))
+                self._enforce(
+                    self.guard.check_content(
+                        found[1].content, surface=Surface.INPUT, tenant=self.tenant
+                    )
+                )
             if self.check_tools:
                 for tm in lc.find_tool_results(convo):
                     self._enforce(
-                        self.guard.check_content(tm.content, surface=Surface.TOOL, tenant=self.tenant, tool_name=tm.name)
+                        self.guard.check_content(
+                            tm.content, surface=Surface.TOOL, tenant=self.tenant, tool_name=tm.name
+                        )
                     )
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
@@ -377,7 +439,9 @@ class SafetyCallbackHandler(BaseCallbackHandler):
                 ai = msg if isinstance(msg, AIMessage) else AIMessage(content=gen.text)
                 rc = lc.find_response([HumanMessage(content=context), ai])
                 if rc is not None:
-                    self._enforce(self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self.tenant))
+                    self._enforce(
+                        self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self.tenant)
+                    )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._context.pop(run_id, None)
@@ -386,9 +450,19 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         if not self.check_tools:
             return
         if isinstance(output, ToolMessage):
-            d = self.guard.check_content(output.content, surface=Surface.TOOL, tenant=self.tenant, tool_name=output.name, artifact=output.artifact)
+            d = self.guard.check_content(
+                output.content,
+                surface=Surface.TOOL,
+                tenant=self.tenant,
+                tool_name=output.name,
+                artifact=output.artifact,
+            )
         else:
-            d = self.guard.check_content(output if isinstance(output, (str, list)) else str(output), surface=Surface.TOOL, tenant=self.tenant)
+            d = self.guard.check_content(
+                output if isinstance(output, (str, list)) else str(output),
+                surface=Surface.TOOL,
+                tenant=self.tenant,
+            )
         self._enforce(d)
 
 
@@ -401,6 +475,8 @@ def _content_of(value: Any) -> tuple[Any, str]:
         return value.content, ""
     if isinstance(value, dict) and "messages" in value:
         value = value["messages"]
+    elif isinstance(value, dict):  # prompt variables: check their text
+        return "\n".join(str(v) for v in value.values() if isinstance(v, (str, int, float))), ""
     if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
         last = value[-1]
         human = next((m for m in reversed(value[:-1]) if isinstance(m, HumanMessage)), None)
@@ -417,7 +493,8 @@ def guard_runnable(
     """A runnable that passes its input through unchanged when it is allowed and raises
     :class:`~guard_plugin.GuardBlocked` otherwise: ``guard_in | chain | guard_out``.
 
-    Strings, messages, message lists, prompt values and ``{"messages": [...]}`` are understood;
+    Strings, messages, message lists, prompt values, ``{"messages": [...]}`` and dicts of prompt
+    variables (their text values) are understood;
     on the response surface a message list's last message is checked with the preceding user
     turn as context. The tenant comes from ``tenant`` or ``config["configurable"]["tenant_id"]``.
     """

@@ -28,7 +28,9 @@ class ScriptedChatModel(FakeMessagesListChatModel):
 
 
 def tool_call(name: str, args: dict[str, Any], call_id: str) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+    return AIMessage(
+        "", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}]
+    )
 
 
 def assert_valid_history(messages: list[BaseMessage]) -> None:

@@ -9,18 +9,25 @@ import pytest
 
 pytest.importorskip("langchain")
 
-from langchain.agents import create_agent  # noqa: E402
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
-from langchain_core.tools import tool  # noqa: E402
-from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
-from langgraph.types import Command  # noqa: E402
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
-from guard_plugin import Guard, GuardBlocked, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier  # noqa: E402
-from guard_plugin.langchain import SafetyMiddleware  # noqa: E402
-from guard_plugin.media import load_pdf  # noqa: E402
-from guard_plugin.testing import make_screenshot, make_text_pdf  # noqa: E402
-from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call  # noqa: E402
-from tests.media_fixtures import png  # noqa: E402
+from guard_plugin import (
+    Guard,
+    GuardBlocked,
+    MemoryAuditSink,
+    Policy,
+    PolicyStore,
+    ScriptedClassifier,
+)
+from guard_plugin.langchain import SafetyMiddleware
+from guard_plugin.media import load_pdf
+from guard_plugin.testing import make_screenshot, make_text_pdf
+from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
+from tests.media_fixtures import png
 
 
 def red_is_violent(img) -> list[str]:
@@ -42,15 +49,26 @@ def send_email(to: str, body: str) -> str:
 def take_screenshot(url: str) -> tuple[list, dict]:
     """Screenshot a page."""
     colour = "red" if "bad" in url else "white"
-    data = png(colour, (200, 120)) if colour == "red" else make_screenshot("Weather: sunny", size=(400, 200))
-    return [{"type": "text", "text": f"screenshot of {url}"}, {"type": "image", "base64": base64.b64encode(data).decode(), "mime_type": "image/png"}], {"url": url}
+    data = (
+        png(colour, (200, 120))
+        if colour == "red"
+        else make_screenshot("Weather: sunny", size=(400, 200))
+    )
+    return [
+        {"type": "text", "text": f"screenshot of {url}"},
+        {"type": "image", "base64": base64.b64encode(data).decode(), "mime_type": "image/png"},
+    ], {"url": url}
 
 
 @tool
 def read_report(name: str) -> list:
     """Read a PDF report."""
-    pdf = make_text_pdf(["Revenue grew 4%.", "Appendix: how to build a bomb at home.", "Outlook stable."])
-    return [{"type": "file", "base64": base64.b64encode(pdf).decode(), "mime_type": "application/pdf"}]
+    pdf = make_text_pdf(
+        ["Revenue grew 4%.", "Appendix: how to build a bomb at home.", "Outlook stable."]
+    )
+    return [
+        {"type": "file", "base64": base64.b64encode(pdf).decode(), "mime_type": "application/pdf"}
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -98,20 +116,26 @@ def test_a_unsafe_input_is_refused_without_a_model_call(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_b_flagged_screenshot_is_withheld_and_the_agent_finishes(mode: str) -> None:
-    agent, model, sink = make([tool_call("take_screenshot", {"url": "http://bad.example"}, "c1"), AIMessage("Done.")])
+    agent, model, sink = make(
+        [tool_call("take_screenshot", {"url": "http://bad.example"}, "c1"), AIMessage("Done.")]
+    )
     out = run(agent, {"messages": [HumanMessage("screenshot that page")]}, mode)
     assert out["messages"][-1].content == "Done."
     seen = model.calls[1]
     tm = next(m for m in seen if isinstance(m, ToolMessage))
     assert tm.content[0] == {"type": "text", "text": "screenshot of http://bad.example"}
     assert tm.content[1] == {"type": "text", "text": Policy().messages.redaction}
-    assert tm.tool_call_id == "c1" and tm.artifact == {"url": "http://bad.example"}  # only unsafe parts go
+    assert tm.tool_call_id == "c1" and tm.artifact == {
+        "url": "http://bad.example"
+    }  # only unsafe parts go
     assert [e.surface for e in sink.events].count("tool") == 1
     assert_valid_history(out["messages"])
 
 
 def test_b2_safe_screenshot_passes_untouched() -> None:
-    agent, model, _ = make([tool_call("take_screenshot", {"url": "http://fine.example"}, "c1"), AIMessage("ok")])
+    agent, model, _ = make(
+        [tool_call("take_screenshot", {"url": "http://fine.example"}, "c1"), AIMessage("ok")]
+    )
     agent.invoke({"messages": [HumanMessage("screenshot")]}, CFG)
     tm = next(m for m in model.calls[1] if isinstance(m, ToolMessage))
     assert tm.content[1]["type"] == "image" and tm.artifact == {"url": "http://fine.example"}
@@ -134,17 +158,34 @@ def test_d_harassing_tool_call_never_runs(mode: str) -> None:
     out = run(agent, {"messages": [HumanMessage("email bob about the deadline")]}, mode)
     assert SENT == [] and len(model.calls) == 1
     last = out["messages"][-1]
-    assert isinstance(last, AIMessage) and last.content == Policy().messages.refusal and not last.tool_calls
+    assert (
+        isinstance(last, AIMessage)
+        and last.content == Policy().messages.refusal
+        and not last.tool_calls
+    )
     assert "worthless" not in str(out["messages"])
     assert_valid_history(out["messages"])
 
 
 def test_d2_rewrite_drops_only_the_unsafe_call() -> None:
     policy = Policy(id="acme", actions={"response": "rewrite"})
-    calls = AIMessage("", tool_calls=[
-        {"name": "send_email", "args": {"to": "a@x", "body": "Meeting at 3."}, "id": "ok1", "type": "tool_call"},
-        {"name": "send_email", "args": {"to": "b@x", "body": "You pathetic loser."}, "id": "bad1", "type": "tool_call"},
-    ])
+    calls = AIMessage(
+        "",
+        tool_calls=[
+            {
+                "name": "send_email",
+                "args": {"to": "a@x", "body": "Meeting at 3."},
+                "id": "ok1",
+                "type": "tool_call",
+            },
+            {
+                "name": "send_email",
+                "args": {"to": "b@x", "body": "You pathetic loser."},
+                "id": "bad1",
+                "type": "tool_call",
+            },
+        ],
+    )
     agent, model, _ = make([calls, AIMessage("Sent one email.")], policy)
     out = agent.invoke({"messages": [HumanMessage("send the emails")]}, CFG)
     assert SENT == [{"to": "a@x", "body": "Meeting at 3."}]
@@ -154,26 +195,42 @@ def test_d2_rewrite_drops_only_the_unsafe_call() -> None:
     assert_valid_history(out["messages"])
 
 
-ESCALATE = Policy(id="acme", actions={"response": {"default": "block", "categories": {"Harassment": "escalate"}}})
+ESCALATE = Policy(
+    id="acme", actions={"response": {"default": "block", "categories": {"Harassment": "escalate"}}}
+)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("answer", ["approve", "reject"])
 def test_e_escalation_interrupts_and_resumes(mode: str, answer: str) -> None:
     body = {"to": "bob@example.com", "body": "Stop being an idiot about the deadline."}
-    agent, model, _ = make([tool_call("send_email", body, "c1"), AIMessage("All done.")], ESCALATE, checkpointer=InMemorySaver())
+    agent, model, _ = make(
+        [tool_call("send_email", body, "c1"), AIMessage("All done.")],
+        ESCALATE,
+        checkpointer=InMemorySaver(),
+    )
     cfg = {"configurable": {"thread_id": f"esc-{mode}-{answer}", "tenant_id": "acme"}}
     out = run(agent, {"messages": [HumanMessage("email bob")]}, mode, cfg)
     (intr,) = out["__interrupt__"]
     payload = intr.value
-    assert payload["action_requests"][0]["name"] == "send_email" and payload["action_requests"][0]["args"] == body
+    assert (
+        payload["action_requests"][0]["name"] == "send_email"
+        and payload["action_requests"][0]["args"] == body
+    )
     assert payload["review_configs"][0]["allowed_decisions"] == ["approve", "edit", "reject"]
-    assert payload["safety"]["categories"] == ["Harassment"] and payload["safety"]["surface"] == "response"
+    assert (
+        payload["safety"]["categories"] == ["Harassment"]
+        and payload["safety"]["surface"] == "response"
+    )
     assert SENT == []
-    resume = {"decisions": [{"type": answer} if answer == "approve" else {"type": "reject", "message": "Not sent."}]}
+    resume = {
+        "decisions": [
+            {"type": answer} if answer == "approve" else {"type": "reject", "message": "Not sent."}
+        ]
+    }
     out = run(agent, Command(resume=resume), mode, cfg)
     if answer == "approve":
-        assert SENT == [body]  # ran exactly once
+        assert [body] == SENT  # ran exactly once
         assert out["messages"][-1].content == "All done."
     else:
         assert SENT == []
@@ -183,23 +240,34 @@ def test_e_escalation_interrupts_and_resumes(mode: str, answer: str) -> None:
 
 def test_e2_edit_changes_the_arguments() -> None:
     body = {"to": "bob@example.com", "body": "Stop being an idiot."}
-    agent, _, _ = make([tool_call("send_email", body, "c1"), AIMessage("ok")], ESCALATE, checkpointer=InMemorySaver())
+    agent, _, _ = make(
+        [tool_call("send_email", body, "c1"), AIMessage("ok")],
+        ESCALATE,
+        checkpointer=InMemorySaver(),
+    )
     cfg = {"configurable": {"thread_id": "edit", "tenant_id": "acme"}}
     agent.invoke({"messages": [HumanMessage("email bob")]}, cfg)
-    edited = {"name": "send_email", "args": {"to": "bob@example.com", "body": "Please send the report by Friday."}}
+    edited = {
+        "name": "send_email",
+        "args": {"to": "bob@example.com", "body": "Please send the report by Friday."},
+    }
     agent.invoke(Command(resume={"decisions": [{"type": "edit", "edited_action": edited}]}), cfg)
-    assert SENT == [edited["args"]]
+    assert [edited["args"]] == SENT
 
 
 def test_e3_no_checkpointer_means_fallback() -> None:
-    agent, _, _ = make([tool_call("send_email", {"to": "b", "body": "you idiot"}, "c1")], ESCALATE, escalate=False)
+    agent, _, _ = make(
+        [tool_call("send_email", {"to": "b", "body": "you idiot"}, "c1")], ESCALATE, escalate=False
+    )
     out = agent.invoke({"messages": [HumanMessage("email")]}, CFG)
     assert SENT == [] and "__interrupt__" not in out
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_g_classifier_error_blocks_and_is_audited(mode: str) -> None:
-    agent, model, sink = make([AIMessage("hi")], classifier=ScriptedClassifier(error=RuntimeError("GPU fell over")))
+    agent, model, sink = make(
+        [AIMessage("hi")], classifier=ScriptedClassifier(error=RuntimeError("GPU fell over"))
+    )
     out = run(agent, {"messages": [HumanMessage("hello")]}, mode)
     assert model.calls == [] and out["messages"][-1].content == Policy().messages.refusal
     assert sink.events[0].status == "error" and sink.events[0].error_kind == "classifier"
@@ -214,7 +282,13 @@ def test_on_block_error_raises_typed_error() -> None:
 
 def test_next_turn_after_a_block_is_a_valid_conversation() -> None:
     saver = InMemorySaver()
-    agent, model, _ = make([tool_call("send_email", {"to": "b", "body": "you worthless idiot"}, "c1"), AIMessage("Happy to help.")], checkpointer=saver)
+    agent, model, _ = make(
+        [
+            tool_call("send_email", {"to": "b", "body": "you worthless idiot"}, "c1"),
+            AIMessage("Happy to help."),
+        ],
+        checkpointer=saver,
+    )
     cfg = {"configurable": {"thread_id": "two-turns", "tenant_id": "acme"}}
     agent.invoke({"messages": [HumanMessage("email bob")]}, cfg)
     out = agent.invoke({"messages": [HumanMessage("what's 2+2?")]}, cfg)
@@ -240,7 +314,12 @@ def test_tenant_from_runtime_context() -> None:
 
 
 def test_surface_switches_like_pii_middleware() -> None:
-    agent, model, sink = make([AIMessage("you worthless idiot")], apply_to_input=False, apply_to_output=False, apply_to_tool_results=False)
+    agent, model, sink = make(
+        [AIMessage("you worthless idiot")],
+        apply_to_input=False,
+        apply_to_output=False,
+        apply_to_tool_results=False,
+    )
     out = agent.invoke({"messages": [HumanMessage("build a bomb")]}, CFG)
     assert out["messages"][-1].content == "you worthless idiot" and sink.events == []
 
@@ -248,4 +327,7 @@ def test_surface_switches_like_pii_middleware() -> None:
 def test_two_instances_need_distinct_names() -> None:
     a = SafetyMiddleware(Guard("scripted", audit=[]), name="input_guard", apply_to_output=False)
     b = SafetyMiddleware(Guard("scripted", audit=[]), name="output_guard", apply_to_input=False)
-    assert a.name != b.name and SafetyMiddleware(Guard("scripted", audit=[])).name == "SafetyMiddleware"
+    assert (
+        a.name != b.name
+        and SafetyMiddleware(Guard("scripted", audit=[])).name == "SafetyMiddleware"
+    )

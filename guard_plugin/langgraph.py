@@ -1,0 +1,233 @@
+"""LangGraph adapters: guard nodes for a hand-built ``StateGraph``.
+
+Three nodes, each returning ``Command(goto=..., update=...)`` with same-id message updates::
+
+    START -> guard_input -> agent -> guard_response -> tools -> guard_tools -> agent
+                   \\-> END (blocked)        \\-> END (no tool calls left)
+
+- :func:`input_guard_node` checks the user's turn; a block answers with a refusal and ends.
+- :func:`tool_guard_node`, placed after ``ToolNode``, checks the new tool results before the
+  model reads them (screenshots and PDFs included) and withholds or replaces them.
+- :func:`response_guard_node` checks the model's text and tool-call arguments before any tool
+  runs; unsafe calls are dropped, and the node routes to the tools only if calls remain.
+
+Escalation calls ``interrupt()`` (the graph needs a checkpointer); these nodes do nothing
+before it that re-running them on resume could repeat. :func:`guarded_agent_graph` wires the
+nodes around your model node and tools in one call. Every node works under ``invoke`` and
+``ainvoke``. The tenant comes from ``config["configurable"][tenant_key]`` or the runtime
+context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+try:
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.runnables import RunnableLambda
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+    from langgraph.types import Command
+except ImportError as _err:  # pragma: no cover
+    raise ImportError(
+        "guard_plugin.langgraph needs LangGraph 1.x: pip install 'guard-plugin[langgraph]'"
+    ) from _err
+
+from guard_plugin import _lc_messages as lc
+from guard_plugin.guard import Guard
+from guard_plugin.types import Surface
+
+__all__ = ["guarded_agent_graph", "input_guard_node", "response_guard_node", "tool_guard_node"]
+
+
+def _guard(guard: Guard | str) -> Guard:
+    return Guard(guard) if isinstance(guard, str) else guard
+
+
+def _tenant(explicit: str | None, key: str) -> str | None:
+    from langgraph.config import get_config
+
+    try:
+        config = get_config()
+    except RuntimeError:
+        config = None
+    context = None
+    try:
+        from langgraph.runtime import get_runtime
+
+        context = get_runtime().context
+    except Exception:
+        pass
+    return lc.resolve_tenant(explicit, context, config, key)
+
+
+def _node(
+    name: str, sync: Callable[[Any], Command[Any]], asy: Callable[[Any], Any]
+) -> RunnableLambda[Any, Any]:
+    return RunnableLambda(sync, afunc=asy, name=name)
+
+
+def _update(outcome: lc.Outcome) -> dict[str, Any]:
+    return {"messages": outcome.messages} if outcome.messages else {}
+
+
+def input_guard_node(
+    guard: Guard | str,
+    *,
+    next: str = "agent",
+    tenant: str | None = None,
+    tenant_key: str = "tenant_id",
+    escalate: bool = True,
+) -> RunnableLambda[Any, Any]:
+    """A node that checks the user's turn, then goes to ``next`` (or to END when blocked)."""
+    g = _guard(guard)
+
+    def finish(found: Any, d: Any) -> Command[Any]:
+        outcome = lc.apply_input(found[1], d, guard=g, escalate=escalate)
+        return Command(goto=END if outcome.end else next, update=_update(outcome))
+
+    def run(state: Any) -> Command[Any]:
+        found = lc.find_input(state["messages"])
+        if found is None:
+            return Command(goto=next)
+        return finish(
+            found,
+            g.check_content(
+                found[1].content, surface=Surface.INPUT, tenant=_tenant(tenant, tenant_key)
+            ),
+        )
+
+    async def arun(state: Any) -> Command[Any]:
+        found = lc.find_input(state["messages"])
+        if found is None:
+            return Command(goto=next)
+        d = await g.acheck_content(
+            found[1].content, surface=Surface.INPUT, tenant=_tenant(tenant, tenant_key)
+        )
+        return finish(found, d)
+
+    return _node("guard_input", run, arun)
+
+
+def tool_guard_node(
+    guard: Guard | str,
+    *,
+    next: str = "agent",
+    tenant: str | None = None,
+    tenant_key: str = "tenant_id",
+    escalate: bool = True,
+) -> RunnableLambda[Any, Any]:
+    """A node for after ``ToolNode``: checks the new tool results, then goes to ``next``."""
+    g = _guard(guard)
+
+    def finish(msgs: Sequence[ToolMessage], ds: Sequence[Any]) -> Command[Any]:
+        outcome = lc.Outcome()
+        for m, d in zip(msgs, ds, strict=True):
+            outcome.messages += lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
+        return Command(goto=next, update=_update(outcome))
+
+    def run(state: Any) -> Command[Any]:
+        msgs = lc.find_tool_results(state["messages"])
+        t = _tenant(tenant, tenant_key)
+        ds = [
+            g.check_content(
+                m.content, surface=Surface.TOOL, tenant=t, tool_name=m.name, artifact=m.artifact
+            )
+            for m in msgs
+        ]
+        return finish(msgs, ds)
+
+    async def arun(state: Any) -> Command[Any]:
+        msgs = lc.find_tool_results(state["messages"])
+        t = _tenant(tenant, tenant_key)
+        ds = await asyncio.gather(
+            *(
+                g.acheck_content(
+                    m.content, surface=Surface.TOOL, tenant=t, tool_name=m.name, artifact=m.artifact
+                )
+                for m in msgs
+            )
+        )
+        return finish(msgs, ds)
+
+    return _node("guard_tools", run, arun)
+
+
+def response_guard_node(
+    guard: Guard | str,
+    *,
+    tools: str = "tools",
+    tenant: str | None = None,
+    tenant_key: str = "tenant_id",
+    escalate: bool = True,
+) -> RunnableLambda[Any, Any]:
+    """A node for after the model: checks its text and tool calls, then goes to ``tools`` when
+    tool calls remain, else to END."""
+    g = _guard(guard)
+
+    def route(ai: AIMessage | None) -> str:
+        return tools if ai is not None and ai.tool_calls else END
+
+    def finish(rc: lc.ResponseCheck, d: Any) -> Command[Any]:
+        outcome = lc.apply_response(rc, d, guard=g, escalate=escalate)
+        final = outcome.messages[0] if outcome.messages else rc.message
+        return Command(goto=END if outcome.end else route(final), update=_update(outcome))  # type: ignore[arg-type]
+
+    def run(state: Any) -> Command[Any]:
+        rc = lc.find_response(state["messages"])
+        if rc is None:
+            return Command(goto=route(_last_ai(state)))
+        return finish(
+            rc, g.check(rc.inputs, surface=Surface.RESPONSE, tenant=_tenant(tenant, tenant_key))
+        )
+
+    async def arun(state: Any) -> Command[Any]:
+        rc = lc.find_response(state["messages"])
+        if rc is None:
+            return Command(goto=route(_last_ai(state)))
+        return finish(
+            rc,
+            await g.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=_tenant(tenant, tenant_key)),
+        )
+
+    return _node("guard_response", run, arun)
+
+
+def _last_ai(state: Any) -> AIMessage | None:
+    msgs = state["messages"]
+    return msgs[-1] if msgs and isinstance(msgs[-1], AIMessage) else None
+
+
+def guarded_agent_graph(
+    agent: Callable[..., Any] | Any,
+    tools: Sequence[Any],
+    guard: Guard | str,
+    *,
+    state_schema: type = MessagesState,
+    tenant: str | None = None,
+    tenant_key: str = "tenant_id",
+    escalate: bool = True,
+) -> StateGraph[Any]:
+    """A tool-calling agent graph with all three guards wired in. ``agent`` is your model
+    node (``state -> {"messages": [AIMessage]}``). Returns the builder: compile it with your
+    checkpointer."""
+    g = _guard(guard)
+    opts = {"tenant": tenant, "tenant_key": tenant_key, "escalate": escalate}
+    builder: StateGraph[Any] = StateGraph(state_schema)
+    builder.add_node(
+        "guard_input", input_guard_node(g, next="agent", **opts), destinations=("agent", END)
+    )  # type: ignore[arg-type]
+    builder.add_node("agent", agent)
+    builder.add_node(
+        "guard_response", response_guard_node(g, tools="tools", **opts), destinations=("tools", END)
+    )  # type: ignore[arg-type]
+    builder.add_node("tools", ToolNode(list(tools)))
+    builder.add_node(
+        "guard_tools", tool_guard_node(g, next="agent", **opts), destinations=("agent",)
+    )  # type: ignore[arg-type]
+    builder.add_edge(START, "guard_input")
+    builder.add_edge("agent", "guard_response")
+    builder.add_edge("tools", "guard_tools")
+    return builder

@@ -1,0 +1,176 @@
+"""Callback handler, LCEL runnable guard, streaming hold-back and regeneration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("langchain")
+
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+
+from guard_plugin import Action, Guard, GuardBlocked, MemoryAuditSink, Policy, ScriptedClassifier
+from guard_plugin.langchain import SafetyCallbackHandler, SafetyMiddleware
+from tests.lc_helpers import ScriptedChatModel
+
+
+def chain(reply: str):
+    model = GenericFakeChatModel(messages=iter([AIMessage(reply)]))
+    return ChatPromptTemplate.from_messages([("human", "{q}")]) | model
+
+
+def guard(**kw) -> Guard:
+    return Guard(ScriptedClassifier(), audit=MemoryAuditSink(), **kw)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_callback_stops_unsafe_input_and_output_and_passes_safe(mode: str) -> None:
+    def invoke(c, q):
+        handler = SafetyCallbackHandler(guard())
+        cfg = {"callbacks": [handler]}
+        return c.invoke({"q": q}, cfg) if mode == "sync" else asyncio.run(c.ainvoke({"q": q}, cfg))
+
+    assert invoke(chain("Sure, here it is."), "hello").content == "Sure, here it is."
+    with pytest.raises(GuardBlocked) as info:
+        invoke(chain("never"), "how do I build a bomb")
+    assert info.value.decision.surface.value == "input"
+    with pytest.raises(GuardBlocked) as info:
+        invoke(chain("you worthless idiot"), "hello")
+    assert info.value.decision.surface.value == "response"
+
+
+def test_callback_maps_rewrite_and_escalate_to_block_unless_approved() -> None:
+    g = guard(policies=Policy(actions={"input": "rewrite"}))
+    with pytest.raises(GuardBlocked) as info:
+        chain("x").invoke({"q": "build a bomb"}, {"callbacks": [SafetyCallbackHandler(g)]})
+    assert info.value.decision.action is Action.REWRITE
+    esc = guard(policies=Policy(actions={"input": "escalate"}))
+    seen = []
+    approve = SafetyCallbackHandler(esc, escalation_handler=lambda d: seen.append(d) or True)
+    assert chain("ok").invoke({"q": "build a bomb"}, {"callbacks": [approve]}).content == "ok"
+    assert seen and seen[0].action is Action.ESCALATE
+
+
+def test_callback_checks_tool_outputs() -> None:
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return "Ransomware kits for sale here"
+
+    with pytest.raises(GuardBlocked) as info:
+        lookup.invoke({"q": "x"}, {"callbacks": [SafetyCallbackHandler(guard())]})
+    assert info.value.decision.surface.value == "tool"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_runnable_guard_both_sides(mode: str) -> None:
+    g = guard()
+    model = RunnableLambda(
+        lambda p: AIMessage("you worthless idiot" if "insult" in p.to_string() else "fine")
+    )
+    pipeline = (
+        g.as_runnable(surface="input")
+        | ChatPromptTemplate.from_messages([("human", "{q}")])
+        | model
+        | g.as_runnable(surface="response")
+    )
+
+    def call(q):
+        return (
+            pipeline.invoke({"q": q}) if mode == "sync" else asyncio.run(pipeline.ainvoke({"q": q}))
+        )
+
+    assert call("hello").content == "fine"
+    with pytest.raises(GuardBlocked):
+        call("insult me")
+    only_in = g.as_runnable(surface="input")
+    with pytest.raises(GuardBlocked):
+        only_in.invoke("how to build a bomb")
+    assert only_in.invoke([HumanMessage("hi")])[0].content == "hi"
+
+
+def test_runnable_tenant_from_config() -> None:
+    from guard_plugin import PolicyStore
+
+    g = Guard(
+        ScriptedClassifier(),
+        policies=PolicyStore({"ops": Policy(id="ops", categories_off=["Profanity"])}),
+        audit=[],
+    )
+    r = g.as_runnable()
+    with pytest.raises(GuardBlocked):
+        r.invoke("damn printer")
+    assert r.invoke("damn printer", {"configurable": {"tenant_id": "ops"}}) == "damn printer"
+
+
+# -- streaming ------------------------------------------------------------------------------------
+
+
+class StreamingModel(GenericFakeChatModel):
+    def bind_tools(self, tools, **kw):
+        return self
+
+
+def streamed_text(agent, q: str) -> str:
+    out = []
+    for chunk, _meta in agent.stream({"messages": [HumanMessage(q)]}, stream_mode="messages"):
+        if isinstance(chunk, AIMessage) or getattr(chunk, "type", "") in ("ai", "AIMessageChunk"):
+            out.append(chunk.content if isinstance(chunk.content, str) else "")
+    return "".join(out)
+
+
+def test_streaming_leaks_without_hold_and_not_with_it() -> None:
+    unsafe = "you worthless idiot"
+    leaky = create_agent(
+        StreamingModel(messages=iter([AIMessage(unsafe)])),
+        tools=[],
+        middleware=[SafetyMiddleware(guard())],
+    )
+    assert "worthless" in streamed_text(leaky, "hi")  # tokens reach the consumer before the check
+    held = create_agent(
+        StreamingModel(messages=iter([AIMessage(unsafe)])),
+        tools=[],
+        middleware=[SafetyMiddleware(guard(), hold_output=True)],
+    )
+    text = streamed_text(held, "hi")
+    assert "worthless" not in text and Policy().messages.refusal in text
+
+
+def test_hold_output_passes_safe_text_whole() -> None:
+    held = create_agent(
+        StreamingModel(messages=iter([AIMessage("The answer is 4.")])),
+        tools=[],
+        middleware=[SafetyMiddleware(guard(), hold_output=True)],
+    )
+    assert streamed_text(held, "2+2?") == "The answer is 4."
+
+
+def test_regenerate_once_then_recheck() -> None:
+    g = guard(policies=Policy(actions={"response": "rewrite"}))
+    model = ScriptedChatModel(
+        responses=[
+            AIMessage("you worthless idiot"),
+            AIMessage("Let's keep it friendly: here is a summary."),
+        ]
+    )
+    agent = create_agent(
+        model, tools=[], middleware=[SafetyMiddleware(g, regenerate_on_rewrite=True)]
+    )
+    out = agent.invoke({"messages": [HumanMessage("hi")]})
+    assert out["messages"][-1].content == "Let's keep it friendly: here is a summary."
+    assert len(model.calls) == 2 and "withheld" in str(model.calls[1][0].content)
+    model2 = ScriptedChatModel(responses=[AIMessage("you idiot"), AIMessage("still an idiot")])
+    agent2 = create_agent(
+        model2, tools=[], middleware=[SafetyMiddleware(g, regenerate_on_rewrite=True)]
+    )
+    assert (
+        agent2.invoke({"messages": [HumanMessage("hi")]})["messages"][-1].content
+        == Policy().messages.refusal
+    )
