@@ -19,7 +19,6 @@ from typing import Any
 try:
     from langchain_core.messages import (
         AIMessage,
-        AnyMessage,
         BaseMessage,
         HumanMessage,
         ToolMessage,
@@ -99,7 +98,7 @@ def text_of(msg: BaseMessage | None) -> str:
     return "\n".join(p for p in parts if isinstance(p, str) and p)
 
 
-def _last_index(messages: Sequence[AnyMessage], kind: type) -> int | None:
+def _last_index(messages: Sequence[BaseMessage], kind: type) -> int | None:
     for i in range(len(messages) - 1, -1, -1):
         if isinstance(messages[i], kind):
             return i
@@ -118,7 +117,7 @@ def _preview(text: str, limit: int = 500) -> str:
 # -- input ------------------------------------------------------------------------------------
 
 
-def find_input(messages: Sequence[AnyMessage]) -> tuple[int, HumanMessage] | None:
+def find_input(messages: Sequence[BaseMessage]) -> tuple[int, HumanMessage] | None:
     """The user turn of this run: the last human message, if nothing answered it yet."""
     i = _last_index(messages, HumanMessage)
     if i is None or any(isinstance(m, AIMessage) for m in messages[i + 1 :]):
@@ -153,7 +152,7 @@ def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool)
 # -- tool results ------------------------------------------------------------------------------
 
 
-def find_tool_results(messages: Sequence[AnyMessage]) -> list[ToolMessage]:
+def find_tool_results(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
     """Tool results since the last assistant turn (the ones the model has not seen)."""
     i = _last_index(messages, AIMessage)
     if i is None:
@@ -190,7 +189,7 @@ class ResponseCheck:
     inputs: list[SafetyInput]
 
 
-def find_response(messages: Sequence[AnyMessage]) -> ResponseCheck | None:
+def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
     """The last assistant turn, as one input for its text and one per tool call, each with the
     user turn it answers as context."""
     i = _last_index(messages, AIMessage)
@@ -265,7 +264,8 @@ def _rebuild(
     edits: Mapping[str, Mapping[str, Any]] | None = None,
     reasons: Sequence[str] = (),
 ) -> Outcome:
-    kept, dropped = [], []
+    kept: list[Any] = []
+    dropped: list[str] = []
     for call in ai.tool_calls:
         label = f"tool_call:{call.get('id')}"
         if label in drop:
@@ -285,7 +285,8 @@ def _rebuild(
     if dropped:
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
-        note = f"[{_policy(d, guard).messages.redaction}: tool call{'s' if len(dropped) > 1 else ''} {calls} not made.{why}]"
+        noun = "tool calls" if len(dropped) > 1 else "tool call"
+        note = f"[{_policy(d, guard).messages.redaction}: {noun} {calls} not made.{why}]"
         body = text if text is not None else text_of(ai)
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})

@@ -214,7 +214,7 @@ def guarded_agent_graph(
     node (``state -> {"messages": [AIMessage]}``). Returns the builder: compile it with your
     checkpointer."""
     g = _guard(guard)
-    opts = {"tenant": tenant, "tenant_key": tenant_key, "escalate": escalate}
+    opts: dict[str, Any] = {"tenant": tenant, "tenant_key": tenant_key, "escalate": escalate}
     builder: StateGraph[Any] = StateGraph(state_schema)
     builder.add_node(
         "guard_input", input_guard_node(g, next="agent", **opts), destinations=("agent", END)

@@ -154,7 +154,7 @@ def test_c_pdf_with_one_unsafe_page_of_three(mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_d_harassing_tool_call_never_runs(mode: str) -> None:
     body = {"to": "bob@example.com", "body": "You are a worthless idiot."}
-    agent, model, sink = make([tool_call("send_email", body, "c1"), AIMessage("unreachable")])
+    agent, model, _sink = make([tool_call("send_email", body, "c1"), AIMessage("unreachable")])
     out = run(agent, {"messages": [HumanMessage("email bob about the deadline")]}, mode)
     assert SENT == [] and len(model.calls) == 1
     last = out["messages"][-1]
@@ -186,7 +186,7 @@ def test_d2_rewrite_drops_only_the_unsafe_call() -> None:
             },
         ],
     )
-    agent, model, _ = make([calls, AIMessage("Sent one email.")], policy)
+    agent, _model, _ = make([calls, AIMessage("Sent one email.")], policy)
     out = agent.invoke({"messages": [HumanMessage("send the emails")]}, CFG)
     assert SENT == [{"to": "a@x", "body": "Meeting at 3."}]
     ai = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.tool_calls)
@@ -204,7 +204,7 @@ ESCALATE = Policy(
 @pytest.mark.parametrize("answer", ["approve", "reject"])
 def test_e_escalation_interrupts_and_resumes(mode: str, answer: str) -> None:
     body = {"to": "bob@example.com", "body": "Stop being an idiot about the deadline."}
-    agent, model, _ = make(
+    agent, _model, _ = make(
         [tool_call("send_email", body, "c1"), AIMessage("All done.")],
         ESCALATE,
         checkpointer=InMemorySaver(),
@@ -314,7 +314,7 @@ def test_tenant_from_runtime_context() -> None:
 
 
 def test_surface_switches_like_pii_middleware() -> None:
-    agent, model, sink = make(
+    agent, _model, sink = make(
         [AIMessage("you worthless idiot")],
         apply_to_input=False,
         apply_to_output=False,

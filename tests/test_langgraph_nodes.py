@@ -69,7 +69,7 @@ def _clear():
 
 
 def red(img):
-    r, g, b = img.to_pil().resize((1, 1)).getpixel((0, 0))
+    r, g, _b = img.to_pil().resize((1, 1)).getpixel((0, 0))
     return ["Violence"] if r > 150 and g < 100 else []
 
 
@@ -142,7 +142,7 @@ def test_c_pdf_page_withheld(helper: bool) -> None:
 @pytest.mark.parametrize("helper", BUILD)
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_d_unsafe_tool_call_never_runs(mode: str, helper: bool) -> None:
-    app, model, _ = graph(
+    app, _model, _ = graph(
         [tool_call("send_email", {"to": "b", "body": "you worthless idiot"}, "c1")], helper=helper
     )
     out = run(app, {"messages": [HumanMessage("email bob")]}, mode)
@@ -187,7 +187,7 @@ def test_malformed_review_answer_rejects() -> None:
 
 
 def test_safe_flow_untouched() -> None:
-    app, model, sink = graph(
+    app, _model, sink = graph(
         [tool_call("send_email", {"to": "b", "body": "Meeting at 3"}, "c1"), AIMessage("sent")]
     )
     out = app.invoke({"messages": [HumanMessage("email bob")]}, CFG)
