@@ -69,7 +69,16 @@ class AuditEvent:
 
 @runtime_checkable
 class AuditSink(Protocol):
+    """Receives audit events. A sink may also define ``accepts(status, action) -> bool``; the
+    guard then builds an event only when some sink will record it."""
+
     def emit(self, event: AuditEvent) -> None: ...
+
+
+def _level(status: str, action: str) -> int:
+    if status == "error":
+        return logging.ERROR
+    return logging.WARNING if action != "allow" else logging.INFO
 
 
 class LoggingAuditSink:
@@ -81,13 +90,11 @@ class LoggingAuditSink:
     def __init__(self, logger: logging.Logger | str = "guard_plugin.audit") -> None:
         self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
 
+    def accepts(self, status: str, action: str) -> bool:
+        return self.logger.isEnabledFor(_level(status, action))
+
     def emit(self, event: AuditEvent) -> None:
-        if event.status == "error":
-            level = logging.ERROR
-        elif event.action != "allow":
-            level = logging.WARNING
-        else:
-            level = logging.INFO
+        level = _level(event.status, event.action)
         if self.logger.isEnabledFor(level):
             self.logger.log(level, event.to_json())
 
@@ -162,6 +169,11 @@ class MultiAuditSink:
 
     def __init__(self, sinks: Iterable[AuditSink]) -> None:
         self.sinks = list(sinks)
+
+    def accepts(self, status: str, action: str) -> bool:
+        return any(
+            getattr(s, "accepts", None) is None or s.accepts(status, action) for s in self.sinks
+        )
 
     def emit(self, event: AuditEvent) -> None:
         for sink in self.sinks:

@@ -159,49 +159,64 @@ def decide(
 
     ``meta`` fills the bookkeeping fields (tenant, model, latency_ms, request_id).
     """
-    surface = Surface(surface)
-    unsafe = [p for p in parts if p.status == "unsafe"]
-    errors = [p for p in parts if p.status == "error"]
-    categories = tuple(dict.fromkeys(c for p in unsafe for c in p.categories))
-    suppressed = tuple(dict.fromkeys(c for p in parts for c in p.suppressed))
+    if not isinstance(surface, Surface):
+        surface = Surface(surface)
+    # One pass over the parts (this runs on every check, so it stays lean).
+    media = policy.policy.media.unverifiable
+    on_error = policy.policy.on_error
+    cats: dict[str, None] = {}
+    dropped: dict[str, None] = {}
+    withheld: list[int] = []
+    traces: list[str] = []
+    first_error: PartOutcome | None = None
+    n_unsafe = n_errors = n_unverifiable = 0
+    all_cached = bool(parts)
+    for p in parts:
+        if p.status == "unsafe":
+            n_unsafe += 1
+            withheld.append(p.index)
+            for c in p.categories:
+                cats[c] = None
+        elif p.status == "error":
+            n_errors += 1
+            first_error = first_error or p
+            if p.error_kind == "unverifiable":
+                n_unverifiable += 1
+                if media != "allow":
+                    withheld.append(p.index)
+            elif on_error != "allow":
+                withheld.append(p.index)
+        for c in p.suppressed:
+            dropped[c] = None
+        if p.reasoning:
+            traces.append(p.reasoning)
+        all_cached = all_cached and p.cached
+    categories = tuple(cats)
 
-    unverifiable = [p for p in errors if p.error_kind == "unverifiable"]
-    candidates: list[Action] = []
-    if unsafe:
-        candidates.append(policy.action_for(surface, categories))
-    if len(unverifiable) < len(errors):
-        candidates.append(policy.error_action())
-    if unverifiable:
-        candidates.append(Action(policy.policy.media.unverifiable))
-    action = strictest(*candidates)
+    action = Action.ALLOW
+    if n_unsafe:
+        action = policy.action_for(surface, categories)
+    if n_unverifiable < n_errors:
+        action = strictest(action, policy.error_action())
+    if n_unverifiable:
+        action = strictest(action, Action(media))
 
     status: Status
-    if errors:
+    if n_errors:
         status = "error"
-    elif unsafe:
+    elif n_unsafe:
         status = "unsafe"
     elif parts:
         status = "safe"
     else:
         status = "empty"
-
-    withheld = [p.index for p in unsafe]
-    for p in errors:
-        lenient = (
-            policy.policy.media.unverifiable
-            if p.error_kind == "unverifiable"
-            else policy.policy.on_error
-        )
-        if lenient != "allow":
-            withheld.append(p.index)
-    reasoning = "\n\n".join(p.reasoning for p in parts if p.reasoning) or None
-    first_error = errors[0] if errors else None
+    reasoning = "\n\n".join(traces) or None
     return Decision(
         action=action,
         surface=surface,
         status=status,
         categories=categories,
-        suppressed=suppressed,
+        suppressed=tuple(dropped),
         replacement=_replacement(action, surface, policy),
         parts=tuple(parts),
         withheld_parts=tuple(sorted(withheld)) if action is not Action.ALLOW else (),
@@ -211,7 +226,7 @@ def decide(
         policy_id=policy.id,
         policy_version=policy.version,
         policy_fingerprint=policy.fingerprint,
-        cached=bool(parts) and all(p.cached for p in parts),
+        cached=all_cached,
         **meta,
     )
 

@@ -300,7 +300,7 @@ class Guard:
         t0 = time.perf_counter()
         inputs = _normalise(content, surface)
         if surface is not None:
-            surf = Surface(surface)
+            surf = surface if isinstance(surface, Surface) else Surface(surface)
         else:
             surf = inputs[0].surface if inputs else Surface.INPUT
         plan = self._start(t0, surf, tenant, request_id)
@@ -320,7 +320,7 @@ class Guard:
         password: str | None,
     ) -> _Plan:
         t0 = time.perf_counter()
-        surf = Surface(surface)
+        surf = surface if isinstance(surface, Surface) else Surface(surface)
         plan = self._start(t0, surf, tenant, request_id)
         if plan.done is None:
             limits = plan.policy.policy.media
@@ -469,6 +469,9 @@ class Guard:
         }
 
     def _emit(self, plan: _Plan, decision: Decision, event: str) -> None:
+        accepts = getattr(self.audit, "accepts", None)
+        if accepts is not None and not accepts(decision.status, decision.action.value):
+            return  # no sink would record it: skip building the event
         h = hashlib.sha256()
         for inp in plan.inputs:
             h.update(inp.content_digest().encode())

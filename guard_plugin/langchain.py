@@ -8,9 +8,10 @@ three surfaces, with the vocabulary of LangChain's ``PIIMiddleware``::
 
 Where each check runs, and why there:
 
-- the user's turn in ``before_agent`` (once per run; a block ends the run before any model call);
-- new tool results in ``before_model`` (before the model reads them; a safe place to
-  ``interrupt()``, since the tools already ran and are not run again on resume);
+- the user's turn and new tool results in ``before_model`` (the user's turn once per run,
+  before the first model call: a block ends the run with no model call; tool results before
+  the model reads them; a safe place to ``interrupt()``, since nothing that ran before it is
+  run again on resume);
 - the model's response, text and tool-call arguments, in ``after_model`` (before any tool
   runs; the reviewer sees the message that will be kept).
 
@@ -179,35 +180,26 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             ]
         )
 
-    # -- user input -----------------------------------------------------------------------------
+    # -- user input and tool results: one node before each model call ------------------------
+    # The user's turn is found only while no assistant turn follows it, so it is checked once
+    # per run, before the first model call; later calls see the new tool results instead.
+    # One hook instead of two saves a graph step per model call.
+
+    def _before(self, state: Any) -> tuple[Any, list[ToolMessage]]:
+        msgs = state["messages"]
+        found = lc.find_input(msgs) if self.apply_to_input else None
+        tools = lc.find_tool_results(msgs) if self.apply_to_tool_results else []
+        return found, tools
 
     @hook_config(can_jump_to=["end"])
-    def before_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        found = lc.find_input(state["messages"]) if self.apply_to_input else None
-        if found is None:
-            return None
-        d = self.guard.check_content(
-            found[1].content, surface=Surface.INPUT, tenant=self._tenant(runtime)
-        )
-        return self._apply_input(found, d)
-
-    @hook_config(can_jump_to=["end"])
-    async def abefore_agent(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        found = lc.find_input(state["messages"]) if self.apply_to_input else None
-        if found is None:
-            return None
-        d = await self.guard.acheck_content(
-            found[1].content, surface=Surface.INPUT, tenant=self._tenant(runtime)
-        )
-        return self._apply_input(found, d)
-
-    # -- tool results ---------------------------------------------------------------------------
-
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        msgs = lc.find_tool_results(state["messages"]) if self.apply_to_tool_results else []
-        if not msgs:
+        found, msgs = self._before(state)
+        if found is None and not msgs:
             return None
         tenant = self._tenant(runtime)
+        if found is not None:
+            d = self.guard.check_content(found[1].content, surface=Surface.INPUT, tenant=tenant)
+            return self._apply_input(found, d)
         ds = [
             self.guard.check_content(
                 m.content,
@@ -220,11 +212,17 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         ]
         return self._apply_tools(msgs, ds)
 
+    @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        msgs = lc.find_tool_results(state["messages"]) if self.apply_to_tool_results else []
-        if not msgs:
+        found, msgs = self._before(state)
+        if found is None and not msgs:
             return None
         tenant = self._tenant(runtime)
+        if found is not None:
+            d = await self.guard.acheck_content(
+                found[1].content, surface=Surface.INPUT, tenant=tenant
+            )
+            return self._apply_input(found, d)
         ds = await asyncio.gather(
             *(
                 self.guard.acheck_content(

@@ -268,6 +268,9 @@ class CompiledPolicy:
     template_kwargs: Mapping[str, Any]
     suppressed: frozenset[str]
     _actions: Mapping[Surface, tuple[Action, Mapping[str, Action]]] = field(repr=False)
+    _settings: Mapping[bool, tuple[Mapping[str, Any], int, str]] = field(
+        repr=False, default_factory=dict
+    )
 
     @property
     def id(self) -> str:
@@ -289,6 +292,11 @@ class CompiledPolicy:
 
     def error_action(self) -> Action:
         return Action(self.policy.on_error)
+
+    def request_settings(self, think: bool) -> tuple[dict[str, Any], int, str]:
+        """Template kwargs (a fresh dict), token budget, and a stable text of both."""
+        kwargs, budget, text = self._settings[think]
+        return dict(kwargs), budget, text
 
 
 def compile_policy(policy: Policy) -> CompiledPolicy:
@@ -337,6 +345,11 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         )
         actions[s] = (sa.default, overrides)
 
+    settings: dict[bool, tuple[Mapping[str, Any], int, str]] = {}
+    for think in (False, True):
+        kw = {**kwargs, "enable_thinking": think}
+        budget = policy.model.reasoning_max_new_tokens if think else policy.model.max_new_tokens
+        settings[think] = (kw, budget, f"{sorted(kw.items())!r}|{budget}")
     return CompiledPolicy(
         policy=policy,
         fingerprint=fingerprint,
@@ -344,6 +357,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         template_kwargs=kwargs,
         suppressed=suppressed,
         _actions=actions,
+        _settings=settings,
     )
 
 

@@ -59,6 +59,8 @@ _VERDICT_LABEL = re.compile(
 )
 _RESPONSE_MARKER = re.compile(r"\b(response)(\s*):(\s*)(agent)(\s*):", re.IGNORECASE)
 _OUTPUT_LINE = re.compile(r"^(\s*Output)(\s*):", re.IGNORECASE | re.MULTILINE)
+# Every rewrite below needs one of these characters; most text has none of them.
+_MAY_NEED = re.compile(r"[<:\[]")
 _LT, _GT, _COLON = "\u2039", "\u203a", "\ua789"  # angle quotes and a modifier-letter colon
 
 
@@ -67,7 +69,7 @@ def neutralize(text: str, *, extra_tokens: Iterable[str] = ()) -> str:
 
     ``extra_tokens`` adds a tokenizer's own special tokens to the built-in Gemma set.
     """
-    if not text:
+    if not text or not _MAY_NEED.search(text) and not extra_tokens:
         return text
     out = _TAG_TOKEN.sub(lambda m: f"{_LT}{m.group(1)}{m.group(2)}{_GT}", text)
     out = out.replace("[@BOS@]", f"[@BOS@{_GT}")
@@ -189,7 +191,8 @@ class SafetyInput:
             raise TypeError(
                 "SafetyInput.image must be an ImageData; decode images with guard_plugin.media"
             )
-        object.__setattr__(self, "surface", Surface(self.surface))
+        if not isinstance(self.surface, Surface):
+            object.__setattr__(self, "surface", Surface(self.surface))
         if self.surface is Surface.RESPONSE and self.response is None:
             raise ValueError(
                 "a response-surface SafetyInput needs `response` (the assistant text); "
@@ -201,16 +204,14 @@ class SafetyInput:
         return not self.text.strip() and self.image is None and not (self.response or "").strip()
 
     def content_digest(self) -> str:
-        h = hashlib.sha256()
-        for piece in (
-            self.text,
-            "\x00",
-            self.response or "",
-            "\x00",
-            self.image.sha256 if self.image else "",
-        ):
-            h.update(piece.encode("utf-8", "surrogatepass"))
-        return h.hexdigest()
+        """SHA-256 of the content (text, response, image); computed once."""
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            image = self.image.sha256 if self.image else ""
+            joined = f"{self.text}\x00{self.response or ''}\x00{image}"
+            cached = hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()
+            object.__setattr__(self, "_digest", cached)
+        return cached
 
     def content_length(self) -> int:
         return (
@@ -263,22 +264,17 @@ def build_request(
     reasoning request in the background).
     """
     think = policy.policy.reasoning == "on" if reasoning is None else reasoning
-    kwargs = dict(policy.template_kwargs)
-    kwargs["enable_thinking"] = think
-    options = policy.policy.model
-    max_new = options.reasoning_max_new_tokens if think else options.max_new_tokens
+    kwargs, max_new, settings = policy.request_settings(think)
     extra = tuple(extra_tokens)
     user_text = neutralize(inp.text, extra_tokens=extra)
     response_text = None if inp.response is None else neutralize(inp.response, extra_tokens=extra)
-    h = hashlib.sha256()
-    h.update(inp.content_digest().encode())
-    h.update(repr(sorted(kwargs.items())).encode())
-    h.update(str(max_new).encode())
+    # The request key: the content digest and the request settings (kwargs, token budget).
+    key = hashlib.sha256(f"{inp.content_digest()}|{settings}".encode()).hexdigest()
     return ModelRequest(
         user_text=user_text,
         response_text=response_text,
         image=inp.image,
         template_kwargs=kwargs,
         max_new_tokens=max_new,
-        key=h.hexdigest(),
+        key=key,
     )

@@ -75,8 +75,11 @@ def parse_verdict(
     """
     if not isinstance(text, str):
         raise VerdictParseError("model output is not text", repr(text))
-    traces = [t.strip() for t in _THINK_BLOCK.findall(text)]
-    cleaned = _THINK_BLOCK.sub("", text)
+    if "<think>" in text:
+        traces = [t.strip() for t in _THINK_BLOCK.findall(text)]
+        cleaned = _THINK_BLOCK.sub("", text)
+    else:
+        traces, cleaned = [], text
     if "<think>" in cleaned:
         raise VerdictParseError("unterminated <think> block: the trace was truncated", text)
     if not cleaned.strip():
@@ -94,7 +97,7 @@ def parse_verdict(
     if labels[required] is None:
         raise VerdictParseError(f"no '{required}: safe|unsafe' line", text)
 
-    cat_lines = _CATEGORIES.findall(cleaned)
+    cat_lines = _CATEGORIES.findall(cleaned) if "categories" in cleaned.casefold() else []
     if len(cat_lines) > 1:
         raise VerdictParseError("'Safety Categories' stated more than once", text)
     categories = tuple(c.strip() for c in cat_lines[0].split(",") if c.strip()) if cat_lines else ()

@@ -112,3 +112,16 @@ def test_multi_sink_survives_a_broken_sink(tmp_path: Path) -> None:
     with JsonlAuditSink(path) as good:
         MultiAuditSink([Broken(), good]).emit(event(0, 0))
     assert len(path.read_text().splitlines()) == 1
+
+
+def test_events_are_built_only_for_sinks_that_take_them(caplog) -> None:
+    from guard_plugin import Guard, ScriptedClassifier
+
+    quiet = LoggingAuditSink("test.quiet")
+    assert not MultiAuditSink([]).accepts("safe", "allow")
+    with caplog.at_level(logging.WARNING, logger="test.quiet"):
+        assert not quiet.accepts("safe", "allow") and quiet.accepts("unsafe", "block")
+        g = Guard(ScriptedClassifier(), audit=quiet)
+        g.check("hello")
+        g.check("build a bomb")
+    assert [json.loads(r.getMessage())["action"] for r in caplog.records] == ["block"]

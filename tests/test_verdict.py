@@ -278,3 +278,8 @@ def test_arbitrary_text_never_parses_safe_without_a_well_formed_safe_verdict(
 def test_parser_never_raises_anything_but_parse_errors(text: str) -> None:
     with contextlib.suppress(VerdictParseError):
         parse_verdict(text)
+
+
+def test_categories_line_is_read_in_any_case() -> None:
+    v = parse_verdict("User Safety: unsafe\nSaFeTy CaTeGoRiEs: Violence")
+    assert v.categories == ("Violence",)

@@ -1,0 +1,107 @@
+"""Agent overhead of SafetyMiddleware vs LangChain's PIIMiddleware, on all three surfaces.
+
+    python -m benchmarks.bench_middleware [--n 300]
+
+One ``create_agent`` run = the model calls one tool, then answers (fake models, no I/O);
+each variant is compiled once and invoked repeatedly.
+Measured interleaved in one process: no middleware, PIIMiddleware (email detector, input +
+output + tool results), and SafetyMiddleware with a zero-latency classifier (input + output +
+tool results). The target: SafetyMiddleware adds no more than PIIMiddleware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Sequence
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import PIIMiddleware
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.tools import tool
+
+from benchmarks._util import machine
+from guard_plugin import ClassifierOutput, Guard, ModelRequest
+from guard_plugin.classifiers.base import BaseClassifier
+from guard_plugin.langchain import SafetyMiddleware
+from tests.lc_helpers import ScriptedChatModel
+
+
+class ZeroLatency(BaseClassifier):
+    name = "zero-latency"
+
+    def classify(self, requests: Sequence[ModelRequest], *, timeout: float | None = None):
+        return [ClassifierOutput("User Safety: safe\nResponse Safety: safe") for _ in requests]
+
+
+@tool
+def lookup(q: str) -> str:
+    """Look something up."""
+    return f"result for {q}: the office opens at 9."
+
+
+def agent(middleware):
+    """One compiled agent per variant; the scripted model cycles through its two replies."""
+    model = ScriptedChatModel(
+        responses=[
+            AIMessage(
+                "",
+                tool_calls=[
+                    {"name": "lookup", "args": {"q": "hours"}, "id": "c1", "type": "tool_call"}
+                ],
+            ),
+            AIMessage("The office opens at 9."),
+        ]
+    )
+    return create_agent(model, tools=[lookup], middleware=middleware)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000)
+    args = ap.parse_args()
+    guard = Guard(ZeroLatency(), audit=[], cache_size=0)
+    agents = {
+        "none": agent([]),
+        "PIIMiddleware": agent(
+            [
+                PIIMiddleware(
+                    "email", apply_to_input=True, apply_to_output=True, apply_to_tool_results=True
+                )
+            ]
+        ),
+        "SafetyMiddleware": agent([SafetyMiddleware(guard)]),
+    }
+    inp = {"messages": [HumanMessage("When does the office open? Reply to me at a@b.example")]}
+    times: dict[str, list[float]] = {k: [] for k in agents}
+    for a in agents.values():  # warm-up
+        for _ in range(20):
+            a.invoke(inp)
+    gc.collect()
+    gc.disable()  # collection pauses would land at random in the timed calls
+    try:
+        for i in range(args.n):
+            for k, a in agents.items():
+                t0 = time.perf_counter()
+                a.invoke(inp)
+                times[k].append((time.perf_counter() - t0) * 1000)
+            if i % 50 == 49:
+                gc.collect()
+    finally:
+        gc.enable()
+    base = statistics.median(times["none"])
+    print(
+        f"machine: {machine()}; {args.n} runs each, interleaved, GC outside the timed calls; medians"
+    )
+    for k, v in times.items():
+        m = statistics.median(v)
+        print(f"{k:18} {m:7.3f} ms   added {m - base:+7.3f} ms")
+    pii = statistics.median(times["PIIMiddleware"]) - base
+    ours = statistics.median(times["SafetyMiddleware"]) - base
+    print(f"SafetyMiddleware added / PIIMiddleware added: {ours / pii:.2f} (target <= 1.00)")
+
+
+if __name__ == "__main__":
+    main()
