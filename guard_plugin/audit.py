@@ -171,9 +171,11 @@ class MultiAuditSink:
         self.sinks = list(sinks)
 
     def accepts(self, status: str, action: str) -> bool:
-        return any(
-            getattr(s, "accepts", None) is None or s.accepts(status, action) for s in self.sinks
-        )
+        for sink in self.sinks:
+            accepts = getattr(sink, "accepts", None)
+            if accepts is None or accepts(status, action):
+                return True
+        return False
 
     def emit(self, event: AuditEvent) -> None:
         for sink in self.sinks:

@@ -69,7 +69,7 @@ def neutralize(text: str, *, extra_tokens: Iterable[str] = ()) -> str:
 
     ``extra_tokens`` adds a tokenizer's own special tokens to the built-in Gemma set.
     """
-    if not text or not _MAY_NEED.search(text) and not extra_tokens:
+    if not text or (not extra_tokens and not _MAY_NEED.search(text)):
         return text
     out = _TAG_TOKEN.sub(lambda m: f"{_LT}{m.group(1)}{m.group(2)}{_GT}", text)
     out = out.replace("[@BOS@]", f"[@BOS@{_GT}")
