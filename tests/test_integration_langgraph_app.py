@@ -35,9 +35,17 @@ def test_langgraph_json_points_at_the_factory() -> None:
 def test_the_app_blocks_an_unsafe_email() -> None:
     app = load_app()
     sink = MemoryAuditSink()
-    model = ScriptedChatModel(responses=[tool_call("send_email", {"to": "b", "subject": "hi", "body": "you worthless idiot"}, "c1")])
+    model = ScriptedChatModel(
+        responses=[
+            tool_call(
+                "send_email", {"to": "b", "subject": "hi", "body": "you worthless idiot"}, "c1"
+            )
+        ]
+    )
     graph = app.make_graph(model=model, guard=Guard(ScriptedClassifier(), audit=sink))
-    out = graph.invoke({"messages": [HumanMessage("email bob")]}, {"configurable": {"tenant_id": "default"}})
+    out = graph.invoke(
+        {"messages": [HumanMessage("email bob")]}, {"configurable": {"tenant_id": "default"}}
+    )
     assert isinstance(out["messages"][-1], AIMessage) and not out["messages"][-1].tool_calls
     assert any(e.surface == "response" and e.action == "block" for e in sink.events)
 

@@ -1,0 +1,231 @@
+"""NeMo Guardrails rail actions backed by the shared Guard.
+
+``guard_plugin_check_input``, ``guard_plugin_check_output`` and ``guard_plugin_check_tool_input``
+(Colang 2: ``GuardPluginCheckInputAction`` ...). What they return is chosen by feature, not
+by version: a ``RailOutcome`` where NeMo has it (0.24: ``allow`` / ``block`` / ``transform``
+for rewrite, ``metadata["policy_violations"]``), else ``{"allowed", "policy_violations"}`` with
+an ``output_mapping`` (0.22 / 0.23). Each accepts ``**kwargs``, since streaming output rails
+call actions directly. Nothing raises for a classifier failure: it is a decision through the
+tenant's ``on_error`` (block by default), audited like every other.
+
+The guard, the tenant and the escalation handler are process-wide settings
+(:func:`configure`, :data:`tenant_var`), because NeMo builds actions from a config folder.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from guard_plugin.decision import Decision
+from guard_plugin.guard import Guard
+from guard_plugin.policy import PolicyStore
+from guard_plugin.types import Action, Surface
+
+__all__ = [
+    "ACTIONS",
+    "configure",
+    "get_guard",
+    "guard_plugin_check_input",
+    "guard_plugin_check_output",
+    "guard_plugin_check_tool_input",
+    "make_actions",
+    "tenant_var",
+]
+
+log = logging.getLogger(__name__)
+
+#: The tenant of the current request; set it around ``rails.generate_async`` (or pass
+#: ``tenant_id`` in a ``{"role": "context"}`` message).
+tenant_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "guard_plugin_tenant", default=None
+)
+
+_state: dict[str, Any] = {"guard": None, "escalation_handler": None}
+_lock = threading.Lock()
+
+
+def configure(
+    guard: Guard | None = None,
+    *,
+    classifier: str | None = None,
+    policies: str | os.PathLike[str] | PolicyStore | None = None,
+    escalation_handler: Callable[[Decision], bool] | None = None,
+) -> Guard:
+    """Set the guard the rail actions use (or build one from a classifier spec and policies).
+    ``escalation_handler(decision) -> bool`` approves (True) or refuses an escalation."""
+    with _lock:
+        if guard is None:
+            guard = Guard(classifier or _default_spec(), policies=policies or _default_policies())
+        _state["guard"] = guard
+        _state["escalation_handler"] = escalation_handler
+        return guard
+
+
+def _default_spec() -> str:
+    spec = os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
+    if spec.split(":", 1)[0] == "scripted":
+        log.warning(
+            "guard_plugin rails use the scripted stand-in (NOT a safety model); set GUARD_PLUGIN_CLASSIFIER"
+        )
+    return spec
+
+
+def _default_policies() -> Any:
+    return os.environ.get("GUARD_PLUGIN_POLICIES") or str(
+        resources.files("guard_plugin") / "policies"
+    )
+
+
+def get_guard() -> Guard:
+    """The configured guard, built from the environment on first use."""
+    with _lock:
+        guard = _state["guard"]
+    return guard if guard is not None else configure()
+
+
+def _tenant(context: dict[str, Any] | None) -> str | None:
+    explicit = tenant_var.get()
+    if explicit is not None:
+        return explicit
+    value = (context or {}).get("tenant_id")
+    return str(value) if value is not None else None
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return "" if content is None else str(content)
+
+
+def _resolve(d: Decision, guard: Guard) -> Action:
+    """Escalations go to the handler; without one (or when it refuses), the fallback applies."""
+    if d.action is not Action.ESCALATE:
+        return d.action
+    handler = _state["escalation_handler"]
+    if handler is not None:
+        try:
+            if handler(d):
+                return Action.ALLOW
+            return Action.BLOCK
+        except Exception:
+            log.exception("escalation handler failed; blocking")
+            return Action.BLOCK
+    try:
+        fallback = guard.policies.get(d.tenant).policy.escalation.fallback
+    except Exception:
+        fallback = "block"
+    return Action(fallback)
+
+
+def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any]:
+    """Build the three actions for a NeMo with (``rail_outcome`` = the ``RailOutcome`` class)
+    or without (``None``) the 0.24 return contract; ``action`` is NeMo's decorator."""
+    legacy = rail_outcome is None
+    target: dict[str, Any] = {}
+    if not legacy:
+        from nemoguardrails.actions.rail_outcome import TransformTarget
+
+        target = {"input": TransformTarget.USER_MESSAGE, "output": TransformTarget.BOT_MESSAGE}
+
+    def result(d: Decision, guard: Guard, kind: str) -> Any:
+        act = _resolve(d, guard)
+        violations = list(d.categories)
+        meta = {
+            "policy_violations": violations,
+            "guard_plugin": {
+                "action": d.action.value,
+                "status": d.status,
+                "request_id": d.request_id,
+            },
+        }
+        if legacy:
+            return {"allowed": act is Action.ALLOW, "policy_violations": violations}
+        if act is Action.ALLOW:
+            return rail_outcome.allow(metadata=meta)
+        if act is Action.REWRITE and kind in target and d.replacement:
+            return rail_outcome.transform(rewrites=[(target[kind], d.replacement)], metadata=meta)
+        return rail_outcome.block(reason=d.error or ", ".join(violations) or None, metadata=meta)
+
+    def decorate(fn: Callable[..., Any], name: str) -> Any:
+        params = inspect.signature(action).parameters
+        if legacy and "output_mapping" in params:
+            return action(name=name, output_mapping=lambda r: not r["allowed"])(fn)
+        return action(name=name)(fn)
+
+    async def check_input(
+        context: dict[str, Any] | None = None, user_message: Any = None, **kwargs: Any
+    ) -> Any:
+        guard = get_guard()
+        content = (
+            user_message if user_message is not None else (context or {}).get("user_message", "")
+        )
+        d = await guard.acheck_content(content, surface=Surface.INPUT, tenant=_tenant(context))
+        return result(d, guard, "input")
+
+    async def check_output(
+        context: dict[str, Any] | None = None,
+        user_message: Any = None,
+        bot_message: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        guard = get_guard()
+        ctx = context or {}
+        user = user_message if user_message is not None else ctx.get("user_message", "")
+        bot = bot_message if bot_message is not None else ctx.get("bot_message", "")
+        d = await guard.acheck_content(
+            bot, surface=Surface.RESPONSE, tenant=_tenant(ctx), context=_text(user)
+        )
+        return result(d, guard, "output")
+
+    async def check_tool_input(
+        tool_message: Any = None,
+        tool_name: str | None = None,
+        tool_call_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        guard = get_guard()
+        ctx = context or {}
+        content = tool_message if tool_message is not None else ctx.get("tool_message", "")
+        d = await guard.acheck_content(
+            content,
+            surface=Surface.TOOL,
+            tenant=_tenant(ctx),
+            tool_name=tool_name or ctx.get("tool_name"),
+        )
+        return result(d, guard, "tool")
+
+    return {
+        "guard_plugin_check_input": decorate(check_input, "guard_plugin_check_input"),
+        "guard_plugin_check_output": decorate(check_output, "guard_plugin_check_output"),
+        "guard_plugin_check_tool_input": decorate(
+            check_tool_input, "guard_plugin_check_tool_input"
+        ),
+    }
+
+
+def _detect() -> dict[str, Any]:
+    from nemoguardrails.actions.actions import action
+
+    try:
+        from nemoguardrails.actions.rail_outcome import RailOutcome
+    except ImportError:  # NeMo Guardrails 0.23 and earlier
+        return make_actions(None, action)
+    return make_actions(RailOutcome, action)
+
+
+ACTIONS = _detect()
+guard_plugin_check_input = ACTIONS["guard_plugin_check_input"]
+guard_plugin_check_output = ACTIONS["guard_plugin_check_output"]
+guard_plugin_check_tool_input = ACTIONS["guard_plugin_check_tool_input"]

@@ -1,0 +1,123 @@
+"""The shared classifier as a NeMo Guardrails model engine.
+
+Configs that keep NeMo's built-in ``content safety check input $model=...`` flows and its
+Nemotron parsers can run them on guard_plugin's classifier (the local GPU-resident model, a
+served fleet, or the scripted stand-in) by naming this engine::
+
+    models:
+      - type: content_safety
+        engine: guard_plugin
+        model: nvidia/nemotron-3.5-content-safety
+        parameters:
+          classifier: "transformers:/models/nemotron-3.5-content-safety"
+
+Register it first with :func:`register` (the ready configs' ``config.py`` does).
+The prompt's user turn becomes the classified text, an assistant turn the response; untrusted
+text is neutralised; ``chat_template_kwargs`` and ``max_tokens`` are honoured. Classifier
+failures raise, so NeMo's action fails closed as it does for any engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from guard_plugin.classifiers.base import ClassifierOutput
+from guard_plugin.classifiers.registry import load_classifier
+from guard_plugin.prompting import ModelRequest, neutralize
+
+__all__ = ["ENGINE", "GuardPluginModel", "register"]
+
+ENGINE = "guard_plugin"
+_DEFAULT_KWARGS = {"request_categories": "/categories", "enable_thinking": False}
+
+
+def _split(prompt: Any) -> tuple[str, str | None]:
+    if isinstance(prompt, str):
+        return prompt, None
+    user: list[str] = []
+    response: str | None = None
+    for msg in prompt:
+        role = getattr(msg, "role", None) or (msg.get("role") if isinstance(msg, dict) else None)
+        content = getattr(msg, "content", None) if not isinstance(msg, dict) else msg.get("content")
+        text = content if isinstance(content, str) else str(content or "")
+        if role in ("assistant", "bot"):
+            response = text
+        elif role != "system":
+            user.append(text)
+    return "\n".join(user), response
+
+
+class GuardPluginModel:
+    """NeMo ``LLMModel`` over a guard_plugin classifier."""
+
+    def __init__(
+        self,
+        model: str = "nvidia/nemotron-3.5-content-safety",
+        classifier: str | None = None,
+        **parameters: Any,
+    ) -> None:
+        import os
+
+        self._model = model
+        spec = classifier or os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
+        self.classifier = load_classifier(spec)
+        self._kwargs = dict(_DEFAULT_KWARGS)
+        self._kwargs.update(parameters.get("chat_template_kwargs") or {})
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    @property
+    def provider_name(self) -> str | None:
+        return ENGINE
+
+    @property
+    def provider_url(self) -> str | None:
+        return None
+
+    def _request(self, prompt: Any, kwargs: dict[str, Any]) -> ModelRequest:
+        user, response = _split(prompt)
+        extra = tuple(getattr(self.classifier, "extra_tokens", ()))
+        template = {**self._kwargs, **(kwargs.get("chat_template_kwargs") or {})}
+        max_new = int(kwargs.get("max_tokens") or (1024 if template.get("enable_thinking") else 64))
+        key = hashlib.sha256(
+            f"{user}\x00{response}\x00{sorted(template.items())}|{max_new}".encode()
+        ).hexdigest()
+        return ModelRequest(
+            neutralize(user, extra_tokens=extra),
+            None if response is None else neutralize(response, extra_tokens=extra),
+            None,
+            template,
+            max_new,
+            key,
+        )
+
+    async def generate_async(
+        self, prompt: Any, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> Any:
+        from nemoguardrails.types import LLMResponse
+
+        (out,) = await self.classifier.aclassify([self._request(prompt, kwargs)])
+        if not isinstance(out, ClassifierOutput):
+            raise out
+        return LLMResponse(content=out.text, reasoning=out.reasoning, model=self._model)
+
+    async def stream_async(
+        self, prompt: Any, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        from nemoguardrails.types import LLMResponseChunk
+
+        full = await self.generate_async(prompt, stop=stop, **kwargs)
+        yield LLMResponseChunk(
+            delta_content=full.content, delta_reasoning=full.reasoning, model=self._model
+        )
+
+
+def register() -> None:
+    """Make ``engine: guard_plugin`` available to NeMo configs in this process."""
+    from nemoguardrails.llm.providers import register_provider
+
+    register_provider(ENGINE, GuardPluginModel)

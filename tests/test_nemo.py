@@ -1,0 +1,404 @@
+"""NeMo Guardrails: our rails against NeMo's own content safety rail, in a real LLMRails."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nemoguardrails")
+
+from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
+from nemoguardrails.testing.fake_model import FakeLLMModel  # noqa: E402
+
+import guard_plugin.nemo as gn  # noqa: E402
+from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier  # noqa: E402
+from guard_plugin.nemo.actions import make_actions  # noqa: E402
+from tests.media_fixtures import png  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "integrations" / "nemoguardrails"
+MAIN_ANSWER = "Main answer."
+REFUSAL = "I'm sorry, I can't respond to that."
+
+BUILTIN_YAML = """
+{colang}
+models:
+  - type: main
+    engine: openai
+    model: gpt-4o-mini
+  - type: content_safety
+    engine: nim
+    model: nvidia/nemotron-3.5-content-safety
+{rails}
+prompts:
+  - task: content_safety_check_input $model=content_safety
+    content: "{{{{ user_input }}}}"
+    output_parser: nemotron_content_safety_parse_prompt_safety
+    max_tokens: 64
+  - task: content_safety_check_output $model=content_safety
+    content: "{{{{ user_input }}}} {{{{ bot_response }}}}"
+    output_parser: nemotron_content_safety_parse_response_safety
+    max_tokens: 64
+"""
+RAILS_V1 = """rails:
+  input:
+    flows:
+      - content safety check input $model=content_safety
+  output:
+    flows:
+      - content safety check output $model=content_safety"""
+BUILTIN_CO_V2 = """
+import core
+import guardrails
+import nemoguardrails.library.content_safety
+
+flow input rails $input_text
+  content safety check input $model="content_safety"
+
+flow output rails $output_text
+  content safety check output $model="content_safety"
+"""
+MAIN_V2 = """
+flow main
+  activate greeting
+
+flow greeting
+  user said something
+  bot say "Main answer."
+"""
+
+SAFE_IN = "User Safety: safe"
+SAFE_OUT = "User Safety: safe\nResponse Safety: safe"
+
+# Model outputs, fed to the input rail (User Safety) or the output rail (Response Safety).
+INPUT_CASES = [
+    "User Safety: safe",
+    "User Safety: unsafe\nSafety Categories: Violence",
+    "User Safety: unsafe\nSafety Categories: Violence, Criminal Planning/Confessions",
+    "User Safety: unsafe",
+    "<think>The request is benign.</think>\nUser Safety: safe",
+    "<think>It insults someone.</think>User Safety: unsafe\nSafety Categories: Harassment",
+    "<think>The trace was cut off",
+    "garbage output",
+    "",
+    "User Safety: safe\nUser Safety: unsafe",
+    "User Safety: undetermined",
+    "The verdict is User Safety: safe",
+    "user safety: UNSAFE\nsafety categories: Profanity",
+    "User Safety: safe\nResponse Safety: unsafe",
+    "Response Safety: unsafe",
+    '{"User Safety": "safe"}',
+    "User Safety: unsafe\nSafety Categories: Needs Caution",
+    "   User Safety: safe   ",
+    "User Safety: unsafe (high confidence)\nSafety Categories: Malware",
+    "<think>User Safety: unsafe? no.</think>\nUser Safety: safe",
+]
+OUTPUT_CASES = [
+    "User Safety: safe\nResponse Safety: safe",
+    "User Safety: unsafe\nResponse Safety: safe\nSafety Categories: Violence",
+    "User Safety: safe\nResponse Safety: unsafe\nSafety Categories: Harassment",
+    "User Safety: safe",
+    "Response Safety: unsafe\nSafety Categories: Fraud/Deception",
+    "User Safety: safe\nResponse Safety: safe\nResponse Safety: unsafe",
+    "<think>It threatens.</think>\nUser Safety: safe\nResponse Safety: unsafe\nSafety Categories: Threat",
+    "<think>unfinished",
+]
+TABLE = [("input", c) for c in INPUT_CASES] + [("output", c) for c in OUTPUT_CASES]
+
+
+def test_table_is_large_enough() -> None:
+    assert len(TABLE) >= 20
+
+
+def builtin_config(colang: int) -> RailsConfig:
+    if colang == 1:
+        return RailsConfig.from_content(yaml_content=BUILTIN_YAML.format(colang="", rails=RAILS_V1))
+    return RailsConfig.from_content(
+        yaml_content=BUILTIN_YAML.format(colang='colang_version: "2.x"', rails=""),
+        colang_content=BUILTIN_CO_V2 + MAIN_V2,
+    )
+
+
+def ours_config(colang: int, tmp: Path) -> RailsConfig:
+    folder = tmp / f"colang{colang}"
+    shutil.copytree(CONFIGS / f"colang{colang}", folder)
+    if colang == 2:
+        (folder / "main.co").write_text(MAIN_V2)
+    return RailsConfig.from_path(str(folder))
+
+
+def outcome(rails: LLMRails, messages: list[dict]) -> tuple[bool, list[str] | None]:
+    """(blocked, policy violations); Colang 2 cannot report variables, so None there."""
+    if rails.config.colang_version == "2.x":
+        res = rails.generate(messages=messages)
+        return res["content"] != MAIN_ANSWER, None
+    res = rails.generate(messages=messages, options={"output_vars": True})
+    reply = (
+        res.response[0]["content"] if isinstance(res.response, list) else res.response["content"]
+    )
+    data = res.output_data or {}
+    return reply != MAIN_ANSWER, data.get("policy_violations")
+
+
+def run_builtin(colang: int, rail: str, raw: str) -> tuple[bool, list[str] | None]:
+    rails = LLMRails(builtin_config(colang), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
+    guard_outputs = [raw, SAFE_OUT] if rail == "input" else [SAFE_IN, raw]
+    rails.runtime.registered_action_params["llms"] = {
+        "content_safety": FakeLLMModel(responses=guard_outputs)
+    }
+    return outcome(rails, [{"role": "user", "content": "hello there"}])
+
+
+def run_ours(colang: int, rail: str, raw: str, tmp: Path) -> tuple[bool, list[str] | None]:
+    def fn(req):
+        if rail == "input":
+            return raw if not req.expects_response else SAFE_OUT
+        return SAFE_IN if not req.expects_response else raw
+
+    gn.configure(Guard(ScriptedClassifier(fn=fn), audit=[]))
+    rails = LLMRails(ours_config(colang, tmp), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
+    return outcome(rails, [{"role": "user", "content": "hello there"}])
+
+
+@pytest.mark.parametrize("colang", [1, 2])
+@pytest.mark.parametrize(("rail", "raw"), TABLE, ids=[f"{r}:{c[:30]!r}" for r, c in TABLE])
+def test_same_outcome_as_nemos_own_rail(colang: int, rail: str, raw: str, tmp_path: Path) -> None:
+    theirs = run_builtin(colang, rail, raw)
+    ours = run_ours(colang, rail, raw, tmp_path)
+    assert ours[0] == theirs[0], f"blocked: ours {ours[0]}, NeMo {theirs[0]}"
+    if theirs[1] is not None and colang == 1:  # NeMo sets no violations when its parser raised
+        assert ours[1] == theirs[1]
+
+
+# -- multimodal and tools ---------------------------------------------------------------------
+
+
+def red(img) -> list[str]:
+    r, g, b = img.to_pil().resize((1, 1)).getpixel((0, 0))
+    return ["Violence"] if r > 150 and g < 100 else []
+
+
+def our_rails(
+    tmp: Path, *, colang: int = 1, guard: Guard | None = None, answers=(MAIN_ANSWER,)
+) -> LLMRails:
+    gn.configure(guard or Guard(ScriptedClassifier(image_rule=red), audit=[]))
+    return LLMRails(ours_config(colang, tmp), llm=FakeLLMModel(responses=list(answers)))
+
+
+def image_part(color: str) -> dict:
+    return {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(png(color)).decode()},
+    }
+
+
+def test_input_rail_sees_the_image_part(tmp_path: Path) -> None:
+    rails = our_rails(tmp_path)
+    msg = [
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"}, image_part("red")]}
+    ]
+    assert outcome(rails, msg)[0] is True
+    rails = our_rails(tmp_path / "b")
+    msg = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "what is this?"}, image_part("white")],
+        }
+    ]
+    assert outcome(rails, msg) == (False, [])
+
+
+def tool_turn(content) -> list[dict]:
+    return [
+        {"role": "user", "content": "take a screenshot"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "screenshot", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "content": content, "name": "screenshot", "tool_call_id": "c1"},
+    ]
+
+
+def test_tool_result_rail_blocks_an_unsafe_image(tmp_path: Path) -> None:
+    sink = MemoryAuditSink()
+    rails = our_rails(tmp_path, guard=Guard(ScriptedClassifier(image_rule=red), audit=sink))
+    res = rails.generate(messages=tool_turn([image_part("red")]))
+    assert res["content"] == REFUSAL
+    assert any(
+        e.surface == "tool" and e.action == "block" and e.tool_name == "screenshot"
+        for e in sink.events
+    )
+    sink2 = MemoryAuditSink()
+    rails = our_rails(tmp_path / "b", guard=Guard(ScriptedClassifier(image_rule=red), audit=sink2))
+    rails.generate(messages=tool_turn([image_part("white")]))
+    assert any(e.surface == "tool" and e.action == "allow" for e in sink2.events)
+
+
+def test_rails_exceptions(tmp_path: Path) -> None:
+    folder = tmp_path / "exc"
+    shutil.copytree(CONFIGS / "colang1", folder)
+    (folder / "config.yml").write_text(
+        (folder / "config.yml").read_text() + "\nenable_rails_exceptions: true\n"
+    )
+    gn.configure(Guard(ScriptedClassifier(), audit=[]))
+    rails = LLMRails(RailsConfig.from_path(str(folder)), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
+    msg = rails.generate(messages=[{"role": "user", "content": "how to build a bomb"}])
+    assert msg["role"] == "exception" and msg["content"]["type"] == "GuardPluginInputException"
+    assert "guard plugin check input" in msg["content"]["message"]
+
+
+def test_classifier_failure_blocks(tmp_path: Path) -> None:
+    rails = our_rails(
+        tmp_path, guard=Guard(ScriptedClassifier(error=RuntimeError("down")), audit=[])
+    )
+    assert outcome(rails, [{"role": "user", "content": "hello"}])[0] is True
+
+
+def test_rewrite_transforms_the_input_in_colang1(tmp_path: Path) -> None:
+    guard = Guard(ScriptedClassifier(), policies=Policy(actions={"input": "rewrite"}), audit=[])
+    main = FakeLLMModel(responses=["I can't help with that, but happy to help otherwise."])
+    gn.configure(guard)
+    rails = LLMRails(ours_config(1, tmp_path), llm=main)
+    res = rails.generate(
+        messages=[{"role": "user", "content": "how to build a bomb"}], options={"output_vars": True}
+    )
+    assert res.output_data["user_message"] == Policy().messages.rewrite_note
+
+
+def test_tenant_from_context_variable_and_context_message(tmp_path: Path) -> None:
+    store = PolicyStore({"ops": Policy(id="ops", categories_off=["Profanity"])})
+    rails = our_rails(
+        tmp_path,
+        guard=Guard(ScriptedClassifier(), policies=store, audit=[]),
+        answers=[MAIN_ANSWER] * 3,
+    )
+    assert outcome(rails, [{"role": "user", "content": "damn printer"}])[0] is True
+    token = gn.tenant_var.set("ops")
+    try:
+        assert outcome(rails, [{"role": "user", "content": "damn printer"}])[0] is False
+    finally:
+        gn.tenant_var.reset(token)
+    ctx = [
+        {"role": "context", "content": {"tenant_id": "ops"}},
+        {"role": "user", "content": "damn printer"},
+    ]
+    assert outcome(rails, ctx)[0] is False
+
+
+def test_escalation_handler_decides(tmp_path: Path) -> None:
+    guard = Guard(ScriptedClassifier(), policies=Policy(actions={"input": "escalate"}), audit=[])
+    seen = []
+    gn.configure(guard, escalation_handler=lambda d: seen.append(d.categories) or True)
+    rails = LLMRails(ours_config(1, tmp_path), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
+    assert outcome(rails, [{"role": "user", "content": "build a bomb"}])[0] is False and seen
+    gn.configure(guard)  # no handler: the fallback (block)
+    rails = LLMRails(ours_config(1, tmp_path / "b"), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
+    assert outcome(rails, [{"role": "user", "content": "build a bomb"}])[0] is True
+
+
+# -- both return contracts ----------------------------------------------------------------------
+
+
+def test_legacy_contract_by_feature_detection() -> None:
+    registered = {}
+
+    def legacy_action(
+        name=None, output_mapping=None, is_system_action=False
+    ):  # 0.23's decorator shape
+        def deco(fn):
+            registered[name] = output_mapping
+            return fn
+
+        return deco
+
+    gn.configure(Guard(ScriptedClassifier(), audit=[]))
+    actions = make_actions(None, legacy_action)
+    res = asyncio.run(actions["guard_plugin_check_input"](context={"user_message": "build a bomb"}))
+    assert res == {"allowed": False, "policy_violations": ["Violence", "Guns and Illegal Weapons"]}
+    assert registered["guard_plugin_check_input"](res) is True  # True means block
+    ok = asyncio.run(
+        actions["guard_plugin_check_output"](
+            context={"user_message": "hi", "bot_message": "Hello!"}
+        )
+    )
+    assert (
+        ok == {"allowed": True, "policy_violations": []}
+        and registered["guard_plugin_check_output"](ok) is False
+    )
+
+
+def test_current_contract_is_rail_outcome_and_accepts_streaming_kwargs() -> None:
+    from nemoguardrails.actions.rail_outcome import RailOutcome
+
+    gn.configure(Guard(ScriptedClassifier(), audit=[]))
+    res = asyncio.run(
+        gn.ACTIONS["guard_plugin_check_output"](
+            context={"user_message": "hi", "bot_message": "you worthless idiot"},
+            model_name="x",
+            extra="y",
+        )
+    )
+    assert (
+        isinstance(res, RailOutcome)
+        and res.is_blocked
+        and res.metadata["policy_violations"] == ["Harassment"]
+    )
+
+
+# -- engine provider ----------------------------------------------------------------------------
+
+PROVIDER_YAML = """
+models:
+  - type: main
+    engine: openai
+    model: gpt-4o-mini
+  - type: content_safety
+    engine: guard_plugin
+    model: nvidia/nemotron-3.5-content-safety
+    parameters:
+      classifier: "{spec}"
+rails:
+  input:
+    flows:
+      - content safety check input $model=content_safety
+prompts:
+  - task: content_safety_check_input $model=content_safety
+    content: "{{{{ user_input }}}}"
+    output_parser: nemotron_content_safety_parse_prompt_safety
+    max_tokens: 16
+"""
+
+
+def provider_rails(spec: str) -> LLMRails:
+    gn.register()
+    return LLMRails(
+        RailsConfig.from_content(yaml_content=PROVIDER_YAML.format(spec=spec)),
+        llm=FakeLLMModel(responses=[MAIN_ANSWER] * 2),
+    )
+
+
+def test_builtin_flow_on_the_scripted_classifier_through_our_engine() -> None:
+    rails = provider_rails("scripted")
+    assert outcome(rails, [{"role": "user", "content": "hello"}]) == (False, [])
+    rails = provider_rails("scripted")
+    assert outcome(rails, [{"role": "user", "content": "how to build a bomb"}]) == (
+        True,
+        ["Violence", "Guns and Illegal Weapons"],
+    )
+
+
+def test_builtin_flow_on_the_tiny_local_model_fails_closed(tiny_model) -> None:
+    rails = provider_rails(f"transformers:{tiny_model.path}?device=cpu")
+    res = rails.generate(messages=[{"role": "user", "content": "hello"}])
+    reply = res[0]["content"] if isinstance(res, list) else res["content"]
+    assert reply == "I'm sorry, an internal error has occurred."  # random weights: unparseable
