@@ -240,17 +240,24 @@ class Guard:
         request_id: str | None = None,
     ) -> Decision:
         """The async twin of :meth:`check_content`; decoding and rendering run off the loop."""
-        plan = await asyncio.to_thread(
-            self._prepare_content,
-            content,
-            surface,
-            tenant,
-            request_id,
-            context,
-            tool_name,
-            artifact,
-            password,
-        )
+        # Decoding images and rendering PDFs happens in a worker thread; text needs none.
+        prepare = self._prepare_content
+        if artifact is None and _text_only(content):
+            plan = prepare(
+                content, surface, tenant, request_id, context, tool_name, artifact, password
+            )
+        else:
+            plan = await asyncio.to_thread(
+                prepare,
+                content,
+                surface,
+                tenant,
+                request_id,
+                context,
+                tool_name,
+                artifact,
+                password,
+            )
         if plan.done is None:
             self._absorb(plan, await self._classify_async(plan))
         return self._finish(plan)
@@ -553,6 +560,21 @@ class Guard:
             outputs = err
         self._absorb(rplan, outputs, enforce_budget=False)
         self._emit(rplan, self._decide(rplan), "reasoning")
+
+
+_TEXT_BLOCKS = frozenset({"text", "input_text", "output_text", "reasoning", "thinking"})
+
+
+def _text_only(content: Any) -> bool:
+    """Content with nothing to decode (no images, files or bytes)."""
+    if isinstance(content, str):
+        return True
+    if isinstance(content, list):
+        return all(
+            isinstance(b, str) or (isinstance(b, dict) and b.get("type") in _TEXT_BLOCKS)
+            for b in content
+        )
+    return False
 
 
 def _wrap(err: BaseException) -> ClassifierError:
