@@ -22,8 +22,8 @@ demo: $(VENV)/.stamp-dev
 	$(VENV)/bin/guard-plugin demo
 
 lint: $(VENV)/.stamp-dev
-	$(VENV)/bin/ruff check guard_plugin tests benchmarks
-	$(VENV)/bin/ruff format --check guard_plugin tests benchmarks
+	$(VENV)/bin/ruff check guard_plugin tests benchmarks integrations
+	$(VENV)/bin/ruff format --check guard_plugin tests benchmarks integrations
 
 typecheck: $(VENV)/.stamp-dev
 	$(VENV)/bin/mypy

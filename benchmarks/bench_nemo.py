@@ -93,7 +93,9 @@ async def main(n: int) -> None:
                 times[name].append((time.perf_counter() - t0) * 1000)
                 assert res.status.value == "passed", res
             t0 = time.perf_counter()
-            await gn.ACTIONS["guard_plugin_check_input"](context={"user_message": msgs[0]["content"]})
+            await gn.ACTIONS["guard_plugin_check_input"](
+                context={"user_message": msgs[0]["content"]}
+            )
             action_times["guard_plugin action"].append((time.perf_counter() - t0) * 1000)
             if i % 50 == 49:
                 gc.collect()
@@ -103,7 +105,9 @@ async def main(n: int) -> None:
     for k, v in {**times, **action_times}.items():
         if v:
             print(f"{k:22} {statistics.median(v):7.3f} ms")
-    ratio = statistics.median(times["guard_plugin rail"]) / statistics.median(times["built-in rail"])
+    ratio = statistics.median(times["guard_plugin rail"]) / statistics.median(
+        times["built-in rail"]
+    )
     print(f"guard_plugin / built-in per check_async: {ratio:.2f} (target <= 1.10)")
 
 

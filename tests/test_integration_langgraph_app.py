@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from langchain_core.messages import AIMessage, HumanMessage  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage
 
-from guard_plugin import Guard, MemoryAuditSink, ScriptedClassifier  # noqa: E402
-from tests.lc_helpers import ScriptedChatModel, tool_call  # noqa: E402
+from guard_plugin import Guard, MemoryAuditSink, ScriptedClassifier
+from tests.lc_helpers import ScriptedChatModel, tool_call
 
 APP = Path(__file__).resolve().parents[1] / "integrations" / "langgraph"
 

@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("nemoguardrails")
 
-from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
-from nemoguardrails.testing.fake_model import FakeLLMModel  # noqa: E402
+from nemoguardrails import LLMRails, RailsConfig
+from nemoguardrails.testing.fake_model import FakeLLMModel
 
-import guard_plugin.nemo as gn  # noqa: E402
-from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier  # noqa: E402
-from guard_plugin.nemo.actions import make_actions  # noqa: E402
-from tests.media_fixtures import png  # noqa: E402
+import guard_plugin.nemo as gn
+from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier
+from guard_plugin.nemo.actions import make_actions
+from tests.media_fixtures import png
 
 CONFIGS = Path(__file__).resolve().parents[1] / "integrations" / "nemoguardrails"
 MAIN_ANSWER = "Main answer."
@@ -177,7 +177,7 @@ def test_same_outcome_as_nemos_own_rail(colang: int, rail: str, raw: str, tmp_pa
 
 
 def red(img) -> list[str]:
-    r, g, b = img.to_pil().resize((1, 1)).getpixel((0, 0))
+    r, g, _ = img.to_pil().resize((1, 1)).getpixel((0, 0))
     return ["Violence"] if r > 150 and g < 100 else []
 
 

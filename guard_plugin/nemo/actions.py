@@ -72,7 +72,8 @@ def _default_spec() -> str:
     spec = os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
     if spec.split(":", 1)[0] == "scripted":
         log.warning(
-            "guard_plugin rails use the scripted stand-in (NOT a safety model); set GUARD_PLUGIN_CLASSIFIER"
+            "guard_plugin rails use the scripted stand-in (NOT a safety model); "
+            "set GUARD_PLUGIN_CLASSIFIER"
         )
     return spec
 

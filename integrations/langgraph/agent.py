@@ -47,8 +47,13 @@ TOOLS = [fetch_page, send_email]
 def make_guard() -> Guard:
     spec = os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
     if spec.split(":", 1)[0] == "scripted":
-        log.warning("guard_plugin is using the scripted stand-in (NOT a safety model); set GUARD_PLUGIN_CLASSIFIER")
-    folder = os.environ.get("GUARD_PLUGIN_POLICIES") or str(resources.files("guard_plugin") / "policies")
+        log.warning(
+            "guard_plugin is using the scripted stand-in (NOT a safety model); "
+            "set GUARD_PLUGIN_CLASSIFIER"
+        )
+    folder = os.environ.get("GUARD_PLUGIN_POLICIES") or str(
+        resources.files("guard_plugin") / "policies"
+    )
     return Guard(spec, policies=PolicyStore.from_dir(folder))
 
 
