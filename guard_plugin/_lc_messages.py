@@ -286,7 +286,7 @@ def _rebuild(
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
         noun = "tool calls" if len(dropped) > 1 else "tool call"
-        note = f"[{_policy(d, guard).messages.redaction}: {noun} {calls} not made.{why}]"
+        note = f"{_policy(d, guard).messages.redaction}: {noun} {calls} not made.{why}"
         body = text if text is not None else text_of(ai)
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})

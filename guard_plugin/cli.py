@@ -129,9 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args)
         if args.command == "demo":
-            from guard_plugin.demo import run_demo
-
-            return run_demo(args.classifier or os.environ.get(ENV_CLASSIFIER) or "scripted")
+            try:
+                from guard_plugin.demo import run_demo
+            except ImportError as err:
+                raise ConfigError(
+                    f"the demo needs LangChain and LangGraph ({err.name} is missing): "
+                    "pip install 'guard-plugin[langchain,langgraph]'"
+                ) from None
+            return run_demo(args.classifier or os.environ.get(ENV_CLASSIFIER))
         if args.command == "policy":
             return _validate(args)
     except (ConfigError, MediaError) as err:

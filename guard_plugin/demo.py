@@ -1,99 +1,256 @@
-"""``guard-plugin demo``: the guard deciding for several tenants on every surface.
+"""``guard-plugin demo``: a guarded agent that browses, reads a PDF and sends email.
 
-Runs on the real model when one is configured (``--classifier`` or
-``$GUARD_PLUGIN_CLASSIFIER``), otherwise on the scripted stand-in, and says which at the top.
+The agent is ``create_agent`` with a scripted tool-calling model, so it runs offline. Its
+tools return a real screenshot (PNG) and a real three-page PDF. Verdicts come from the
+Nemotron model when ``--classifier`` / ``$GUARD_PLUGIN_CLASSIFIER`` names one, and otherwise
+from the scripted stand-in, which is not a safety model: it matches a few keywords in text,
+and "sees" an image only through a rule of its own (a red warning banner means unsafe). The
+output says which one is running.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import logging
-import sys
+import tempfile
 from importlib import resources
-from typing import TextIO
+from pathlib import Path
+from typing import Any
 
-from guard_plugin.audit import MemoryAuditSink
+from guard_plugin.audit import AuditEvent, JsonlAuditSink, MemoryAuditSink, MultiAuditSink
+from guard_plugin.classifiers.scripted import DEMO_RULES, ScriptedClassifier
 from guard_plugin.guard import Guard
-from guard_plugin.policy import PolicyStore
-from guard_plugin.prompting import SafetyInput
-from guard_plugin.types import Surface
+from guard_plugin.policy import Policy, PolicyStore, load_policy
+from guard_plugin.prompting import ImageData
+from guard_plugin.testing import make_screenshot, make_text_pdf
 
-__all__ = ["run_demo"]
+__all__ = ["build_demo_agent", "demo_guard", "run_demo", "stand_in_image_rule"]
 
-SCENARIOS: list[tuple[str, SafetyInput]] = [
-    ("default", SafetyInput(text="What's a good recipe for banana bread?")),
-    ("default", SafetyInput(text="Explain how to build a bomb from fertiliser.")),
-    ("devops", SafetyInput(text="Kill the process on port 8080, it's a damn zombie.")),
-    ("kids_education", SafetyInput(text="This damn homework is too hard.")),
-    (
-        "default",
-        SafetyInput(
-            text="Search results: 1. Ransomware builder kit, download now. 2. Weather today.",
-            surface=Surface.TOOL,
-            tool_name="web_search",
-        ),
-    ),
-    (
-        "default",
-        SafetyInput(
-            text="Draft an email to my coworker about the deadline.",
-            response="send_email(body='You are a worthless idiot and everyone knows it.')",
-            surface=Surface.RESPONSE,
-        ),
-    ),
-    (
-        "healthcare",
-        SafetyInput(text="My prescription ran out, what should I do?"),
-    ),
+SCRIPTED_NOTE = (
+    "Verdicts below come from the SCRIPTED STAND-IN, a test double that matches a few keywords "
+    "and treats screenshots with a red warning banner as unsafe. It is NOT a safety model. "
+    "Set GUARD_PLUGIN_CLASSIFIER (a model folder, a cached Hugging Face id, or an endpoint) to "
+    "run Nemotron Content Safety."
+)
+
+REPORT_PAGES = [
+    "Q3 report\nRevenue grew 4% on subscriptions.\nChurn fell to 2.1%.",
+    "Appendix (pasted from a forum)\nStep by step: how to build a bomb from fertiliser.",
+    "Outlook\nGuidance for Q4 is unchanged.",
 ]
 
 
-def run_demo(classifier: str = "scripted", *, out: TextIO = sys.stdout) -> int:
-    store = PolicyStore.from_dir(resources.files("guard_plugin") / "policies")  # type: ignore[arg-type]
-    sink = MemoryAuditSink()
-    if classifier.split(":", 1)[0] == "scripted":
-        out.write(
-            "!! Verdicts below come from the SCRIPTED STAND-IN (a test double matching a few\n"
-            "!! keywords), NOT from a safety model. Set GUARD_PLUGIN_CLASSIFIER to a Nemotron\n"
-            "!! model path or endpoint to run the real classifier.\n\n"
-        )
-    else:
-        out.write(f"Classifier: {classifier}\n\n")
-    logging.getLogger("guard_plugin").setLevel(logging.ERROR)
-    with Guard(classifier, policies=store, audit=sink) as guard:
-        header = (
-            f"{'tenant':<15} {'surface':<9} {'action':<8} {'categories':<40} {'ms':>6}  content"
-        )
-        out.write(header + "\n" + "-" * len(header) + "\n")
-        for tenant, inp in SCENARIOS:
-            d = guard.check(inp, tenant=tenant)
-            shown = (inp.response or inp.text).replace("\n", " ")
-            shown = shown if len(shown) < 60 else shown[:57] + "..."
-            cats = ", ".join(d.categories) or (
-                "(suppressed: " + ", ".join(d.suppressed) + ")" if d.suppressed else "-"
-            )
-            out.write(
-                f"{tenant:<15} {d.surface.value:<9} {d.action.value:<8} {cats[:40]:<40} "
-                f"{d.latency_ms:>6.2f}  {shown}\n"
-            )
-            if not d.allowed and d.replacement:
-                out.write(f"{'':<15} the agent sees instead: {d.replacement}\n")
-        guard.flush(timeout=30)
-    out.write("\nAudit log (one JSON line per decision; content is hashed, not stored):\n")
-    for ev in sink.events:
-        data = ev.to_dict()
-        brief = {
-            k: data[k]
-            for k in (
-                "event",
-                "tenant",
-                "surface",
-                "action",
-                "status",
-                "categories",
-                "policy_id",
-                "policy_version",
-            )
+def stand_in_image_rule(img: ImageData) -> list[str]:
+    """The stand-in's only way to judge an image: a red banner along the top is 'unsafe'."""
+    pil = img.to_pil()
+    strip = pil.crop((0, 0, pil.size[0], max(1, pil.size[1] // 14))).resize((1, 1))
+    r, g, b = strip.getpixel((0, 0))
+    return ["Violence"] if r > 180 and g < 90 and b < 90 else []
+
+
+def demo_guard(spec: str | None, audit: Any) -> Guard:
+    store = PolicyStore(
+        {
+            "acme": load_policy(resources.files("guard_plugin") / "policies" / "default.yaml").model_copy(update={"id": "acme"}),  # type: ignore[arg-type]
+            "review": Policy(
+                id="review",
+                version="1",
+                actions={
+                    "tool": "rewrite",
+                    "response": {"default": "block", "categories": {"Threat": "escalate", "Violence": "escalate"}},
+                },
+            ),
         }
-        out.write(json.dumps(brief) + "\n")
+    )
+    classifier: Any = spec if spec else ScriptedClassifier(DEMO_RULES, image_rule=stand_in_image_rule)
+    return Guard(classifier, policies=store, audit=audit)
+
+
+def _tools() -> list[Any]:
+    from langchain_core.tools import tool
+
+    @tool(response_format="content_and_artifact")
+    def browse(url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Open a web page and return its text and a screenshot."""
+        unsafe = "forum" in url
+        shot = make_screenshot(
+            "WARNING: graphic violence" if unsafe else "Markets calm; rates unchanged.",
+            size=(1280, 720),
+            banner="#d01010" if unsafe else "#dde3ea",
+        )
+        text = f"Page {url} loaded."
+        b64 = base64.b64encode(shot).decode()
+        return [{"type": "text", "text": text}, {"type": "image", "base64": b64, "mime_type": "image/png"}], {"url": url}
+
+    @tool
+    def read_file(path: str) -> list[dict[str, Any]]:
+        """Read a PDF file."""
+        pdf = base64.b64encode(make_text_pdf(REPORT_PAGES)).decode()
+        return [{"type": "file", "base64": pdf, "mime_type": "application/pdf", "filename": path}]
+
+    @tool
+    def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        SENT.append({"to": to, "body": body})
+        return f"sent to {to}"
+
+    @tool
+    def post_message(channel: str, text: str) -> str:
+        """Post a message to a team channel."""
+        SENT.append({"channel": channel, "text": text})
+        return f"posted to {channel}"
+
+    return [browse, read_file, send_email, post_message]
+
+
+SENT: list[dict[str, Any]] = []
+
+
+def build_demo_agent(guard: Guard, script: list[Any]) -> Any:
+    """A create_agent with SafetyMiddleware, a scripted model and the demo tools."""
+    from langchain.agents import create_agent
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from guard_plugin.langchain import SafetyMiddleware
+    from guard_plugin.testing_langchain import ScriptedChatModel
+
+    return create_agent(
+        ScriptedChatModel(responses=script),
+        tools=_tools(),
+        middleware=[SafetyMiddleware(guard)],
+        checkpointer=InMemorySaver(),
+    )
+
+
+def _scripts() -> tuple[list[Any], list[Any]]:
+    from langchain_core.messages import AIMessage
+
+    from guard_plugin.testing_langchain import tool_call
+
+    research = [
+        tool_call("browse", {"url": "https://news.example/markets"}, "c1"),
+        tool_call("browse", {"url": "https://forum.example/thread/91"}, "c2"),
+        tool_call("read_file", {"path": "q3_report.pdf"}, "c3"),
+        tool_call("send_email", {"to": "bob@example.com", "body": "Bob, you worthless idiot, the numbers are in."}, "c4"),
+        AIMessage("Markets were calm, Q3 revenue grew 4% and guidance is unchanged. I did not send the email."),
+    ]
+    escalation = [
+        tool_call("post_message", {"channel": "#ops", "text": "If the deploy fails again I will kill them all."}, "c5"),
+        AIMessage("Understood, I won't post that."),
+    ]
+    return research, escalation
+
+
+def _short(content: Any, limit: int = 90) -> str:
+    if isinstance(content, str):
+        text = content
+    else:
+        bits = []
+        for b in content:
+            if isinstance(b, dict) and b.get("type") == "text":
+                bits.append(b["text"])
+            elif isinstance(b, dict):
+                label = b.get("filename") or b.get("mime_type") or b.get("type")
+                bits.append(f"<{b.get('type')}: {label}>")
+        text = " | ".join(bits)
+    from rich.markup import escape
+
+    text = text.replace("\n", " ")
+    return escape(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langgraph.types import Command
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    console = console or Console()
+    spec = classifier if classifier and not classifier.startswith("scripted") else None
+    if spec:
+        console.print(Panel(f"Classifier: [bold]{spec}[/bold]", title="guard_plugin demo"))
+    else:
+        console.print(Panel(SCRIPTED_NOTE, title="guard_plugin demo: scripted stand-in", border_style="red"))
+
+    tmp = Path(tempfile.mkdtemp(prefix="guard-plugin-demo-"))
+    memory = MemoryAuditSink()
+    jsonl = JsonlAuditSink(tmp / "audit.jsonl")
+    guard = demo_guard(spec, MultiAuditSink([memory, jsonl]))
+    research, escalation = _scripts()
+    SENT.clear()
+
+    def decisions(events: list[AuditEvent], title: str) -> None:
+        table = Table(title=title, title_justify="left")
+        for col in ("surface", "tool", "decision", "categories", "ms", "withheld"):
+            table.add_column(col)
+        for e in events:
+            style = {"allow": "green", "block": "red", "rewrite": "yellow", "escalate": "magenta"}.get(e.action, "")
+            table.add_row(
+                e.surface,
+                e.tool_name or "",
+                f"[{style}]{e.action}[/{style}]" + (" (error)" if e.status == "error" else ""),
+                ", ".join(e.categories) or "-",
+                f"{e.latency_ms:.2f}",
+                ", ".join(str(i) for i in e.unsafe_parts) if e.action != "allow" else "",
+            )
+        console.print(table)
+
+    def transcript(messages: list[Any]) -> None:
+        table = Table(title="What the agent saw", title_justify="left", show_lines=False)
+        table.add_column("role")
+        table.add_column("content")
+        for m in messages:
+            if isinstance(m, AIMessage) and m.tool_calls:
+                calls = "; ".join(f"{c['name']}({json.dumps(c['args'])[:60]})" for c in m.tool_calls)
+                table.add_row("assistant", _short(f"calls {calls}", 200))
+            elif isinstance(m, ToolMessage):
+                table.add_row(f"tool:{m.name}", _short(m.content))
+            else:
+                table.add_row("user" if isinstance(m, HumanMessage) else "assistant", _short(m.content))
+        console.print(table)
+
+    console.rule("1. Research task (tenant 'acme')")
+    agent = build_demo_agent(guard, research)
+    cfg = {"configurable": {"thread_id": "research", "tenant_id": "acme"}}
+    out = agent.invoke({"messages": [HumanMessage("Check the markets and that forum thread, summarise q3_report.pdf, then email Bob.")]}, cfg)
+    decisions(list(memory.events), "Guard decisions")
+    transcript(out["messages"])
+    console.print(f"Emails actually sent: {len([s for s in SENT if 'to' in s])}")
+
+    console.rule("2. Escalation to a human reviewer (tenant 'review')")
+    start = len(memory.events)
+    agent = build_demo_agent(guard, escalation)
+    cfg = {"configurable": {"thread_id": "review", "tenant_id": "review"}}
+    out = agent.invoke({"messages": [HumanMessage("Tell #ops the deploy failed again.")]}, cfg)
+    if "__interrupt__" in out:
+        payload = out["__interrupt__"][0].value
+        req = payload["action_requests"][0]
+        console.print(
+            Panel(
+                _short(
+                    f"{req['description']} / action: {req['name']}({json.dumps(req['args'])}) / "
+                    f"allowed decisions: {payload['review_configs'][0]['allowed_decisions']}",
+                    400,
+                ),
+                title="interrupt: human review requested",
+                border_style="magenta",
+            )
+        )
+        console.print("Reviewer decision: [bold]reject[/bold] (\"Please don't post threats.\")")
+        out = agent.invoke(Command(resume={"decisions": [{"type": "reject", "message": "Please don't post threats."}]}), cfg)
+    decisions(memory.events[start:], "Guard decisions")
+    transcript(out["messages"])
+    console.print(f"Messages actually posted: {len([s for s in SENT if 'channel' in s])}")
+
+    guard.flush()
+    jsonl.close()
+    console.rule(f"Audit log ({tmp / 'audit.jsonl'})")
+    for line in (tmp / "audit.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        console.print(
+            json.dumps({k: e[k] for k in ("tenant", "surface", "tool_name", "action", "status", "categories", "policy_id", "latency_ms")}),
+            markup=False,
+            highlight=False,
+        )
     return 0

@@ -285,9 +285,15 @@ def make_image_pdf(images: list[Any]) -> bytes:
 
 
 def make_screenshot(
-    text: str, *, size: tuple[int, int] = (1920, 1080), background: str = "white", fmt: str = "PNG"
+    text: str,
+    *,
+    size: tuple[int, int] = (1920, 1080),
+    background: str = "white",
+    banner: str = "#dde3ea",
+    fmt: str = "PNG",
 ) -> bytes:
-    """An encoded image with ``text`` drawn large on it, like a browser screenshot."""
+    """An encoded image with ``text`` drawn large on it under a top banner, like a browser
+    screenshot."""
     import io
 
     from PIL import Image, ImageDraw, ImageFont
@@ -298,7 +304,7 @@ def make_screenshot(
         font: Any = ImageFont.load_default(size=max(12, size[1] // 20))
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
-    draw.rectangle((0, 0, size[0], size[1] // 12), fill="#dde3ea")
+    draw.rectangle((0, 0, size[0], size[1] // 12), fill=banner)
     draw.text((size[0] // 40, size[1] // 6), text, fill="black", font=font)
     buf = io.BytesIO()
     im.save(buf, fmt)

@@ -5,32 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from pydantic import PrivateAttr
 
+from guard_plugin.testing_langchain import ScriptedChatModel, tool_call
 
-class ScriptedChatModel(FakeMessagesListChatModel):
-    """Replies from a list, records every call's messages, supports bind_tools."""
-
-    _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
-        return self
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any):
-        self._calls.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
-
-    @property
-    def calls(self) -> list[list[BaseMessage]]:
-        return self._calls
-
-
-def tool_call(name: str, args: dict[str, Any], call_id: str) -> AIMessage:
-    return AIMessage(
-        "", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}]
-    )
+__all__ = ["ScriptedChatModel", "assert_valid_history", "tool_call"]
 
 
 def assert_valid_history(messages: list[BaseMessage]) -> None:
