@@ -5,7 +5,7 @@
     guard-plugin check --text "..." [--image PATH] [--response "..."] [--tenant T]
                        [--policies DIR] [--classifier SPEC]
     guard-plugin policy validate PATH [PATH ...]
-    guard-plugin demo [--classifier SPEC]
+    guard-plugin demo [--classifier SPEC] [--svg PATH]
 
 ``check`` prints the decision as JSON and exits 0 when the content is allowed, 1 otherwise
 (2 for a usage or configuration error). Without ``--classifier`` (or the environment variable
@@ -50,10 +50,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"classifier spec (default: ${ENV_CLASSIFIER}, else the scripted stand-in)",
     )
 
-    d = sub.add_parser("demo", help="show decisions for several tenants and surfaces")
+    d = sub.add_parser("demo", help="run a guarded agent: tool call, screenshot, PDF, escalation")
     d.add_argument(
         "--classifier", help=f"classifier spec (default: ${ENV_CLASSIFIER}, else scripted)"
     )
+    d.add_argument("--svg", type=Path, help="also save the transcript as an SVG picture")
 
     pol = sub.add_parser("policy", help="policy tools")
     psub = pol.add_subparsers(dest="policy_command", required=True)
@@ -136,7 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"the demo needs LangChain and LangGraph ({err.name} is missing): "
                     "pip install 'guard-plugin[langchain,langgraph]'"
                 ) from None
-            return run_demo(args.classifier or os.environ.get(ENV_CLASSIFIER))
+            spec = args.classifier or os.environ.get(ENV_CLASSIFIER)
+            if args.svg is None:
+                return run_demo(spec)
+            from rich.console import Console
+
+            console = Console(record=True, width=100)
+            code = run_demo(spec, console=console)
+            console.save_svg(str(args.svg), title="guard-plugin demo")
+            return code
         if args.command == "policy":
             return _validate(args)
     except (ConfigError, MediaError) as err:

@@ -51,18 +51,25 @@ def stand_in_image_rule(img: ImageData) -> list[str]:
 def demo_guard(spec: str | None, audit: Any) -> Guard:
     store = PolicyStore(
         {
-            "acme": load_policy(resources.files("guard_plugin") / "policies" / "default.yaml").model_copy(update={"id": "acme"}),  # type: ignore[arg-type]
+            "acme": load_policy(
+                resources.files("guard_plugin") / "policies" / "default.yaml"
+            ).model_copy(update={"id": "acme"}),  # type: ignore[arg-type]
             "review": Policy(
                 id="review",
                 version="1",
                 actions={
                     "tool": "rewrite",
-                    "response": {"default": "block", "categories": {"Threat": "escalate", "Violence": "escalate"}},
+                    "response": {
+                        "default": "block",
+                        "categories": {"Threat": "escalate", "Violence": "escalate"},
+                    },
                 },
             ),
         }
     )
-    classifier: Any = spec if spec else ScriptedClassifier(DEMO_RULES, image_rule=stand_in_image_rule)
+    classifier: Any = (
+        spec if spec else ScriptedClassifier(DEMO_RULES, image_rule=stand_in_image_rule)
+    )
     return Guard(classifier, policies=store, audit=audit)
 
 
@@ -80,7 +87,10 @@ def _tools() -> list[Any]:
         )
         text = f"Page {url} loaded."
         b64 = base64.b64encode(shot).decode()
-        return [{"type": "text", "text": text}, {"type": "image", "base64": b64, "mime_type": "image/png"}], {"url": url}
+        return [
+            {"type": "text", "text": text},
+            {"type": "image", "base64": b64, "mime_type": "image/png"},
+        ], {"url": url}
 
     @tool
     def read_file(path: str) -> list[dict[str, Any]]:
@@ -131,11 +141,21 @@ def _scripts() -> tuple[list[Any], list[Any]]:
         tool_call("browse", {"url": "https://news.example/markets"}, "c1"),
         tool_call("browse", {"url": "https://forum.example/thread/91"}, "c2"),
         tool_call("read_file", {"path": "q3_report.pdf"}, "c3"),
-        tool_call("send_email", {"to": "bob@example.com", "body": "Bob, you worthless idiot, the numbers are in."}, "c4"),
-        AIMessage("Markets were calm, Q3 revenue grew 4% and guidance is unchanged. I did not send the email."),
+        tool_call(
+            "send_email",
+            {"to": "bob@example.com", "body": "Bob, you worthless idiot, the numbers are in."},
+            "c4",
+        ),
+        AIMessage(
+            "Markets were calm, Q3 revenue grew 4% and guidance is unchanged. I did not send the email."
+        ),
     ]
     escalation = [
-        tool_call("post_message", {"channel": "#ops", "text": "If the deploy fails again I will kill them all."}, "c5"),
+        tool_call(
+            "post_message",
+            {"channel": "#ops", "text": "If the deploy fails again I will kill them all."},
+            "c5",
+        ),
         AIMessage("Understood, I won't post that."),
     ]
     return research, escalation
@@ -171,7 +191,9 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
     if spec:
         console.print(Panel(f"Classifier: [bold]{spec}[/bold]", title="guard_plugin demo"))
     else:
-        console.print(Panel(SCRIPTED_NOTE, title="guard_plugin demo: scripted stand-in", border_style="red"))
+        console.print(
+            Panel(SCRIPTED_NOTE, title="guard_plugin demo: scripted stand-in", border_style="red")
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix="guard-plugin-demo-"))
     memory = MemoryAuditSink()
@@ -185,7 +207,12 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
         for col in ("surface", "tool", "decision", "categories", "ms", "withheld"):
             table.add_column(col)
         for e in events:
-            style = {"allow": "green", "block": "red", "rewrite": "yellow", "escalate": "magenta"}.get(e.action, "")
+            style = {
+                "allow": "green",
+                "block": "red",
+                "rewrite": "yellow",
+                "escalate": "magenta",
+            }.get(e.action, "")
             table.add_row(
                 e.surface,
                 e.tool_name or "",
@@ -202,18 +229,31 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
         table.add_column("content")
         for m in messages:
             if isinstance(m, AIMessage) and m.tool_calls:
-                calls = "; ".join(f"{c['name']}({json.dumps(c['args'])[:60]})" for c in m.tool_calls)
+                calls = "; ".join(
+                    f"{c['name']}({json.dumps(c['args'])[:60]})" for c in m.tool_calls
+                )
                 table.add_row("assistant", _short(f"calls {calls}", 200))
             elif isinstance(m, ToolMessage):
                 table.add_row(f"tool:{m.name}", _short(m.content))
             else:
-                table.add_row("user" if isinstance(m, HumanMessage) else "assistant", _short(m.content))
+                table.add_row(
+                    "user" if isinstance(m, HumanMessage) else "assistant", _short(m.content)
+                )
         console.print(table)
 
     console.rule("1. Research task (tenant 'acme')")
     agent = build_demo_agent(guard, research)
     cfg = {"configurable": {"thread_id": "research", "tenant_id": "acme"}}
-    out = agent.invoke({"messages": [HumanMessage("Check the markets and that forum thread, summarise q3_report.pdf, then email Bob.")]}, cfg)
+    out = agent.invoke(
+        {
+            "messages": [
+                HumanMessage(
+                    "Check the markets and that forum thread, summarise q3_report.pdf, then email Bob."
+                )
+            ]
+        },
+        cfg,
+    )
     decisions(list(memory.events), "Guard decisions")
     transcript(out["messages"])
     console.print(f"Emails actually sent: {len([s for s in SENT if 'to' in s])}")
@@ -237,8 +277,13 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
                 border_style="magenta",
             )
         )
-        console.print("Reviewer decision: [bold]reject[/bold] (\"Please don't post threats.\")")
-        out = agent.invoke(Command(resume={"decisions": [{"type": "reject", "message": "Please don't post threats."}]}), cfg)
+        console.print('Reviewer decision: [bold]reject[/bold] ("Please don\'t post threats.")')
+        out = agent.invoke(
+            Command(
+                resume={"decisions": [{"type": "reject", "message": "Please don't post threats."}]}
+            ),
+            cfg,
+        )
     decisions(memory.events[start:], "Guard decisions")
     transcript(out["messages"])
     console.print(f"Messages actually posted: {len([s for s in SENT if 'channel' in s])}")
@@ -249,7 +294,21 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
     for line in (tmp / "audit.jsonl").read_text().splitlines():
         e = json.loads(line)
         console.print(
-            json.dumps({k: e[k] for k in ("tenant", "surface", "tool_name", "action", "status", "categories", "policy_id", "latency_ms")}),
+            json.dumps(
+                {
+                    k: e[k]
+                    for k in (
+                        "tenant",
+                        "surface",
+                        "tool_name",
+                        "action",
+                        "status",
+                        "categories",
+                        "policy_id",
+                        "latency_ms",
+                    )
+                }
+            ),
             markup=False,
             highlight=False,
         )

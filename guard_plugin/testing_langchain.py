@@ -36,4 +36,6 @@ class ScriptedChatModel(FakeMessagesListChatModel):
 
 def tool_call(name: str, args: dict[str, Any], call_id: str, text: str = "") -> AIMessage:
     """An assistant turn asking for one tool call."""
-    return AIMessage(text, tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+    return AIMessage(
+        text, tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}]
+    )

@@ -77,7 +77,9 @@ def test_demo_runs_the_guarded_agent_and_labels_the_stand_in(capsys) -> None:
     code, out, _ = run(capsys, "demo")
     assert code == 0
     assert "SCRIPTED STAND-IN" in out and "NOT a safety model" in out
-    assert "rewrite" in out and "block" in out and "escalate" in out  # screenshot, PDF page, email, review
+    assert (
+        "rewrite" in out and "block" in out and "escalate" in out
+    )  # screenshot, PDF page, email, review
     assert "page 2 of this document" in out and "interrupt: human review requested" in out
     assert "Emails actually sent: 0" in out and "Messages actually posted: 0" in out
     assert out.count('"tenant":') >= 10  # the audit log lines

@@ -14,15 +14,33 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 EXPECTED = {
     "01_langgraph_blocked_tool_calls": [
-        "response  send_email   BLOCK", "emails sent: 0", "tool      screenshot   REWRITE",
-        "pages the model read: ['Q3 revenue grew 4%.', 'Outlook unchanged.']", "INTERRUPT: send_email", "ESCALATE",
+        "response  send_email   BLOCK",
+        "emails sent: 0",
+        "tool      screenshot   REWRITE",
+        "pages the model read: ['Q3 revenue grew 4%.', 'Outlook unchanged.']",
+        "INTERRUPT: send_email",
+        "ESCALATE",
     ],
-    "02_langchain_middleware_and_callbacks": ["send_email   BLOCK", "safe: Paris.", "BLOCKED by callback: input", "BLOCKED by callback: response"],
+    "02_langchain_middleware_and_callbacks": [
+        "send_email   BLOCK",
+        "safe: Paris.",
+        "BLOCKED by callback: input",
+        "BLOCKED by callback: response",
+    ],
     "03_nemo_guardrails": [
-        "input : I'm sorry, I can't respond to that.", "output: I'm sorry, I can't respond to that.",
-        "tool  : I'm sorry, I can't respond to that.", "safe  : Here is a helpful answer.", "exception GuardPluginInputException",
+        "input : I'm sorry, I can't respond to that.",
+        "output: I'm sorry, I can't respond to that.",
+        "tool  : I'm sorry, I can't respond to that.",
+        "safe  : Here is a helpful answer.",
+        "exception GuardPluginInputException",
     ],
-    "04_custom_policies": ["devops          ALLOW", "kids_education  BLOCK", "S25: Unverified Medical Claims", "reasoning", "REJECTED:"],
+    "04_custom_policies": [
+        "devops          ALLOW",
+        "kids_education  BLOCK",
+        "S25: Unverified Medical Claims",
+        "reasoning",
+        "REJECTED:",
+    ],
 }
 
 
@@ -30,8 +48,12 @@ EXPECTED = {
 def test_notebook_runs_and_shows_its_decisions(name: str, monkeypatch) -> None:
     monkeypatch.delenv("GUARD_PLUGIN_CLASSIFIER", raising=False)
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
-    client = nbclient.NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit notebooks without outputs"
+    )
+    client = nbclient.NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute()
     text = "\n".join(
         o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
