@@ -48,12 +48,13 @@ def stand_in_image_rule(img: ImageData) -> list[str]:
     return ["Violence"] if r > 180 and g < 90 and b < 90 else []
 
 
+_POLICIES = resources.files("guard_plugin") / "policies"
+
+
 def demo_guard(spec: str | None, audit: Any) -> Guard:
     store = PolicyStore(
         {
-            "acme": load_policy(
-                resources.files("guard_plugin") / "policies" / "default.yaml"
-            ).model_copy(update={"id": "acme"}),  # type: ignore[arg-type]
+            "acme": load_policy(str(_POLICIES / "default.yaml")).model_copy(update={"id": "acme"}),
             "review": Policy(
                 id="review",
                 version="1",
@@ -147,7 +148,8 @@ def _scripts() -> tuple[list[Any], list[Any]]:
             "c4",
         ),
         AIMessage(
-            "Markets were calm, Q3 revenue grew 4% and guidance is unchanged. I did not send the email."
+            "Markets were calm, Q3 revenue grew 4% and guidance is unchanged. "
+            "I did not send the email."
         ),
     ]
     escalation = [
@@ -248,7 +250,8 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
         {
             "messages": [
                 HumanMessage(
-                    "Check the markets and that forum thread, summarise q3_report.pdf, then email Bob."
+                    "Check the markets and that forum thread, summarise q3_report.pdf, "
+                    "then email Bob."
                 )
             ]
         },

@@ -3,8 +3,6 @@ record what they were sent, and a checker for valid histories."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from guard_plugin.testing_langchain import ScriptedChatModel, tool_call
