@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -331,17 +330,38 @@ class Guard:
         plan = self._start(t0, surf, tenant, request_id)
         if plan.done is None:
             limits = plan.policy.policy.media
-            parts = extract_parts(content, limits, artifact=artifact)
-            items = fan_out(
-                parts, limits, surf, context=context, tool_name=tool_name, password=password
-            )
+            items: list[SafetyInput | FailedPart]
+            if (
+                isinstance(content, str)
+                and artifact is None
+                and len(content) <= limits.text_window_chars
+            ):
+                # The common case, one short text: no extraction or windowing needed.
+                if surf is Surface.RESPONSE:
+                    one = SafetyInput(
+                        text=context,
+                        response=content,
+                        surface=surf,
+                        tool_name=tool_name,
+                        part="content",
+                    )
+                else:
+                    one = SafetyInput(
+                        text=content, surface=surf, tool_name=tool_name, part="content"
+                    )
+                items = [one]
+            else:
+                parts = extract_parts(content, limits, artifact=artifact)
+                items = fan_out(
+                    parts, limits, surf, context=context, tool_name=tool_name, password=password
+                )
             self._add_items(plan, items)
         return plan
 
     def _start(
         self, t0: float, surface: Surface, tenant: str | None, request_id: str | None
     ) -> _Plan:
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or os.urandom(16).hex()
         try:
             policy = self.policies.get(tenant)
         except UnknownTenantError as err:

@@ -211,3 +211,14 @@ def test_response_surface_text_with_context() -> None:
         and clf.requests[0].user_text == "hi"
         and clf.requests[0].response_text == "you worthless idiot"
     )
+
+
+@pytest.mark.parametrize("surface", ["input", "tool", "response"])
+def test_short_text_fast_path_matches_the_full_path(surface: str) -> None:
+    g1, _, _ = guard()
+    g2, _, _ = guard()
+    text = "you worthless idiot"
+    fast = g1.check_content(text, surface=surface, context="hi", request_id="r")
+    full = g2.check_content([{"type": "text", "text": text}], surface=surface, context="hi", request_id="r")
+    strip = lambda d: {k: v for k, v in d.to_dict().items() if k not in ("latency_ms", "parts")}  # noqa: E731
+    assert strip(fast) == strip(full) and fast.parts[0].part == "content"
