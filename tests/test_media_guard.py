@@ -219,6 +219,8 @@ def test_short_text_fast_path_matches_the_full_path(surface: str) -> None:
     g2, _, _ = guard()
     text = "you worthless idiot"
     fast = g1.check_content(text, surface=surface, context="hi", request_id="r")
-    full = g2.check_content([{"type": "text", "text": text}], surface=surface, context="hi", request_id="r")
+    full = g2.check_content(
+        [{"type": "text", "text": text}], surface=surface, context="hi", request_id="r"
+    )
     strip = lambda d: {k: v for k, v in d.to_dict().items() if k not in ("latency_ms", "parts")}  # noqa: E731
     assert strip(fast) == strip(full) and fast.parts[0].part == "content"
