@@ -168,7 +168,13 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
     if action is None or action is Action.ALLOW:
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
-        update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
+        try:
+            update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
+        except Exception:  # the safe parts cannot be rebuilt: withhold the whole result
+            update = {
+                "content": d.replacement or _policy(d, guard).messages.redaction,
+                "artifact": None,
+            }
         if artifact_withheld(d):
             update["artifact"] = None
         return Outcome([msg.model_copy(update=update)], decisions=[d])

@@ -28,6 +28,7 @@ from guard_plugin.errors import (
     ClassifierError,
     ClassifierTimeout,
     ConfigError,
+    MediaError,
     UnknownTenantError,
     VerdictParseError,
 )
@@ -351,10 +352,15 @@ class Guard:
                     )
                 items = [one]
             else:
-                parts = extract_parts(content, limits, artifact=artifact)
-                items = fan_out(
-                    parts, limits, surf, context=context, tool_name=tool_name, password=password
-                )
+                try:
+                    parts = extract_parts(content, limits, artifact=artifact)
+                    items = fan_out(
+                        parts, limits, surf, context=context, tool_name=tool_name, password=password
+                    )
+                except Exception as err:  # a decoder failing in a way it does not announce
+                    failure = MediaError(f"cannot read the content: {type(err).__name__}: {err}")
+                    plan.done = error_decision(failure, plan.policy, surf, **self._meta(plan))
+                    return plan
             self._add_items(plan, items)
         return plan
 

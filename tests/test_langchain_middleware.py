@@ -331,3 +331,16 @@ def test_two_instances_need_distinct_names() -> None:
         a.name != b.name
         and SafetyMiddleware(Guard("scripted", audit=[])).name == "SafetyMiddleware"
     )
+
+
+def test_a_failed_rewrite_withholds_the_whole_tool_result(monkeypatch) -> None:
+    import guard_plugin._lc_messages as lcm
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot rebuild")
+
+    monkeypatch.setattr(lcm, "rewrite_content", broken)
+    agent, model, _ = make([tool_call("read_report", {"name": "q3"}, "c1"), AIMessage("ok")])
+    agent.invoke({"messages": [HumanMessage("read it")]}, CFG)
+    tm = next(m for m in model.calls[1] if isinstance(m, ToolMessage))
+    assert tm.content == Policy().messages.redaction and tm.tool_call_id == "c1"

@@ -224,3 +224,29 @@ def test_short_text_fast_path_matches_the_full_path(surface: str) -> None:
     )
     strip = lambda d: {k: v for k, v in d.to_dict().items() if k not in ("latency_ms", "parts")}  # noqa: E731
     assert strip(fast) == strip(full) and fast.parts[0].part == "content"
+
+
+def test_an_unannounced_decoder_failure_is_an_audited_block(monkeypatch) -> None:
+    import guard_plugin.media.content as content
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pdfium render failed")
+
+    monkeypatch.setattr(content, "load_pdf", broken)
+    g, _, sink = guard()
+    d = g.check_content(
+        [{"type": "file", "base64": b64(PDF3), "mime_type": "application/pdf"}], surface="tool"
+    )
+    assert (
+        d.blocked
+        and d.status == "error"
+        and d.error_kind == "media"
+        and "pdfium" in (d.error or "")
+    )
+    assert sink.events[0].error_kind == "media"
+    d = asyncio.run(
+        g.acheck_content(
+            [{"type": "file", "base64": b64(PDF3), "mime_type": "application/pdf"}], surface="tool"
+        )
+    )
+    assert d.blocked and d.error_kind == "media"
