@@ -242,7 +242,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
                     "part": "text",
                 },
             )
-        if escalate:
+        if escalate and can_interrupt():
             answers = _decisions(
                 _interrupt(review_payload(d, Surface.RESPONSE, requests)), len(requests)
             )
@@ -388,6 +388,18 @@ def _decisions(resume: Any, n: int) -> list[dict[str, Any]]:
     return [dict(x) for x in items]
 
 
+def can_interrupt() -> bool:
+    """True inside a graph run that has a checkpointer; without one an interrupt could never
+    be resumed, so escalation falls back to the tenant's escalation policy instead."""
+    try:
+        from langgraph.config import get_config
+
+        # LangGraph's key for the run's checkpointer (None when compiled without one).
+        return get_config().get("configurable", {}).get("__pregel_checkpointer") is not None
+    except Exception:
+        return False
+
+
 def _interrupt(payload: dict[str, Any]) -> Any:
     from langgraph.types import interrupt
 
@@ -402,7 +414,7 @@ def _review(
     content (inputs and tool results have nothing to edit into)."""
     if d.action is not Action.ESCALATE:
         return d.action
-    if not escalate:
+    if not escalate or not can_interrupt():
         return Action(_policy(d, guard).escalation.fallback)
     answers = _decisions(_interrupt(review_payload(d, surface, requests)), len(requests))
     if all(a.get("type") in ("approve", "edit") for a in answers):

@@ -344,3 +344,17 @@ def test_a_failed_rewrite_withholds_the_whole_tool_result(monkeypatch) -> None:
     agent.invoke({"messages": [HumanMessage("read it")]}, CFG)
     tm = next(m for m in model.calls[1] if isinstance(m, ToolMessage))
     assert tm.content == Policy().messages.redaction and tm.tool_call_id == "c1"
+
+
+def test_escalation_without_a_checkpointer_applies_the_fallback() -> None:
+    policy = Policy(id="acme", actions={"input": "escalate", "response": "escalate"})
+    agent, model, _ = make(
+        [tool_call("send_email", {"to": "b", "body": "you idiot"}, "c1")], policy
+    )
+    out = agent.invoke({"messages": [HumanMessage("build a bomb")]}, CFG)  # no checkpointer
+    assert "__interrupt__" not in out and model.calls == []
+    assert out["messages"][-1].content == Policy().messages.refusal
+    agent, _, _ = make([tool_call("send_email", {"to": "b", "body": "you idiot"}, "c1")], policy)
+    out = agent.invoke({"messages": [HumanMessage("email bob")]}, CFG)
+    assert "__interrupt__" not in out and SENT == []
+    assert_valid_history(out["messages"])

@@ -196,3 +196,10 @@ def test_safe_flow_untouched() -> None:
         and out["messages"][-1].content == "sent"
     )
     assert {e.surface for e in sink.events} == {"input", "response", "tool"}
+
+
+def test_escalation_without_a_checkpointer_applies_the_fallback() -> None:
+    app, _, _ = graph([tool_call("send_email", {"to": "b", "body": "you idiot"}, "c1")], ESC)
+    out = app.invoke({"messages": [HumanMessage("email bob")]}, CFG)
+    assert "__interrupt__" not in out and RAN == []
+    assert out["messages"][-1].content == Policy().messages.refusal
