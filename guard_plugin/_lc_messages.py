@@ -30,7 +30,7 @@ except ImportError as _err:  # pragma: no cover
     ) from _err
 
 from guard_plugin.decision import Decision
-from guard_plugin.errors import GuardBlocked, GuardError
+from guard_plugin.errors import GuardError
 from guard_plugin.guard import Guard
 from guard_plugin.media.rewrite import artifact_withheld, rewrite_content
 from guard_plugin.prompting import SafetyInput
@@ -46,6 +46,7 @@ __all__ = [
     "find_response",
     "find_tool_results",
     "resolve_tenant",
+    "tool_check_args",
 ]
 
 REVIEW_DECISIONS = ["approve", "edit", "reject"]
@@ -158,6 +159,16 @@ def find_tool_results(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
     if i is None:
         return []
     return [m for m in messages[i + 1 :] if isinstance(m, ToolMessage)]
+
+
+def tool_check_args(msg: ToolMessage, tenant: str | None) -> dict[str, Any]:
+    """The keyword arguments of a tool-result check (``Guard.check_content``)."""
+    return {
+        "surface": Surface.TOOL,
+        "tenant": tenant,
+        "tool_name": msg.name,
+        "artifact": msg.artifact,
+    }
 
 
 def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
@@ -420,9 +431,3 @@ def _review(
     if all(a.get("type") in ("approve", "edit") for a in answers):
         return Action.ALLOW
     return Action.BLOCK
-
-
-def raise_if_blocked(d: Decision) -> None:
-    """For adapters configured to raise: a typed error carrying the decision."""
-    if not d.allowed:
-        raise GuardBlocked(d)

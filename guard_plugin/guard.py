@@ -376,16 +376,24 @@ class Guard:
             return plan
         return _Plan(t0, rid, tenant, surface, policy, [])
 
-    def _add_items(self, plan: _Plan, items: Sequence[SafetyInput | FailedPart]) -> None:
-        """Build model requests for the inputs among ``items``; look each up in the cache."""
+    def _add_items(
+        self,
+        plan: _Plan,
+        items: Sequence[SafetyInput | FailedPart],
+        *,
+        reasoning: bool | None = None,
+        lookup: bool = True,
+    ) -> None:
+        """Build model requests for the inputs among ``items`` (``reasoning`` overrides the
+        policy's thinking switch); look each up in the cache unless ``lookup`` is off."""
         plan.items = [i for i in items if isinstance(i, FailedPart) or not i.is_empty]
         plan.inputs = [i for i in plan.items if isinstance(i, SafetyInput)]
         policy = plan.policy
         extra = tuple(getattr(self.classifier, "extra_tokens", ()))
         for inp in plan.inputs:
-            req = build_request(inp, policy, extra_tokens=extra)
+            req = build_request(inp, policy, reasoning=reasoning, extra_tokens=extra)
             key = f"{policy.fingerprint}|{self.classifier.name}|{req.key}"
-            hit = self.cache.get(key)
+            hit = self.cache.get(key) if lookup else None
             plan.requests.append(req)
             plan.keys.append(key)
             plan.results.append(hit)
@@ -558,25 +566,10 @@ class Guard:
             self._pending_bg.discard(fut)
 
     def _reasoning_run(self, plan: _Plan, decision: Decision) -> None:
-        extra = tuple(getattr(self.classifier, "extra_tokens", ()))
         rplan = _Plan(
-            time.perf_counter(),
-            plan.request_id,
-            plan.tenant,
-            plan.surface,
-            plan.policy,
-            plan.inputs,
+            time.perf_counter(), plan.request_id, plan.tenant, plan.surface, plan.policy, []
         )
-        rplan.items = plan.items
-        rplan.requests = [
-            build_request(i, plan.policy, reasoning=True, extra_tokens=extra) for i in plan.inputs
-        ]
-        rplan.keys = [
-            f"{plan.policy.fingerprint}|{self.classifier.name}|{r.key}" for r in rplan.requests
-        ]
-        rplan.results = [None] * len(rplan.requests)
-        rplan.cached = [False] * len(rplan.requests)
-        rplan.pending = list(range(len(rplan.requests)))
+        self._add_items(rplan, plan.items, reasoning=True, lookup=False)
         # The reasoning run is not bound by the interactive time budget.
         try:
             outputs: list[ClassifierResult] | BaseException = self.classifier.classify(

@@ -147,11 +147,15 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             self.tenant, getattr(runtime, "context", None), _config(), self.tenant_key
         )
 
-    def _result(self, outcome: lc.Outcome) -> dict[str, Any] | None:
-        if self.on_block == "error":
+    def _raise_if_blocking(self, outcome: lc.Outcome) -> None:
+        """``on_block="error"``: a decision that changes the conversation raises instead."""
+        if self.on_block == "error" and outcome.messages:
             for d in outcome.decisions:
-                if outcome.messages and d.action in (Action.BLOCK, Action.ESCALATE):
+                if d.action in (Action.BLOCK, Action.ESCALATE):
                     raise GuardBlocked(d)
+
+    def _result(self, outcome: lc.Outcome) -> dict[str, Any] | None:
+        self._raise_if_blocking(outcome)
         if not outcome.messages:
             return None
         update: dict[str, Any] = {"messages": outcome.messages}
@@ -200,16 +204,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if found is not None:
             d = self.guard.check_content(found[1].content, surface=Surface.INPUT, tenant=tenant)
             return self._apply_input(found, d)
-        ds = [
-            self.guard.check_content(
-                m.content,
-                surface=Surface.TOOL,
-                tenant=tenant,
-                tool_name=m.name,
-                artifact=m.artifact,
-            )
-            for m in msgs
-        ]
+        ds = [self.guard.check_content(m.content, **lc.tool_check_args(m, tenant)) for m in msgs]
         return self._apply_tools(msgs, ds)
 
     @hook_config(can_jump_to=["end"])
@@ -224,16 +219,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             )
             return self._apply_input(found, d)
         ds = await asyncio.gather(
-            *(
-                self.guard.acheck_content(
-                    m.content,
-                    surface=Surface.TOOL,
-                    tenant=tenant,
-                    tool_name=m.name,
-                    artifact=m.artifact,
-                )
-                for m in msgs
-            )
+            *(self.guard.acheck_content(m.content, **lc.tool_check_args(m, tenant)) for m in msgs)
         )
         return self._apply_tools(msgs, ds)
 
@@ -282,12 +268,7 @@ class _HoldingSafetyMiddleware(SafetyMiddleware):
 
     def _held(self, request: ModelRequest, response: Any, d: Decision, rc: lc.ResponseCheck) -> Any:
         outcome = lc.apply_response(rc, d, guard=self.guard, escalate=False)
-        if (
-            self.on_block == "error"
-            and outcome.messages
-            and d.action in (Action.BLOCK, Action.ESCALATE)
-        ):
-            raise GuardBlocked(d)
+        self._raise_if_blocking(outcome)
         msgs, idx = _ai_of(response)
         if outcome.messages and idx is not None:
             msgs[idx] = outcome.messages[0]
@@ -448,13 +429,7 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         if not self.check_tools:
             return
         if isinstance(output, ToolMessage):
-            d = self.guard.check_content(
-                output.content,
-                surface=Surface.TOOL,
-                tenant=self.tenant,
-                tool_name=output.name,
-                artifact=output.artifact,
-            )
+            d = self.guard.check_content(output.content, **lc.tool_check_args(output, self.tenant))
         else:
             d = self.guard.check_content(
                 output if isinstance(output, (str, list)) else str(output),

@@ -131,24 +131,14 @@ def tool_guard_node(
     def run(state: Any) -> Command[Any]:
         msgs = lc.find_tool_results(state["messages"])
         t = _tenant(tenant, tenant_key)
-        ds = [
-            g.check_content(
-                m.content, surface=Surface.TOOL, tenant=t, tool_name=m.name, artifact=m.artifact
-            )
-            for m in msgs
-        ]
+        ds = [g.check_content(m.content, **lc.tool_check_args(m, t)) for m in msgs]
         return finish(msgs, ds)
 
     async def arun(state: Any) -> Command[Any]:
         msgs = lc.find_tool_results(state["messages"])
         t = _tenant(tenant, tenant_key)
         ds = await asyncio.gather(
-            *(
-                g.acheck_content(
-                    m.content, surface=Surface.TOOL, tenant=t, tool_name=m.name, artifact=m.artifact
-                )
-                for m in msgs
-            )
+            *(g.acheck_content(m.content, **lc.tool_check_args(m, t)) for m in msgs)
         )
         return finish(msgs, ds)
 

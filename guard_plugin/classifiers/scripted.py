@@ -116,9 +116,7 @@ class ScriptedClassifier(BaseClassifier):
         if req.response_text is not None:
             resp = self._categories(req.response_text)
             lines.append(f"Response Safety: {'unsafe' if resp else 'safe'}")
-            cats = resp if resp else cats
-            if not resp and user:
-                cats = user
+            cats = resp or user
         if cats and req.template_kwargs.get("request_categories", "/categories") == "/categories":
             lines.append("Safety Categories: " + ", ".join(cats))
         text = "\n".join(lines)
