@@ -8,7 +8,7 @@ appearance; the parts that were unsafe (or failed, unless ``on_error`` is ``allo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +87,27 @@ class Decision:
         for p in d["parts"]:
             p.pop("verdict", None)
         return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """The inverse of :meth:`to_dict` (part verdicts are not kept), for decisions that
+        wait in a checkpoint, e.g. a response held for human review."""
+        d = dict(data)
+        d["action"] = Action(d["action"])
+        d["surface"] = Surface(d["surface"])
+        for key in ("categories", "suppressed", "withheld_parts"):
+            d[key] = tuple(d.get(key) or ())
+        d["parts"] = tuple(
+            PartOutcome(
+                **{
+                    **p,
+                    "categories": tuple(p.get("categories") or ()),
+                    "suppressed": tuple(p.get("suppressed") or ()),
+                }
+            )
+            for p in d.get("parts") or ()
+        )
+        return cls(**d)
 
 
 def _replacement(action: Action, surface: Surface, policy: CompiledPolicy) -> str | None:

@@ -149,3 +149,20 @@ def test_decision_to_dict_is_json_ready() -> None:
     d = one(UNSAFE, Policy(), Surface.INPUT)
     data = json.loads(json.dumps(d.to_dict()))
     assert data["action"] == "block" and data["parts"][0]["categories"] == ["Violence"]
+
+
+def test_decision_round_trips_through_json_without_verdicts() -> None:
+    import dataclasses
+    import json
+
+    from guard_plugin import Decision
+
+    d = one(RESP_UNSAFE, Policy(actions={"response": "escalate"}), Surface.RESPONSE)
+    back = Decision.from_dict(json.loads(json.dumps(d.to_dict())))
+    assert back.action is Action.ESCALATE and back.surface is Surface.RESPONSE
+    assert back.categories == ("Harassment",) and back.withheld_parts == (0,)
+    # equal but for the verdict objects, which are not serialised
+    assert back == dataclasses.replace(
+        d, parts=tuple(dataclasses.replace(p, verdict=None) for p in d.parts)
+    )
+    assert back.parts[0].categories == ("Harassment",)
