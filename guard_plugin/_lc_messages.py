@@ -39,13 +39,16 @@ from guard_plugin.types import Action, Surface
 __all__ = [
     "Outcome",
     "ResponseCheck",
+    "answer_review",
     "apply_input",
     "apply_response",
     "apply_tool_result",
     "find_input",
     "find_response",
     "find_tool_results",
+    "policy_of",
     "resolve_tenant",
+    "review_requests",
     "tool_check_args",
 ]
 
@@ -139,7 +142,7 @@ def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool)
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
         return Outcome([msg.model_copy(update={"content": d.replacement})], decisions=[d])
-    messages = _policy(d, guard).messages
+    messages = policy_of(d, guard).messages
     return Outcome(
         [
             msg.model_copy(update={"content": messages.redaction}),
@@ -183,13 +186,13 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
             update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
         except Exception:  # the safe parts cannot be rebuilt: withhold the whole result
             update = {
-                "content": d.replacement or _policy(d, guard).messages.redaction,
+                "content": d.replacement or policy_of(d, guard).messages.redaction,
                 "artifact": None,
             }
         if artifact_withheld(d):
             update["artifact"] = None
         return Outcome([msg.model_copy(update=update)], decisions=[d])
-    replacement = d.replacement or _policy(d, guard).messages.tool_refusal
+    replacement = d.replacement or policy_of(d, guard).messages.tool_refusal
     return Outcome(
         [msg.model_copy(update={"content": replacement, "status": "error", "artifact": None})],
         decisions=[d],
@@ -234,34 +237,44 @@ def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
     return ResponseCheck(i, ai, inputs) if inputs else None
 
 
+def review_requests(ai: AIMessage, d: Decision) -> list[dict[str, Any]]:
+    """What a reviewer is asked about an escalated response: each unsafe tool call, and the
+    text when it is unsafe (or when no call is)."""
+    unsafe = {d.parts[i].part for i in d.withheld_parts}
+    requests = [
+        {"name": c["name"], "args": c.get("args", {}), "part": f"tool_call:{c.get('id')}"}
+        for c in ai.tool_calls
+        if f"tool_call:{c.get('id')}" in unsafe
+    ]
+    if "text" in unsafe or not requests:
+        requests.insert(
+            0,
+            {"name": "assistant_response", "args": {"text": _preview(text_of(ai))}, "part": "text"},
+        )
+    return requests
+
+
+def answer_review(
+    ai: AIMessage, requests: list[dict[str, Any]], resume: Any, d: Decision, guard: Guard
+) -> Outcome:
+    """Apply a reviewer's resume value to an escalated response: approve keeps, edit
+    replaces, reject withholds; anything malformed counts as a rejection."""
+    return _apply_review(ai, requests, _decisions(resume, len(requests)), d, guard)
+
+
 def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
     ai = rc.message
     unsafe = {d.parts[i].part for i in d.withheld_parts}
     action = d.action
     if action is Action.ESCALATE:
-        requests = [
-            {"name": c["name"], "args": c.get("args", {}), "part": f"tool_call:{c.get('id')}"}
-            for c in ai.tool_calls
-            if f"tool_call:{c.get('id')}" in unsafe
-        ]
-        if "text" in unsafe or not requests:
-            requests.insert(
-                0,
-                {
-                    "name": "assistant_response",
-                    "args": {"text": _preview(text_of(ai))},
-                    "part": "text",
-                },
-            )
         if escalate and can_interrupt():
-            answers = _decisions(
-                _interrupt(review_payload(d, Surface.RESPONSE, requests)), len(requests)
-            )
-            return _apply_review(ai, requests, answers, d, guard)
-        action = Action(_policy(d, guard).escalation.fallback)
+            requests = review_requests(ai, d)
+            resume = interrupt(review_payload(d, Surface.RESPONSE, requests))
+            return answer_review(ai, requests, resume, d, guard)
+        action = Action(policy_of(d, guard).escalation.fallback)
     if action is Action.ALLOW:
         return Outcome(decisions=[d])
-    refusal = _policy(d, guard).messages.refusal
+    refusal = policy_of(d, guard).messages.refusal
     if action is Action.BLOCK or ("text" in unsafe and not ai.tool_calls):
         blocked = ai.model_copy(
             update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
@@ -303,7 +316,7 @@ def _rebuild(
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
         noun = "tool calls" if len(dropped) > 1 else "tool call"
-        note = f"{_policy(d, guard).messages.redaction}: {noun} {calls} not made.{why}"
+        note = f"{policy_of(d, guard).messages.redaction}: {noun} {calls} not made.{why}"
         body = text if text is not None else text_of(ai)
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
@@ -329,7 +342,7 @@ def _apply_review(
             if kind == "edit" and edited is not None:
                 text = str((edited.get("args") or {}).get("text", ""))
             elif kind != "approve":
-                text = str(ans.get("message") or _policy(d, guard).messages.refusal)
+                text = str(ans.get("message") or policy_of(d, guard).messages.refusal)
         elif kind == "edit" and edited is not None:
             edits[req["part"]] = edited
         elif kind != "approve":
@@ -341,7 +354,7 @@ def _apply_review(
     return _rebuild(ai, d, guard, drop=drop, text=text, edits=edits, reasons=reasons)
 
 
-def _policy(d: Decision, guard: Guard) -> Any:
+def policy_of(d: Decision, guard: Guard) -> Any:
     """The policy a decision was made under (the default for a refused tenant)."""
     try:
         return guard.policies.get(d.tenant).policy
@@ -411,10 +424,12 @@ def can_interrupt() -> bool:
         return False
 
 
-def _interrupt(payload: dict[str, Any]) -> Any:
-    from langgraph.types import interrupt
+def interrupt(payload: dict[str, Any]) -> Any:
+    """LangGraph's ``interrupt()``: pauses the run (raises) until it is resumed, then returns
+    the resume value."""
+    from langgraph.types import interrupt as _interrupt
 
-    return interrupt(payload)
+    return _interrupt(payload)
 
 
 def _review(
@@ -426,8 +441,8 @@ def _review(
     if d.action is not Action.ESCALATE:
         return d.action
     if not escalate or not can_interrupt():
-        return Action(_policy(d, guard).escalation.fallback)
-    answers = _decisions(_interrupt(review_payload(d, surface, requests)), len(requests))
+        return Action(policy_of(d, guard).escalation.fallback)
+    answers = _decisions(interrupt(review_payload(d, surface, requests)), len(requests))
     if all(a.get("type") in ("approve", "edit") for a in answers):
         return Action.ALLOW
     return Action.BLOCK

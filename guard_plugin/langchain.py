@@ -6,21 +6,28 @@ three surfaces, with the vocabulary of LangChain's ``PIIMiddleware``::
     agent = create_agent(model, tools, middleware=[SafetyMiddleware(guard)],
                          checkpointer=InMemorySaver())      # a checkpointer enables escalation
 
-Where each check runs, and why there:
+It is one ``wrap_model_call`` layer around every model call, with no graph nodes of its own
+(each extra node is a graph step per model call; the layer costs a function call):
 
-- the user's turn and new tool results in ``before_model`` (the user's turn once per run,
-  before the first model call: a block ends the run with no model call; tool results before
-  the model reads them; a safe place to ``interrupt()``, since nothing that ran before it is
-  run again on resume);
-- the model's response, text and tool-call arguments, in ``after_model`` (before any tool
-  runs; the reviewer sees the message that will be kept).
+- before the model is called: the user's turn (once per run, while nothing has answered it:
+  a block answers with the refusal and the model is never called) or the tool results the
+  model has not seen yet (replaced in place, same ids, and the model sees the replacements);
+- after the model answers: its response, text and tool-call arguments, before the response
+  reaches the state, so no unsafe message is ever written there and no tool runs for an
+  unsafe call.
+
+Escalation pauses the run with ``interrupt()`` only where nothing would be repeated on
+resume. Inputs and tool results escalate before the model is called. An escalated response
+is *held*: a placeholder takes its place (same id, no tool calls), the response waits in the
+graph's state, and the agent loops straight back to the model step, where the review
+interrupt happens before any model call; the reviewer's answer then replaces the placeholder.
+The loop back needs an agent with tools (``create_agent`` builds no edge back otherwise); an
+agent without tools, or a run without a checkpointer, gets the tenant's escalation fallback.
 
 Streaming: with ``stream_mode="messages"`` a model's tokens reach the consumer while they are
-generated, before ``after_model`` can check them. ``hold_output=True`` moves the response
-check into the model call itself and tags that call ``nostream``: consumers then receive the
-checked message only, whole, when the model step ends. In that mode an escalated response
-cannot pause for review (the model step would be re-run on resume) and gets the tenant's
-escalation fallback instead.
+generated, before the response can be checked. ``hold_output=True`` tags the model call
+``nostream``: consumers then receive the checked message only, whole, when the model step
+ends. (``stream_mode="updates"`` and ``"values"`` only ever carry checked messages.)
 
 ``SafetyCallbackHandler`` observes any chain or runnable and can only stop it: callbacks
 cannot rewrite or interrupt, so ``rewrite`` and ``escalate`` become a block (after the
@@ -30,18 +37,27 @@ tenant's ``escalation_handler``, if given, has had its say).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
-from uuid import UUID
+import logging
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
+
+from typing_extensions import NotRequired
 
 try:
-    from langchain.agents.middleware import AgentMiddleware, hook_config
-    from langchain.agents.middleware.types import ModelRequest, ModelResponse
+    from langchain.agents.middleware import AgentMiddleware
+    from langchain.agents.middleware.types import (
+        AgentState,
+        ModelRequest,
+        ModelResponse,
+        PrivateStateAttr,
+    )
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import (
         AIMessage,
         BaseMessage,
         HumanMessage,
+        RemoveMessage,
         SystemMessage,
         ToolMessage,
     )
@@ -52,6 +68,12 @@ except ImportError as _err:  # pragma: no cover
         "guard_plugin.langchain needs LangChain 1.x: pip install 'guard-plugin[langchain]'"
     ) from _err
 
+try:  # LangChain >= 1.2: state updates from wrap_model_call (needed to hold a response)
+    from langchain.agents.middleware.types import ExtendedModelResponse
+    from langgraph.types import Command
+except ImportError:  # pragma: no cover
+    ExtendedModelResponse = None  # type: ignore[assignment,misc]
+
 from guard_plugin import _lc_messages as lc
 from guard_plugin.decision import Decision
 from guard_plugin.errors import GuardBlocked
@@ -60,6 +82,8 @@ from guard_plugin.types import Action, Surface
 
 __all__ = ["SafetyCallbackHandler", "SafetyMiddleware", "guard_runnable"]
 
+log = logging.getLogger(__name__)
+
 EscalationHandler = Callable[[Decision], bool]
 """Called for ``escalate`` where no interrupt is possible: True allows, False blocks."""
 
@@ -67,6 +91,12 @@ SAFETY_INSTRUCTION = (
     "Your previous answer was withheld by the content safety policy. Answer again, helpfully, "
     "without the unsafe content; if the request itself is unsafe, decline briefly."
 )
+
+REVIEW_TOOL = "content_safety_review"
+"""Name of the pseudo-tool call that stands in for a response while a person reviews it."""
+
+REVIEWS_KEY = "guard_plugin_reviews"
+"""State key of responses held for review, per middleware name (private to the agent)."""
 
 
 def _as_guard(guard: Guard | str) -> Guard:
@@ -82,6 +112,30 @@ def _config() -> Any:
         return None
 
 
+def _merge_reviews(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Reducer for held reviews: each middleware instance writes its own entry; None clears."""
+    merged = dict(old or {})
+    for name, record in (new or {}).items():
+        if record is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = record
+    return merged
+
+
+class SafetyState(AgentState):  # type: ignore[type-arg]
+    """The agent state plus the responses held for review (private: not in input or output)."""
+
+    guard_plugin_reviews: NotRequired[Annotated[dict[str, Any], PrivateStateAttr, _merge_reviews]]
+
+
+# The steps of a check, run by a sync or an async driver (the logic is written once):
+# ("checks", [(kind, content, kwargs), ...]) -> one Decision per entry, kind "content" for
+# Guard.check_content and "inputs" for Guard.check; ("model", request) -> the model's response.
+_Step = tuple[str, Any]
+_Flow = Generator[_Step, Any, Any]
+
+
 class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """Content safety for ``create_agent``: user input, tool results, responses and tool calls.
 
@@ -90,23 +144,19 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     - ``tenant``: fixed tenant; otherwise ``runtime.context.<tenant_key>`` or
       ``config["configurable"][tenant_key]``.
     - ``on_block``: ``"end"`` applies the decision natively (refusal, same-id replacement,
-      jump to end); ``"error"`` raises :class:`~guard_plugin.GuardBlocked` instead.
+      unsafe tool calls dropped and the turn ended); ``"error"`` raises
+      :class:`~guard_plugin.GuardBlocked` instead.
     - ``escalate``: use ``interrupt()`` for ``escalate`` (needs a checkpointer); otherwise the
       tenant's escalation fallback applies.
-    - ``hold_output``: check the response inside the model call so streamed tokens never
-      leak (see the module docs); ``regenerate_on_rewrite``: when a response is to be
-      rewritten, ask the model once more with a safety instruction and re-check it (block if
-      it is still unsafe). Both imply the in-call check.
+    - ``hold_output``: tag the model call ``nostream`` so streamed tokens never leak (see the
+      module docs); ``regenerate_on_rewrite``: when a response is to be rewritten, ask the
+      model once more with a safety instruction and re-check it (block if it is still unsafe).
+
+    Put it first in ``middleware=[...]`` (the outermost layer): it then checks exactly what the
+    model is sent, and no other layer sees an unchecked response or retries a review pause.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> SafetyMiddleware:
-        # create_agent adds a model-call layer only for classes that define one; the plain
-        # middleware has none, so it costs nothing per model call.
-        if cls is SafetyMiddleware and (
-            kwargs.get("hold_output") or kwargs.get("regenerate_on_rewrite")
-        ):
-            cls = _HoldingSafetyMiddleware
-        return super().__new__(cls)
+    state_schema = SafetyState
 
     def __init__(
         self,
@@ -132,20 +182,186 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.tenant_key = tenant_key
         self.on_block = on_block
         self.escalate = escalate
-        self.hold_output = hold_output or regenerate_on_rewrite
+        self.hold_output = hold_output
         self.regenerate_on_rewrite = regenerate_on_rewrite
         self._name = name
 
     @property
     def name(self) -> str:
-        return self._name or type(self).__name__.lstrip("_").replace("Holding", "")
+        return self._name or type(self).__name__
+
+    # -- the two drivers ------------------------------------------------------------------------
+
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
+        flow = self._flow(request)
+        value: Any = None
+        while True:
+            try:
+                kind, arg = flow.send(value)
+            except StopIteration as done:
+                return done.value
+            value = handler(arg) if kind == "model" else [self._check(*c) for c in arg]
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
+    ) -> Any:
+        flow = self._flow(request)
+        value: Any = None
+        while True:
+            try:
+                kind, arg = flow.send(value)
+            except StopIteration as done:
+                return done.value
+            if kind == "model":
+                value = await handler(arg)
+            elif len(arg) == 1:
+                value = [await self._acheck(*arg[0])]
+            else:
+                value = list(await asyncio.gather(*(self._acheck(*c) for c in arg)))
+
+    def _check(self, kind: str, content: Any, kwargs: dict[str, Any]) -> Decision:
+        if kind == "inputs":
+            return self.guard.check(content, **kwargs)
+        return self.guard.check_content(content, **kwargs)
+
+    async def _acheck(self, kind: str, content: Any, kwargs: dict[str, Any]) -> Decision:
+        if kind == "inputs":
+            return await self.guard.acheck(content, **kwargs)
+        return await self.guard.acheck_content(content, **kwargs)
+
+    # -- one model call, checked ----------------------------------------------------------------
+
+    def _flow(self, request: ModelRequest) -> _Flow:
+        tenant = lc.resolve_tenant(
+            self.tenant, getattr(request.runtime, "context", None), _config(), self.tenant_key
+        )
+        state: Mapping[str, Any] = request.state or {}
+        record = (state.get(REVIEWS_KEY) or {}).get(self.name)
+        if record is None:
+            return (yield from self._checked_call(request, tenant))
+        msgs = request.messages
+        if msgs and msgs[-1].id == record["review_id"]:
+            return self._answer_review(record)
+        # A new turn arrived instead of the review's answer: the held response stays withheld
+        # (the placeholder becomes the refusal) and the review is dropped.
+        log.warning(
+            "a response held for review (message %s) was not reviewed; it stays withheld",
+            record["anchor"],
+        )
+        d = Decision.from_dict(record["decision"])
+        closed = AIMessage(
+            id=record["anchor"], content=lc.policy_of(d, self.guard).messages.refusal
+        )
+        kept = [closed if m.id == closed.id else m for m in msgs if m.id != record["review_id"]]
+        result = yield from self._checked_call(request.override(messages=kept), tenant)
+        return _with_command(
+            _with_updates([closed], result),
+            {"messages": [RemoveMessage(id=record["review_id"])], REVIEWS_KEY: {self.name: None}},
+        )
+
+    def _checked_call(self, request: ModelRequest, tenant: str | None) -> _Flow:
+        msgs = request.messages
+        updates: list[BaseMessage] = []
+        found = lc.find_input(msgs) if self.apply_to_input else None
+        if found is not None:
+            kwargs = {"surface": Surface.INPUT, "tenant": tenant}
+            (d,) = yield "checks", [("content", found[1].content, kwargs)]
+            outcome = lc.apply_input(found[1], d, guard=self.guard, escalate=self.escalate)
+            self._raise_if_blocking(outcome)
+            if outcome.end:  # refused: the model is not called
+                return ModelResponse(result=outcome.messages)
+            updates = outcome.messages
+        elif self.apply_to_tool_results:
+            tools = lc.find_tool_results(msgs)
+            if tools:
+                ds = yield (
+                    "checks",
+                    [("content", m.content, lc.tool_check_args(m, tenant)) for m in tools],
+                )
+                for m, d in zip(tools, ds, strict=True):
+                    outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
+                    self._raise_if_blocking(outcome)
+                    updates += outcome.messages
+        if updates:
+            by_id = {m.id: m for m in updates}
+            request = request.override(messages=[by_id.get(m.id, m) for m in msgs])  # type: ignore[misc]
+        if self.hold_output:
+            request = request.override(model=_nostream(request.model))
+        response = yield "model", request
+        if self.apply_to_output:
+            response = yield from self._checked_response(request, response, tenant)
+        return _with_updates(updates, response)
+
+    def _checked_response(self, request: ModelRequest, response: Any, tenant: str | None) -> _Flow:
+        rc = _check_of(request, response)
+        if rc is None:
+            return response
+        kwargs = {"surface": Surface.RESPONSE, "tenant": tenant}
+        (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
+        if d.action is Action.REWRITE and self.regenerate_on_rewrite:
+            response = yield "model", self._regenerate_request(request)
+            rc = _check_of(request, response)
+            if rc is None:
+                return response
+            (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
+            d = _strict(d)
+        if d.action is Action.ESCALATE and self.escalate and _can_hold(request, response):
+            return self._hold(rc, d)
+        outcome = lc.apply_response(rc, d, guard=self.guard, escalate=False)
+        self._raise_if_blocking(outcome)
+        if not outcome.messages:
+            return response
+        new = outcome.messages[0]
+        assert isinstance(new, AIMessage)
+        return _replace_ai(response, new)
+
+    # -- review of a held response --------------------------------------------------------------
+
+    def _hold(self, rc: lc.ResponseCheck, d: Decision) -> Any:
+        """Keep the response out of the conversation and come straight back for the review.
+
+        The placeholder makes one answered call to a ``content_safety_review`` pseudo-tool:
+        ``create_agent`` routes a turn whose calls are all answered back to the model step,
+        whatever other middleware sits in between, and that is where the review happens."""
+        ai = rc.message if rc.message.id else rc.message.model_copy(update={"id": str(uuid4())})
+        pending = lc.policy_of(d, self.guard).messages.review_pending
+        review_id = f"{ai.id}-review"
+        record = {
+            "anchor": ai.id,
+            "review_id": review_id,
+            "message": ai,
+            "decision": d.to_dict(),
+            "requests": lc.review_requests(ai, d),
+        }
+        call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
+        placeholder = AIMessage(id=ai.id, content=pending, tool_calls=[call])
+        waiting = ToolMessage(
+            id=review_id, tool_call_id=review_id, name=REVIEW_TOOL, content=pending
+        )
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=[placeholder, waiting]),
+            command=Command(update={REVIEWS_KEY: {self.name: record}}),
+        )
+
+    def _answer_review(self, record: Mapping[str, Any]) -> Any:
+        """Back at the model step with a held response: ask (or, on resume, hear) the reviewer
+        before anything else; the answer takes the placeholder's place."""
+        d = Decision.from_dict(record["decision"])
+        ai: AIMessage = record["message"]
+        requests = list(record["requests"])
+        resume = lc.interrupt(lc.review_payload(d, Surface.RESPONSE, requests))
+        outcome = lc.answer_review(ai, requests, resume, d, self.guard)
+        self._raise_if_blocking(outcome)
+        final = outcome.messages[0] if outcome.messages else ai
+        update = {
+            "messages": [RemoveMessage(id=record["review_id"])],
+            REVIEWS_KEY: {self.name: None},
+        }
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=[final]), command=Command(update=update)
+        )
 
     # -- helpers --------------------------------------------------------------------------------
-
-    def _tenant(self, runtime: Any) -> str | None:
-        return lc.resolve_tenant(
-            self.tenant, getattr(runtime, "context", None), _config(), self.tenant_key
-        )
 
     def _raise_if_blocking(self, outcome: lc.Outcome) -> None:
         """``on_block="error"``: a decision that changes the conversation raises instead."""
@@ -154,102 +370,22 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 if d.action in (Action.BLOCK, Action.ESCALATE):
                     raise GuardBlocked(d)
 
-    def _result(self, outcome: lc.Outcome) -> dict[str, Any] | None:
-        self._raise_if_blocking(outcome)
-        if not outcome.messages:
-            return None
-        update: dict[str, Any] = {"messages": outcome.messages}
-        if outcome.end:
-            update["jump_to"] = "end"
-        return update
+    def _regenerate_request(self, request: ModelRequest) -> ModelRequest:
+        base = request.system_message.content if request.system_message else ""
+        text = f"{base}\n\n{SAFETY_INSTRUCTION}" if base else SAFETY_INSTRUCTION
+        return request.override(system_message=SystemMessage(content=text))
 
-    def _merge(self, outcomes: Sequence[lc.Outcome]) -> dict[str, Any] | None:
-        merged = lc.Outcome()
-        for o in outcomes:
-            merged.messages += o.messages
-            merged.decisions += o.decisions
-            merged.end = merged.end or o.end
-        return self._result(merged)
 
-    def _apply_input(self, found: tuple[int, HumanMessage], d: Decision) -> dict[str, Any] | None:
-        return self._result(lc.apply_input(found[1], d, guard=self.guard, escalate=self.escalate))
-
-    def _apply_tools(
-        self, msgs: list[ToolMessage], ds: Sequence[Decision]
-    ) -> dict[str, Any] | None:
-        return self._merge(
-            [
-                lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
-                for m, d in zip(msgs, ds, strict=True)
-            ]
-        )
-
-    # -- user input and tool results: one node before each model call ------------------------
-    # The user's turn is found only while no assistant turn follows it, so it is checked once
-    # per run, before the first model call; later calls see the new tool results instead.
-    # One hook instead of two saves a graph step per model call.
-
-    def _before(self, state: Any) -> tuple[Any, list[ToolMessage]]:
-        msgs = state["messages"]
-        found = lc.find_input(msgs) if self.apply_to_input else None
-        tools = lc.find_tool_results(msgs) if self.apply_to_tool_results else []
-        return found, tools
-
-    @hook_config(can_jump_to=["end"])
-    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        found, msgs = self._before(state)
-        if found is None and not msgs:
-            return None
-        tenant = self._tenant(runtime)
-        if found is not None:
-            d = self.guard.check_content(found[1].content, surface=Surface.INPUT, tenant=tenant)
-            return self._apply_input(found, d)
-        ds = [self.guard.check_content(m.content, **lc.tool_check_args(m, tenant)) for m in msgs]
-        return self._apply_tools(msgs, ds)
-
-    @hook_config(can_jump_to=["end"])
-    async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        found, msgs = self._before(state)
-        if found is None and not msgs:
-            return None
-        tenant = self._tenant(runtime)
-        if found is not None:
-            d = await self.guard.acheck_content(
-                found[1].content, surface=Surface.INPUT, tenant=tenant
-            )
-            return self._apply_input(found, d)
-        ds = await asyncio.gather(
-            *(self.guard.acheck_content(m.content, **lc.tool_check_args(m, tenant)) for m in msgs)
-        )
-        return self._apply_tools(msgs, ds)
-
-    # -- responses and tool calls ---------------------------------------------------------------
-
-    @hook_config(can_jump_to=["end"])
-    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        rc = (
-            lc.find_response(state["messages"])
-            if self.apply_to_output and not self.hold_output
-            else None
-        )
-        if rc is None:
-            return None
-        d = self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self._tenant(runtime))
-        return self._result(lc.apply_response(rc, d, guard=self.guard, escalate=self.escalate))
-
-    @hook_config(can_jump_to=["end"])
-    async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
-        rc = (
-            lc.find_response(state["messages"])
-            if self.apply_to_output and not self.hold_output
-            else None
-        )
-        if rc is None:
-            return None
-        d = await self.guard.acheck(
-            rc.inputs, surface=Surface.RESPONSE, tenant=self._tenant(runtime)
-        )
-        return self._result(lc.apply_response(rc, d, guard=self.guard, escalate=self.escalate))
+def _can_hold(request: ModelRequest, response: Any) -> bool:
+    """Whether a response can wait for review: the run has a checkpointer, the agent has tools
+    (only then does ``create_agent`` build the edge back to the model step), and the response
+    carries no structured output (which cannot wait in the checkpoint)."""
+    return (
+        ExtendedModelResponse is not None
+        and lc.can_interrupt()
+        and any(not isinstance(t, dict) for t in request.tools)
+        and getattr(response, "structured_response", None) is None
+    )
 
 
 def _nostream(model: Any) -> Any:
@@ -263,66 +399,60 @@ def _ai_of(response: Any) -> tuple[list[BaseMessage], int | None]:
     return msgs, idx
 
 
-class _HoldingSafetyMiddleware(SafetyMiddleware):
-    """SafetyMiddleware with the response check inside the model call (``hold_output``)."""
-
-    def _held(self, request: ModelRequest, response: Any, d: Decision, rc: lc.ResponseCheck) -> Any:
-        outcome = lc.apply_response(rc, d, guard=self.guard, escalate=False)
-        self._raise_if_blocking(outcome)
-        msgs, idx = _ai_of(response)
-        if outcome.messages and idx is not None:
-            msgs[idx] = outcome.messages[0]
-        if isinstance(response, ModelResponse):
-            return ModelResponse(result=msgs, structured_response=response.structured_response)
-        return msgs[idx] if idx is not None else response
-
-    def _regenerate_request(self, request: ModelRequest) -> ModelRequest:
-        base = request.system_message.content if request.system_message else ""
-        text = f"{base}\n\n{SAFETY_INSTRUCTION}" if base else SAFETY_INSTRUCTION
-        return request.override(system_message=SystemMessage(content=text))
-
-    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        if not self.apply_to_output:
-            return handler(request)
-        request = request.override(model=_nostream(request.model))
-        tenant = self._tenant(request.runtime)
-        response = handler(request)
-        rc = _check_of(request, response)
-        if rc is None:
-            return response
-        d = self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=tenant)
-        if d.action is Action.REWRITE and self.regenerate_on_rewrite:
-            response = handler(self._regenerate_request(request))
-            rc = _check_of(request, response)
-            if rc is None:
-                return response
-            d = _strict(self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=tenant))
-        return self._held(request, response, d, rc)
-
-    async def awrap_model_call(
-        self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
-    ) -> Any:
-        if not self.apply_to_output:
-            return await handler(request)
-        request = request.override(model=_nostream(request.model))
-        tenant = self._tenant(request.runtime)
-        response = await handler(request)
-        rc = _check_of(request, response)
-        if rc is None:
-            return response
-        d = await self.guard.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=tenant)
-        if d.action is Action.REWRITE and self.regenerate_on_rewrite:
-            response = await handler(self._regenerate_request(request))
-            rc = _check_of(request, response)
-            if rc is None:
-                return response
-            d = _strict(await self.guard.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=tenant))
-        return self._held(request, response, d, rc)
-
-
 def _check_of(request: ModelRequest, response: Any) -> lc.ResponseCheck | None:
     msgs, idx = _ai_of(response)
     return lc.find_response([*request.messages, msgs[idx]]) if idx is not None else None
+
+
+def _replace_ai(response: Any, new: AIMessage) -> Any:
+    """The response with its assistant message replaced; results of dropped calls (structured
+    output tools) go too, and with them the structured response."""
+    msgs, idx = _ai_of(response)
+    if idx is None:  # pragma: no cover - only called after a response check found the message
+        return response
+    old = msgs[idx]
+    msgs[idx] = new
+    if not isinstance(response, ModelResponse):
+        return new
+    structured = response.structured_response
+    kept = {c["id"] for c in new.tool_calls}
+    dropped = {c["id"] for c in getattr(old, "tool_calls", [])} - kept
+    if dropped:
+        before = len(msgs)
+        msgs = [m for m in msgs if not (isinstance(m, ToolMessage) and m.tool_call_id in dropped)]
+        if len(msgs) != before:
+            structured = None
+    return ModelResponse(result=msgs, structured_response=structured)
+
+
+def _with_updates(updates: list[BaseMessage], result: Any) -> Any:
+    """The model step's result with the replaced input / tool messages written first (same ids,
+    so the state's copies are replaced in place)."""
+    if not updates:
+        return result
+    if ExtendedModelResponse is not None and isinstance(result, ExtendedModelResponse):
+        inner = _with_updates(updates, result.model_response)
+        return ExtendedModelResponse(model_response=inner, command=result.command)
+    if isinstance(result, ModelResponse):
+        return ModelResponse(
+            result=[*updates, *result.result], structured_response=result.structured_response
+        )
+    return ModelResponse(result=[*updates, result])
+
+
+def _with_command(result: Any, update: dict[str, Any]) -> Any:
+    """Add a state update to the model step's result; the result's own update wins, and
+    message updates from both are kept (``update``'s first)."""
+    if isinstance(result, ExtendedModelResponse):
+        own = dict(result.command.update or {}) if result.command is not None else {}  # type: ignore[arg-type]
+        merged = {**update, **own}
+        if "messages" in update and "messages" in own:
+            merged["messages"] = [*update["messages"], *own["messages"]]
+        return ExtendedModelResponse(
+            model_response=result.model_response, command=Command(update=merged)
+        )
+    inner = result if isinstance(result, ModelResponse) else ModelResponse(result=[result])
+    return ExtendedModelResponse(model_response=inner, command=Command(update=update))
 
 
 def _strict(d: Decision) -> Decision:

@@ -165,6 +165,7 @@ class Messages(_Model):
         "[The user's message was withheld by the content safety policy. "
         "Reply with a short, polite refusal and offer help with something else.]"
     )
+    review_pending: str = "This answer is being held for review by a person."
 
 
 class MediaLimits(_Model):

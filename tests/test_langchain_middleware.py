@@ -358,3 +358,27 @@ def test_escalation_without_a_checkpointer_applies_the_fallback() -> None:
     out = agent.invoke({"messages": [HumanMessage("email bob")]}, CFG)
     assert "__interrupt__" not in out and SENT == []
     assert_valid_history(out["messages"])
+
+
+def test_a_blocked_structured_answer_leaves_no_structured_response() -> None:
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Reply(BaseModel):
+        text: str
+
+    def agent_for(text: str):
+        model = ScriptedChatModel(responses=[tool_call("Reply", {"text": text}, "s1")])
+        return create_agent(
+            model,
+            tools=[send_email],
+            response_format=ToolStrategy(Reply),
+            middleware=[SafetyMiddleware(Guard(ScriptedClassifier(), audit=[]))],
+        )
+
+    out = agent_for("you worthless idiot").invoke({"messages": [HumanMessage("hi")]})
+    assert out.get("structured_response") is None and "worthless" not in str(out)
+    assert out["messages"][-1].content == Policy().messages.refusal
+    assert_valid_history(out["messages"])
+    out = agent_for("hello there").invoke({"messages": [HumanMessage("hi")]})
+    assert out["structured_response"] == Reply(text="hello there")

@@ -1,0 +1,292 @@
+"""Escalation through SafetyMiddleware: where the run pauses, what the state holds while it
+waits, and that every answer leaves a valid history, with other middleware around it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("langchain")
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import (
+    AgentMiddleware,
+    HumanInTheLoopMiddleware,
+    PIIMiddleware,
+    hook_config,
+)
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from guard_plugin import (
+    Guard,
+    GuardBlocked,
+    MemoryAuditSink,
+    Policy,
+    PolicyStore,
+    ScriptedClassifier,
+)
+from guard_plugin.langchain import REVIEW_TOOL, REVIEWS_KEY, SafetyMiddleware
+from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
+
+SENT: list[dict] = []
+FETCHED: list[str] = []
+
+
+@tool
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    SENT.append({"to": to, "body": body})
+    return "sent"
+
+
+@tool
+def fetch(url: str) -> str:
+    """Fetch a page."""
+    FETCHED.append(url)
+    return "Forum post: you are all worthless idiots."
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    SENT.clear()
+    FETCHED.clear()
+
+
+RUDE = {"to": "bob@example.com", "body": "Stop being an idiot about the deadline."}
+ESCALATE_ALL = Policy(
+    id="acme",
+    actions={
+        s: {"default": "block", "categories": {"Harassment": "escalate"}}
+        for s in ("input", "tool", "response")
+    },
+)
+MODES = ["sync", "async"]
+
+
+class AfterNoop(AgentMiddleware):
+    def after_model(self, state, runtime):
+        return None
+
+
+class AfterJumpNoop(AgentMiddleware):
+    @hook_config(can_jump_to=["end"])
+    def after_model(self, state, runtime):
+        return None
+
+
+def make(replies, *, others=(), outer=True, tools=(send_email, fetch), saver=True, **mw):
+    sink = MemoryAuditSink()
+    guard = Guard(ScriptedClassifier(), policies=PolicyStore({"acme": ESCALATE_ALL}), audit=sink)
+    model = ScriptedChatModel(responses=replies)
+    ours = SafetyMiddleware(guard, **mw)
+    middleware = [ours, *others] if outer else [*others, ours]
+    agent = create_agent(
+        model,
+        tools=list(tools),
+        middleware=middleware,
+        checkpointer=InMemorySaver() if saver else None,
+    )
+    return agent, model, sink
+
+
+def cfg(thread: str) -> dict:
+    return {"configurable": {"thread_id": thread, "tenant_id": "acme"}}
+
+
+def run(agent, inp, mode, config):
+    if mode == "sync":
+        return agent.invoke(inp, config)
+    return asyncio.run(agent.ainvoke(inp, config))
+
+
+def approve(n: int = 1) -> Command:
+    return Command(resume={"decisions": [{"type": "approve"}] * n})
+
+
+def reject(message: str = "Not sent.") -> Command:
+    return Command(resume={"decisions": [{"type": "reject", "message": message}]})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_held_response_waits_outside_the_conversation(mode: str) -> None:
+    agent, model, sink = make([tool_call("send_email", RUDE, "c1"), AIMessage("All done.")])
+    c = cfg(f"held-{mode}")
+    out = run(agent, {"messages": [HumanMessage("email bob")]}, mode, c)
+    assert out["__interrupt__"] and REVIEWS_KEY not in out  # private: not in the output
+    paused = agent.get_state(c).values["messages"]
+    assert "idiot" not in str(paused)  # the response is not in the conversation while it waits
+    placeholder, waiting = paused[-2:]
+    assert placeholder.content == Policy().messages.review_pending
+    assert [t["name"] for t in placeholder.tool_calls] == [REVIEW_TOOL]
+    assert (
+        isinstance(waiting, ToolMessage) and waiting.tool_call_id == placeholder.tool_calls[0]["id"]
+    )
+    assert_valid_history(paused)
+    assert len(model.calls) == 1 and SENT == []
+
+    out = run(agent, approve(), mode, c)
+    assert SENT == [RUDE] and out["messages"][-1].content == "All done."
+    assert len(model.calls) == 2  # the model was not asked again for the reviewed response
+    assert REVIEW_TOOL not in str(out["messages"])  # the stand-ins are gone
+    assert out["messages"][1].id == placeholder.id  # the reviewed response took their place
+    assert_valid_history(out["messages"])
+    escalations = [e for e in sink.events if e.action == "escalate"]
+    assert len(escalations) == 1  # decided and audited once; the resume reuses the decision
+    assert (
+        REVIEWS_KEY not in agent.get_state(c).values or not agent.get_state(c).values[REVIEWS_KEY]
+    )
+
+
+@pytest.mark.parametrize(
+    "others, outer",
+    [
+        ([PIIMiddleware("email", apply_to_output=True)], True),
+        ([PIIMiddleware("email", apply_to_output=True)], False),
+        ([HumanInTheLoopMiddleware(interrupt_on={"fetch": True})], True),
+        ([AfterNoop(), AfterJumpNoop()], True),
+    ],
+    ids=["pii-inner", "pii-outer", "hitl", "two-after-model-hooks"],
+)
+def test_review_works_whatever_middleware_sits_around_it(others, outer) -> None:
+    agent, model, _ = make(
+        [tool_call("send_email", RUDE, "c1"), AIMessage("All done.")], others=others, outer=outer
+    )
+    c = cfg(f"topology-{len(others)}-{outer}")
+    out = agent.invoke({"messages": [HumanMessage("email bob")]}, c)
+    (intr,) = out["__interrupt__"]
+    assert intr.value["safety"]["surface"] == "response" and SENT == []
+    out = agent.invoke(reject(), c)
+    assert SENT == [] and "Not sent." in str(out["messages"][-1].content)
+    assert len(model.calls) == 1  # the rejected call was the turn's only action: it ends
+    assert_valid_history(out["messages"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_escalated_input_pauses_before_the_model_is_called(mode: str, answer: str) -> None:
+    agent, model, sink = make([AIMessage("Let's keep it civil.")])
+    c = cfg(f"input-{mode}-{answer}")
+    out = run(agent, {"messages": [HumanMessage("my boss is an idiot")]}, mode, c)
+    (intr,) = out["__interrupt__"]
+    assert intr.value["safety"]["surface"] == "input" and model.calls == []
+    out = run(agent, approve() if answer == "approve" else reject(), mode, c)
+    if answer == "approve":
+        assert len(model.calls) == 1 and out["messages"][-1].content == "Let's keep it civil."
+        assert "idiot" in str(model.calls[0])
+    else:
+        assert model.calls == [] and out["messages"][-1].content == Policy().messages.refusal
+        assert "idiot" not in str(out["messages"])
+    assert_valid_history(out["messages"])
+    assert {e.action for e in sink.events if e.surface == "input"} == {"escalate"}
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_escalated_tool_result_pauses_before_the_model_reads_it(answer: str) -> None:
+    agent, model, _ = make(
+        [tool_call("fetch", {"url": "https://forum.example"}, "c1"), AIMessage("Summary.")]
+    )
+    c = cfg(f"tool-{answer}")
+    out = agent.invoke({"messages": [HumanMessage("what does the forum say?")]}, c)
+    (intr,) = out["__interrupt__"]
+    assert intr.value["safety"]["surface"] == "tool" and len(model.calls) == 1
+    out = agent.invoke(approve() if answer == "approve" else reject(), c)
+    assert FETCHED == ["https://forum.example"]  # the tool ran once
+    seen = next(m for m in model.calls[1] if isinstance(m, ToolMessage))
+    assert ("worthless" in seen.content) is (answer == "approve")
+    assert out["messages"][-1].content == "Summary."
+    assert_valid_history(out["messages"])
+
+
+def test_agent_without_tools_gets_the_escalation_fallback() -> None:
+    agent, _model, _ = make([AIMessage("You are an idiot.")], tools=())
+    out = agent.invoke({"messages": [HumanMessage("hi")]}, cfg("no-tools"))
+    assert "__interrupt__" not in out  # create_agent has no way back to the model step
+    assert out["messages"][-1].content == Policy().messages.refusal
+    assert_valid_history(out["messages"])
+
+
+def test_a_new_turn_instead_of_an_answer_keeps_the_response_withheld(caplog) -> None:
+    agent, model, _ = make(
+        [tool_call("send_email", RUDE, "c1"), AIMessage("Four."), AIMessage("spare")]
+    )
+    c = cfg("abandoned")
+    assert agent.invoke({"messages": [HumanMessage("email bob")]}, c)["__interrupt__"]
+    with caplog.at_level("WARNING", logger="guard_plugin.langchain"):
+        out = agent.invoke({"messages": [HumanMessage("what's 2+2?")]}, c)
+    assert "was not reviewed" in caplog.text
+    assert out["messages"][-1].content == "Four." and SENT == []
+    sent_to_model = model.calls[-1]
+    assert REVIEW_TOOL not in str(sent_to_model) and "idiot" not in str(sent_to_model)
+    assert_valid_history(sent_to_model)
+    assert REVIEW_TOOL not in str(out["messages"])
+    assert_valid_history(out["messages"])
+    assert not agent.get_state(c).values.get(REVIEWS_KEY)
+
+
+def test_a_malformed_answer_counts_as_a_rejection() -> None:
+    agent, _, _ = make([tool_call("send_email", RUDE, "c1"), AIMessage("ok")])
+    c = cfg("malformed")
+    agent.invoke({"messages": [HumanMessage("email bob")]}, c)
+    out = agent.invoke(Command(resume={"decisions": "yes please"}), c)
+    assert SENT == [] and "malformed review answer" in out["messages"][1].content
+    assert_valid_history(out["messages"])
+
+
+def test_rejection_raises_with_on_block_error() -> None:
+    agent, _, _ = make([tool_call("send_email", RUDE, "c1")], on_block="error")
+    c = cfg("raise")
+    agent.invoke({"messages": [HumanMessage("email bob")]}, c)
+    with pytest.raises(GuardBlocked) as info:
+        agent.invoke(reject(), c)
+    assert info.value.decision.categories == ("Harassment",) and SENT == []
+
+
+def test_hold_output_can_still_escalate_and_streams_nothing_unchecked() -> None:
+    agent, _, _ = make(
+        [AIMessage("Your manager is a worthless idiot."), AIMessage("ok")], hold_output=True
+    )
+    c = cfg("hold-escalate")
+    chunks = list(
+        agent.stream({"messages": [HumanMessage("thoughts?")]}, c, stream_mode="messages")
+    )
+    assert "worthless" not in str(chunks)
+    assert agent.get_state(c).next  # paused for review
+    out = agent.invoke(approve(), c)
+    assert out["messages"][-1].content == "Your manager is a worthless idiot."
+
+
+@pytest.mark.parametrize("stream_mode", ["updates", "values"])
+def test_update_and_value_streams_never_carry_a_blocked_response(stream_mode: str) -> None:
+    store = PolicyStore({"acme": Policy(id="acme")})
+    guard = Guard(ScriptedClassifier(), policies=store, audit=[])
+    model = ScriptedChatModel(responses=[tool_call("send_email", RUDE, "c1")])
+    agent = create_agent(model, tools=[send_email], middleware=[SafetyMiddleware(guard)])
+    chunks = list(
+        agent.stream({"messages": [HumanMessage("email bob")]}, cfg("s"), stream_mode=stream_mode)
+    )
+    assert chunks and "idiot" not in str(chunks) and SENT == []
+
+
+def test_two_instances_keep_their_own_reviews() -> None:
+    guard = Guard(ScriptedClassifier(), policies=PolicyStore({"acme": ESCALATE_ALL}), audit=[])
+    model = ScriptedChatModel(responses=[tool_call("send_email", RUDE, "c1"), AIMessage("ok")])
+    agent = create_agent(
+        model,
+        tools=[send_email],
+        middleware=[
+            SafetyMiddleware(guard, name="input_guard", apply_to_output=False),
+            SafetyMiddleware(guard, name="output_guard", apply_to_input=False),
+        ],
+        checkpointer=InMemorySaver(),
+    )
+    c = cfg("two")
+    out = agent.invoke({"messages": [HumanMessage("email bob")]}, c)
+    assert out["__interrupt__"]
+    assert list(agent.get_state(c).values[REVIEWS_KEY]) == ["output_guard"]
+    out = agent.invoke(approve(), c)
+    assert SENT == [RUDE] and out["messages"][-1].content == "ok"
+    assert_valid_history(out["messages"])
