@@ -1,12 +1,15 @@
 """Agent overhead of SafetyMiddleware vs LangChain's PIIMiddleware, on all three surfaces.
 
-    python -m benchmarks.bench_middleware [--n 300]
+    python -m benchmarks.bench_middleware [--n 300] [--shapes]
 
 One ``create_agent`` run = the model calls one tool, then answers (fake models, no I/O);
 each variant is compiled once and invoked repeatedly.
 Measured interleaved in one process: no middleware, PIIMiddleware (email detector, input +
 output + tool results), and SafetyMiddleware with a zero-latency classifier (input + output +
 tool results). The target: SafetyMiddleware adds no more than PIIMiddleware.
+``--shapes`` adds middleware with empty hooks, to show what each hook shape costs by itself:
+``before_model`` + ``after_model`` nodes (PIIMiddleware's shape) vs one ``wrap_model_call``
+layer (SafetyMiddleware's).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from langchain.agents import create_agent
-from langchain.agents.middleware import PIIMiddleware
+from langchain.agents.middleware import AgentMiddleware, PIIMiddleware, hook_config
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 
@@ -34,6 +37,25 @@ class ZeroLatency(BaseClassifier):
 
     def classify(self, requests: Sequence[ModelRequest], *, timeout: float | None = None):
         return [ClassifierOutput("User Safety: safe\nResponse Safety: safe") for _ in requests]
+
+
+class EmptyNodes(AgentMiddleware):  # type: ignore[type-arg]
+    """PIIMiddleware's shape: a node before and after each model call, both able to jump."""
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state, runtime):
+        return None
+
+    @hook_config(can_jump_to=["end"])
+    def after_model(self, state, runtime):
+        return None
+
+
+class EmptyWrap(AgentMiddleware):  # type: ignore[type-arg]
+    """SafetyMiddleware's shape: one layer around the model call."""
+
+    def wrap_model_call(self, request, handler):
+        return handler(request)
 
 
 @tool
@@ -61,6 +83,7 @@ def agent(middleware):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--shapes", action="store_true", help="also time empty hook shapes")
     args = ap.parse_args()
     guard = Guard(ZeroLatency(), audit=[], cache_size=0)
     agents = {
@@ -74,6 +97,9 @@ def main() -> None:
         ),
         "SafetyMiddleware": agent([SafetyMiddleware(guard)]),
     }
+    if args.shapes:
+        agents["empty nodes"] = agent([EmptyNodes()])
+        agents["empty wrap"] = agent([EmptyWrap()])
     inp = {"messages": [HumanMessage("When does the office open? Reply to me at a@b.example")]}
     times: dict[str, list[float]] = {k: [] for k in agents}
     for a in agents.values():  # warm-up

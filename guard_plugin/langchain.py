@@ -37,7 +37,9 @@ tenant's ``escalation_handler``, if given, has had its say).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import types
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
@@ -95,8 +97,8 @@ SAFETY_INSTRUCTION = (
 REVIEW_TOOL = "content_safety_review"
 """Name of the pseudo-tool call that stands in for a response while a person reviews it."""
 
-REVIEWS_KEY = "guard_plugin_reviews"
-"""State key of responses held for review, per middleware name (private to the agent)."""
+REVIEW_KEY_PREFIX = "guard_plugin_review:"
+"""State key of a response held for review: the prefix plus the middleware's name."""
 
 
 def _as_guard(guard: Guard | str) -> Guard:
@@ -112,21 +114,15 @@ def _config() -> Any:
         return None
 
 
-def _merge_reviews(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Reducer for held reviews: each middleware instance writes its own entry; None clears."""
-    merged = dict(old or {})
-    for name, record in (new or {}).items():
-        if record is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = record
-    return merged
-
-
-class SafetyState(AgentState):  # type: ignore[type-arg]
-    """The agent state plus the responses held for review (private: not in input or output)."""
-
-    guard_plugin_reviews: NotRequired[Annotated[dict[str, Any], PrivateStateAttr, _merge_reviews]]
+@functools.cache
+def _state_schema(key: str) -> type:
+    """The agent state plus one private key (not in the agent's input or output) for a
+    response held for review. One key per middleware instance, so two instances never write
+    the same key in one step."""
+    annotations = {key: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]}
+    return types.new_class(
+        "SafetyState", (AgentState,), {}, lambda ns: ns.update(__annotations__=annotations)
+    )
 
 
 # The steps of a check, run by a sync or an async driver (the logic is written once):
@@ -156,8 +152,6 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     model is sent, and no other layer sees an unchecked response or retries a review pause.
     """
 
-    state_schema = SafetyState
-
     def __init__(
         self,
         guard: Guard | str,
@@ -185,6 +179,8 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.hold_output = hold_output
         self.regenerate_on_rewrite = regenerate_on_rewrite
         self._name = name
+        self.review_key = REVIEW_KEY_PREFIX + self.name
+        self.state_schema = _state_schema(self.review_key)
 
     @property
     def name(self) -> str:
@@ -236,7 +232,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             self.tenant, getattr(request.runtime, "context", None), _config(), self.tenant_key
         )
         state: Mapping[str, Any] = request.state or {}
-        record = (state.get(REVIEWS_KEY) or {}).get(self.name)
+        record = state.get(self.review_key)
         if record is None:
             return (yield from self._checked_call(request, tenant))
         msgs = request.messages
@@ -256,7 +252,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         result = yield from self._checked_call(request.override(messages=kept), tenant)
         return _with_command(
             _with_updates([closed], result),
-            {"messages": [RemoveMessage(id=record["review_id"])], REVIEWS_KEY: {self.name: None}},
+            {"messages": [RemoveMessage(id=record["review_id"])], self.review_key: None},
         )
 
     def _checked_call(self, request: ModelRequest, tenant: str | None) -> _Flow:
@@ -340,7 +336,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         )
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[placeholder, waiting]),
-            command=Command(update={REVIEWS_KEY: {self.name: record}}),
+            command=Command(update={self.review_key: record}),
         )
 
     def _answer_review(self, record: Mapping[str, Any]) -> Any:
@@ -355,7 +351,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         final = outcome.messages[0] if outcome.messages else ai
         update = {
             "messages": [RemoveMessage(id=record["review_id"])],
-            REVIEWS_KEY: {self.name: None},
+            self.review_key: None,
         }
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[final]), command=Command(update=update)

@@ -29,7 +29,7 @@ from guard_plugin import (
     PolicyStore,
     ScriptedClassifier,
 )
-from guard_plugin.langchain import REVIEW_TOOL, REVIEWS_KEY, SafetyMiddleware
+from guard_plugin.langchain import REVIEW_TOOL, SafetyMiddleware
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 
 SENT: list[dict] = []
@@ -116,7 +116,9 @@ def test_held_response_waits_outside_the_conversation(mode: str) -> None:
     agent, model, sink = make([tool_call("send_email", RUDE, "c1"), AIMessage("All done.")])
     c = cfg(f"held-{mode}")
     out = run(agent, {"messages": [HumanMessage("email bob")]}, mode, c)
-    assert out["__interrupt__"] and REVIEWS_KEY not in out  # private: not in the output
+    key = "guard_plugin_review:SafetyMiddleware"
+    assert out["__interrupt__"] and key not in out  # private: not in the output
+    assert agent.get_state(c).values[key]["anchor"]
     paused = agent.get_state(c).values["messages"]
     assert "idiot" not in str(paused)  # the response is not in the conversation while it waits
     placeholder, waiting = paused[-2:]
@@ -136,9 +138,7 @@ def test_held_response_waits_outside_the_conversation(mode: str) -> None:
     assert_valid_history(out["messages"])
     escalations = [e for e in sink.events if e.action == "escalate"]
     assert len(escalations) == 1  # decided and audited once; the resume reuses the decision
-    assert (
-        REVIEWS_KEY not in agent.get_state(c).values or not agent.get_state(c).values[REVIEWS_KEY]
-    )
+    assert agent.get_state(c).values.get(key) is None
 
 
 @pytest.mark.parametrize(
@@ -224,7 +224,7 @@ def test_a_new_turn_instead_of_an_answer_keeps_the_response_withheld(caplog) -> 
     assert_valid_history(sent_to_model)
     assert REVIEW_TOOL not in str(out["messages"])
     assert_valid_history(out["messages"])
-    assert not agent.get_state(c).values.get(REVIEWS_KEY)
+    assert agent.get_state(c).values.get("guard_plugin_review:SafetyMiddleware") is None
 
 
 def test_a_malformed_answer_counts_as_a_rejection() -> None:
@@ -286,7 +286,10 @@ def test_two_instances_keep_their_own_reviews() -> None:
     c = cfg("two")
     out = agent.invoke({"messages": [HumanMessage("email bob")]}, c)
     assert out["__interrupt__"]
-    assert list(agent.get_state(c).values[REVIEWS_KEY]) == ["output_guard"]
+    held = agent.get_state(c).values
+    assert held.get("guard_plugin_review:output_guard") and not held.get(
+        "guard_plugin_review:input_guard"
+    )
     out = agent.invoke(approve(), c)
     assert SENT == [RUDE] and out["messages"][-1].content == "ok"
     assert_valid_history(out["messages"])
