@@ -18,11 +18,13 @@ It is one ``wrap_model_call`` layer around every model call, with no graph nodes
 
 Escalation pauses the run with ``interrupt()`` only where nothing would be repeated on
 resume. Inputs and tool results escalate before the model is called. An escalated response
-is *held*: a placeholder takes its place (same id, no tool calls), the response waits in the
-graph's state, and the agent loops straight back to the model step, where the review
-interrupt happens before any model call; the reviewer's answer then replaces the placeholder.
-The loop back needs an agent with tools (``create_agent`` builds no edge back otherwise); an
-agent without tools, or a run without a checkpointer, gets the tenant's escalation fallback.
+is *held*: a placeholder takes its id (its only tool call, to a ``content_safety_review``
+pseudo-tool, is answered at once), the response waits in a private state key, and
+``create_agent`` routes the turn straight back to the model step, where the review interrupt
+happens before any model call; the reviewer's answer then replaces the placeholder. The way
+back needs an agent with tools (``create_agent`` builds no edge back otherwise); an agent
+without tools, or a run without a checkpointer, gets the tenant's escalation fallback. If a
+new turn arrives instead of an answer, the held response stays withheld.
 
 Streaming: with ``stream_mode="messages"`` a model's tokens reach the consumer while they are
 generated, before the response can be checked. ``hold_output=True`` tags the model call
