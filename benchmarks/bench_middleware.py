@@ -1,6 +1,6 @@
 """Agent overhead of SafetyMiddleware vs LangChain's PIIMiddleware, on all three surfaces.
 
-    python -m benchmarks.bench_middleware [--n 300] [--shapes]
+    python -m benchmarks.bench_middleware [--n 300] [--shapes] [--async [--langsmith-inline]]
 
 One ``create_agent`` run = the model calls one tool, then answers (fake models, no I/O);
 each variant is compiled once and invoked repeatedly.
@@ -9,12 +9,18 @@ output + tool results), and SafetyMiddleware with a zero-latency classifier (inp
 tool results). The target: SafetyMiddleware adds no more than PIIMiddleware.
 ``--shapes`` adds middleware with empty hooks, to show what each hook shape costs by itself:
 ``before_model`` + ``after_model`` nodes (PIIMiddleware's shape) vs one ``wrap_model_call``
-layer (SafetyMiddleware's).
+layer (SafetyMiddleware's). ``--async`` times ``ainvoke`` instead of ``invoke``.
+
+In async runs ``create_agent`` wraps every wrap-style hook in a LangSmith ``traceable`` span
+whose setup and teardown each go through a worker thread, tracing on or off.
+``--langsmith-inline`` installs LangSmith's documented runtime override that runs them
+inline instead (a process-wide setting an application may choose; this library never sets it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import statistics
 import time
@@ -33,10 +39,15 @@ from tests.lc_helpers import ScriptedChatModel
 
 
 class ZeroLatency(BaseClassifier):
+    """A safe verdict at once, sync and async (the real backends are async-native too)."""
+
     name = "zero-latency"
 
     def classify(self, requests: Sequence[ModelRequest], *, timeout: float | None = None):
         return [ClassifierOutput("User Safety: safe\nResponse Safety: safe") for _ in requests]
+
+    async def aclassify(self, requests: Sequence[ModelRequest], *, timeout: float | None = None):
+        return self.classify(requests)
 
 
 class EmptyNodes(AgentMiddleware):  # type: ignore[type-arg]
@@ -50,12 +61,23 @@ class EmptyNodes(AgentMiddleware):  # type: ignore[type-arg]
     def after_model(self, state, runtime):
         return None
 
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(self, state, runtime):
+        return None
+
+    @hook_config(can_jump_to=["end"])
+    async def aafter_model(self, state, runtime):
+        return None
+
 
 class EmptyWrap(AgentMiddleware):  # type: ignore[type-arg]
     """SafetyMiddleware's shape: one layer around the model call."""
 
     def wrap_model_call(self, request, handler):
         return handler(request)
+
+    async def awrap_model_call(self, request, handler):
+        return await handler(request)
 
 
 @tool
@@ -80,11 +102,60 @@ def agent(middleware):
     return create_agent(model, tools=[lookup], middleware=middleware)
 
 
+def _measure(agents, inp, n: int, times: dict[str, list[float]]) -> None:
+    for a in agents.values():  # warm-up
+        for _ in range(20):
+            a.invoke(inp)
+    gc.collect()
+    gc.disable()  # collection pauses would land at random in the timed calls
+    try:
+        for i in range(n):
+            for k, a in agents.items():
+                t0 = time.perf_counter()
+                a.invoke(inp)
+                times[k].append((time.perf_counter() - t0) * 1000)
+            if i % 50 == 49:
+                gc.collect()
+    finally:
+        gc.enable()
+
+
+async def _measure_async(agents, inp, n: int, times: dict[str, list[float]]) -> None:
+    for a in agents.values():
+        for _ in range(20):
+            await a.ainvoke(inp)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(n):
+            for k, a in agents.items():
+                t0 = time.perf_counter()
+                await a.ainvoke(inp)
+                times[k].append((time.perf_counter() - t0) * 1000)
+            if i % 50 == 49:
+                gc.collect()
+    finally:
+        gc.enable()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--shapes", action="store_true", help="also time empty hook shapes")
+    ap.add_argument("--async", dest="use_async", action="store_true", help="time ainvoke")
+    ap.add_argument(
+        "--langsmith-inline",
+        action="store_true",
+        help="run LangSmith's span setup inline instead of in a worker thread",
+    )
     args = ap.parse_args()
+    if args.langsmith_inline:
+        import langsmith
+
+        async def inline(default, ctx, func, /, *a, **kw):
+            return ctx.run(func, *a, **kw)
+
+        langsmith.set_runtime_overrides(aio_to_thread=inline)
     guard = Guard(ZeroLatency(), audit=[], cache_size=0)
     agents = {
         "none": agent([]),
@@ -102,24 +173,17 @@ def main() -> None:
         agents["empty wrap"] = agent([EmptyWrap()])
     inp = {"messages": [HumanMessage("When does the office open? Reply to me at a@b.example")]}
     times: dict[str, list[float]] = {k: [] for k in agents}
-    for a in agents.values():  # warm-up
-        for _ in range(20):
-            a.invoke(inp)
-    gc.collect()
-    gc.disable()  # collection pauses would land at random in the timed calls
-    try:
-        for i in range(args.n):
-            for k, a in agents.items():
-                t0 = time.perf_counter()
-                a.invoke(inp)
-                times[k].append((time.perf_counter() - t0) * 1000)
-            if i % 50 == 49:
-                gc.collect()
-    finally:
-        gc.enable()
+    if args.use_async:
+        asyncio.run(_measure_async(agents, inp, args.n, times))
+    else:
+        _measure(agents, inp, args.n, times)
     base = statistics.median(times["none"])
+    how = "ainvoke" if args.use_async else "invoke"
+    if args.langsmith_inline:
+        how += " (LangSmith span setup inline)"
     print(
-        f"machine: {machine()}; {args.n} runs each, interleaved, GC outside the timed calls; medians"
+        f"machine: {machine()}; {how}, {args.n} runs each, interleaved, "
+        "GC outside the timed calls; medians"
     )
     for k, v in times.items():
         m = statistics.median(v)
