@@ -43,6 +43,7 @@ __all__ = [
     "apply_input",
     "apply_response",
     "apply_tool_result",
+    "check_id",
     "find_input",
     "find_response",
     "find_tool_results",
@@ -83,6 +84,18 @@ def resolve_tenant(
         if value is not None:
             return str(value)
     return None
+
+
+def check_id(
+    config: Mapping[str, Any] | None, message_id: str | None, surface: Surface
+) -> str | None:
+    """A request id for checking one message on one surface in one thread: a check that runs
+    again when a paused run resumes gets the same id, and so does the review of it. None
+    (the guard makes a random one) outside a thread or for a message without an id."""
+    thread = ((config or {}).get("configurable") or {}).get("thread_id")
+    if thread is None or not message_id:
+        return None
+    return f"{thread}:{message_id}:{surface.value}"
 
 
 # -- text helpers -----------------------------------------------------------------------------
@@ -164,13 +177,16 @@ def find_tool_results(messages: Sequence[BaseMessage]) -> list[ToolMessage]:
     return [m for m in messages[i + 1 :] if isinstance(m, ToolMessage)]
 
 
-def tool_check_args(msg: ToolMessage, tenant: str | None) -> dict[str, Any]:
+def tool_check_args(
+    msg: ToolMessage, tenant: str | None, config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The keyword arguments of a tool-result check (``Guard.check_content``)."""
     return {
         "surface": Surface.TOOL,
         "tenant": tenant,
         "tool_name": msg.name,
         "artifact": msg.artifact,
+        "request_id": check_id(config, msg.id, Surface.TOOL),
     }
 
 
@@ -178,7 +194,7 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
     req = [
         {"name": f"tool_result:{msg.name or 'tool'}", "args": {"content": _preview(text_of(msg))}}
     ]
-    action = _review(d, Surface.TOOL, req, guard, escalate)
+    action = _review(d, Surface.TOOL, req, guard, escalate, msg.name)
     if action is None or action is Action.ALLOW:
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
@@ -258,8 +274,24 @@ def answer_review(
     ai: AIMessage, requests: list[dict[str, Any]], resume: Any, d: Decision, guard: Guard
 ) -> Outcome:
     """Apply a reviewer's resume value to an escalated response: approve keeps, edit
-    replaces, reject withholds; anything malformed counts as a rejection."""
-    return _apply_review(ai, requests, _decisions(resume, len(requests)), d, guard)
+    replaces, reject withholds; anything malformed counts as a rejection. The answers are
+    audited against the decision."""
+    answers = _decisions(resume, len(requests))
+    kinds = _kinds(answers)
+    if all(k == "approve" for k in kinds):
+        action = Action.ALLOW
+    elif all(k == "reject" for k in kinds):
+        action = Action.BLOCK
+    else:
+        action = Action.REWRITE
+    tool = next((r["name"] for r in requests if r["part"] != "text"), None)
+    guard.record_review(d, kinds, action=action, tool_name=tool)
+    return _apply_review(ai, requests, answers, d, guard)
+
+
+def _kinds(answers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The answer types as audited; anything unknown counts as a rejection."""
+    return [str(a.get("type")) if a.get("type") in REVIEW_DECISIONS else "reject" for a in answers]
 
 
 def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
@@ -433,7 +465,12 @@ def interrupt(payload: dict[str, Any]) -> Any:
 
 
 def _review(
-    d: Decision, surface: Surface, requests: list[dict[str, Any]], guard: Guard, escalate: bool
+    d: Decision,
+    surface: Surface,
+    requests: list[dict[str, Any]],
+    guard: Guard,
+    escalate: bool,
+    tool_name: str | None = None,
 ) -> Action | None:
     """For ``escalate``: ask a human (interrupt) where the adapter may, else fall back. Returns
     the action to apply. An approval returns ``ALLOW``; an edit is treated as approval of the
@@ -443,6 +480,8 @@ def _review(
     if not escalate or not can_interrupt():
         return Action(policy_of(d, guard).escalation.fallback)
     answers = _decisions(interrupt(review_payload(d, surface, requests)), len(requests))
-    if all(a.get("type") in ("approve", "edit") for a in answers):
-        return Action.ALLOW
-    return Action.BLOCK
+    action = (
+        Action.ALLOW if all(a.get("type") in ("approve", "edit") for a in answers) else Action.BLOCK
+    )
+    guard.record_review(d, _kinds(answers), action=action, tool_name=tool_name)
+    return action

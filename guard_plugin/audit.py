@@ -30,7 +30,12 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AuditEvent:
-    event: str  # "decision" | "reasoning"
+    """One audit record. ``event`` is ``decision`` (a check), ``reasoning`` (the trace of a
+    check, in ``reasoning: audit`` mode) or ``review`` (a person's answer to an escalated
+    decision: ``review`` holds the answers in request order, ``action`` what followed, and
+    ``request_id`` links it to the decision; it carries no content hash)."""
+
+    event: str  # "decision" | "reasoning" | "review"
     request_id: str | None
     tenant: str | None
     surface: str
@@ -53,14 +58,16 @@ class AuditEvent:
     unsafe_parts: tuple[int, ...]
     tool_name: str | None = None
     content: str | None = None
+    review: str | None = None
     ts: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["content"] is None:
-            del d["content"]
+        for key in ("content", "review"):
+            if d[key] is None:
+                del d[key]
         return d
 
     def to_json(self) -> str:

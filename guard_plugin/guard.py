@@ -36,7 +36,7 @@ from guard_plugin.errors import (
 from guard_plugin.media.content import FailedPart, extract_parts, fan_out
 from guard_plugin.policy import CompiledPolicy, Policy, PolicyStore, compile_policy, load_policy
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
-from guard_plugin.types import Surface
+from guard_plugin.types import Action, Surface
 from guard_plugin.verdict import Verdict, parse_verdict
 
 _T = TypeVar("_T")
@@ -554,6 +554,53 @@ class Guard:
             self.audit.emit(ev)
         except Exception:
             _log.exception("audit sink failed for request %s", decision.request_id)
+
+    def record_review(
+        self,
+        decision: Decision,
+        answers: Sequence[str],
+        *,
+        action: Action | str,
+        tool_name: str | None = None,
+    ) -> None:
+        """Audit a person's answers to an escalated decision (adapters call this when a review
+        comes back): an event ``review`` with the decision's request id and categories, the
+        answers (``approve`` / ``edit`` / ``reject``, in request order) and the action that
+        followed."""
+        action = Action(action)
+        status = decision.status
+        accepts = getattr(self.audit, "accepts", None)
+        if accepts is not None and not accepts(status, action.value):
+            return
+        ev = AuditEvent(
+            event="review",
+            request_id=decision.request_id,
+            tenant=decision.tenant,
+            surface=decision.surface.value,
+            action=action.value,
+            status=status,
+            categories=decision.categories,
+            suppressed=decision.suppressed,
+            policy_id=decision.policy_id,
+            policy_version=decision.policy_version,
+            policy_fingerprint=decision.policy_fingerprint,
+            model=decision.model,
+            latency_ms=0.0,
+            cached=False,
+            error=decision.error,
+            error_kind=decision.error_kind,
+            reasoning=None,
+            content_sha256="",
+            content_length=0,
+            parts=len(decision.parts),
+            unsafe_parts=tuple(p.index for p in decision.parts if p.status == "unsafe"),
+            tool_name=tool_name,
+            review=",".join(answers),
+        )
+        try:
+            self.audit.emit(ev)
+        except Exception:
+            _log.exception("audit sink failed for the review of request %s", decision.request_id)
 
     def _schedule_reasoning(self, plan: _Plan, decision: Decision) -> None:
         """Audit mode: the decision stands; a reasoning run adds its trace to the audit log."""

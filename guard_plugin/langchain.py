@@ -230,13 +230,14 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- one model call, checked ----------------------------------------------------------------
 
     def _flow(self, request: ModelRequest) -> _Flow:
+        config = _config()
         tenant = lc.resolve_tenant(
-            self.tenant, getattr(request.runtime, "context", None), _config(), self.tenant_key
+            self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
         )
         state: Mapping[str, Any] = request.state or {}
         record = state.get(self.review_key)
         if record is None:
-            return (yield from self._checked_call(request, tenant))
+            return (yield from self._checked_call(request, tenant, config))
         msgs = request.messages
         if msgs and msgs[-1].id == record["review_id"]:
             return self._answer_review(record)
@@ -251,18 +252,22 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             id=record["anchor"], content=lc.policy_of(d, self.guard).messages.refusal
         )
         kept = [closed if m.id == closed.id else m for m in msgs if m.id != record["review_id"]]
-        result = yield from self._checked_call(request.override(messages=kept), tenant)
+        result = yield from self._checked_call(request.override(messages=kept), tenant, config)
         return _with_command(
             _with_updates([closed], result),
             {"messages": [RemoveMessage(id=record["review_id"])], self.review_key: None},
         )
 
-    def _checked_call(self, request: ModelRequest, tenant: str | None) -> _Flow:
+    def _checked_call(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
         msgs = request.messages
         updates: list[BaseMessage] = []
         found = lc.find_input(msgs) if self.apply_to_input else None
         if found is not None:
-            kwargs = {"surface": Surface.INPUT, "tenant": tenant}
+            kwargs = {
+                "surface": Surface.INPUT,
+                "tenant": tenant,
+                "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
+            }
             (d,) = yield "checks", [("content", found[1].content, kwargs)]
             outcome = lc.apply_input(found[1], d, guard=self.guard, escalate=self.escalate)
             self._raise_if_blocking(outcome)
@@ -274,7 +279,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             if tools:
                 ds = yield (
                     "checks",
-                    [("content", m.content, lc.tool_check_args(m, tenant)) for m in tools],
+                    [("content", m.content, lc.tool_check_args(m, tenant, config)) for m in tools],
                 )
                 for m, d in zip(tools, ds, strict=True):
                     outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
@@ -287,20 +292,27 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             request = request.override(model=_nostream(request.model))
         response = yield "model", request
         if self.apply_to_output:
-            response = yield from self._checked_response(request, response, tenant)
+            response = yield from self._checked_response(request, response, tenant, config)
         return _with_updates(updates, response)
 
-    def _checked_response(self, request: ModelRequest, response: Any, tenant: str | None) -> _Flow:
+    def _checked_response(
+        self, request: ModelRequest, response: Any, tenant: str | None, config: Any
+    ) -> _Flow:
         rc = _check_of(request, response)
         if rc is None:
             return response
-        kwargs = {"surface": Surface.RESPONSE, "tenant": tenant}
+        kwargs = {
+            "surface": Surface.RESPONSE,
+            "tenant": tenant,
+            "request_id": lc.check_id(config, rc.message.id, Surface.RESPONSE),
+        }
         (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
         if d.action is Action.REWRITE and self.regenerate_on_rewrite:
             response = yield "model", self._regenerate_request(request)
             rc = _check_of(request, response)
             if rc is None:
                 return response
+            kwargs["request_id"] = lc.check_id(config, rc.message.id, Surface.RESPONSE)
             (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
             d = _strict(d)
         if d.action is Action.ESCALATE and self.escalate and _can_hold(request, response):
@@ -502,12 +514,16 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         self.decisions.append(d)
         if d.allowed:
             return
-        if (
-            d.action is Action.ESCALATE
-            and self.escalation_handler is not None
-            and self.escalation_handler(d)
-        ):
-            return
+        if d.action is Action.ESCALATE and self.escalation_handler is not None:
+            try:
+                approved = bool(self.escalation_handler(d))
+            except Exception:
+                log.exception("escalation handler failed; blocking")
+                approved = False
+            action = Action.ALLOW if approved else Action.BLOCK
+            self.guard.record_review(d, ["approve" if approved else "reject"], action=action)
+            if approved:
+                return
         raise GuardBlocked(d)
 
     def on_chat_model_start(

@@ -46,7 +46,10 @@ def _guard(guard: Guard | str) -> Guard:
     return Guard(guard) if isinstance(guard, str) else guard
 
 
-def _tenant(explicit: str | None, key: str) -> str | None:
+def _run_info(
+    explicit: str | None, key: str, message_id: str | None, surface: Surface
+) -> dict[str, Any]:
+    """The tenant and the request id of a check made inside a graph run."""
     from langgraph.config import get_config
 
     try:
@@ -60,7 +63,10 @@ def _tenant(explicit: str | None, key: str) -> str | None:
         context = get_runtime().context
     except Exception:
         pass
-    return lc.resolve_tenant(explicit, context, config, key)
+    return {
+        "tenant": lc.resolve_tenant(explicit, context, config, key),
+        "request_id": lc.check_id(config, message_id, surface),
+    }
 
 
 def _node(
@@ -92,20 +98,15 @@ def input_guard_node(
         found = lc.find_input(state["messages"])
         if found is None:
             return Command(goto=next)
-        return finish(
-            found,
-            g.check_content(
-                found[1].content, surface=Surface.INPUT, tenant=_tenant(tenant, tenant_key)
-            ),
-        )
+        info = _run_info(tenant, tenant_key, found[1].id, Surface.INPUT)
+        return finish(found, g.check_content(found[1].content, surface=Surface.INPUT, **info))
 
     async def arun(state: Any) -> Command[Any]:
         found = lc.find_input(state["messages"])
         if found is None:
             return Command(goto=next)
-        d = await g.acheck_content(
-            found[1].content, surface=Surface.INPUT, tenant=_tenant(tenant, tenant_key)
-        )
+        info = _run_info(tenant, tenant_key, found[1].id, Surface.INPUT)
+        d = await g.acheck_content(found[1].content, surface=Surface.INPUT, **info)
         return finish(found, d)
 
     return _node("guard_input", run, arun)
@@ -128,18 +129,17 @@ def tool_guard_node(
             outcome.messages += lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
         return Command(goto=next, update=_update(outcome))
 
+    def args(m: ToolMessage) -> dict[str, Any]:
+        info = _run_info(tenant, tenant_key, m.id, Surface.TOOL)
+        return {**lc.tool_check_args(m, info["tenant"]), "request_id": info["request_id"]}
+
     def run(state: Any) -> Command[Any]:
         msgs = lc.find_tool_results(state["messages"])
-        t = _tenant(tenant, tenant_key)
-        ds = [g.check_content(m.content, **lc.tool_check_args(m, t)) for m in msgs]
-        return finish(msgs, ds)
+        return finish(msgs, [g.check_content(m.content, **args(m)) for m in msgs])
 
     async def arun(state: Any) -> Command[Any]:
         msgs = lc.find_tool_results(state["messages"])
-        t = _tenant(tenant, tenant_key)
-        ds = await asyncio.gather(
-            *(g.acheck_content(m.content, **lc.tool_check_args(m, t)) for m in msgs)
-        )
+        ds = await asyncio.gather(*(g.acheck_content(m.content, **args(m)) for m in msgs))
         return finish(msgs, ds)
 
     return _node("guard_tools", run, arun)
@@ -169,18 +169,15 @@ def response_guard_node(
         rc = lc.find_response(state["messages"])
         if rc is None:
             return Command(goto=route(_last_ai(state)))
-        return finish(
-            rc, g.check(rc.inputs, surface=Surface.RESPONSE, tenant=_tenant(tenant, tenant_key))
-        )
+        info = _run_info(tenant, tenant_key, rc.message.id, Surface.RESPONSE)
+        return finish(rc, g.check(rc.inputs, surface=Surface.RESPONSE, **info))
 
     async def arun(state: Any) -> Command[Any]:
         rc = lc.find_response(state["messages"])
         if rc is None:
             return Command(goto=route(_last_ai(state)))
-        return finish(
-            rc,
-            await g.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=_tenant(tenant, tenant_key)),
-        )
+        info = _run_info(tenant, tenant_key, rc.message.id, Surface.RESPONSE)
+        return finish(rc, await g.acheck(rc.inputs, surface=Surface.RESPONSE, **info))
 
     return _node("guard_response", run, arun)
 

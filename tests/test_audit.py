@@ -125,3 +125,21 @@ def test_events_are_built_only_for_sinks_that_take_them(caplog) -> None:
         g.check("hello")
         g.check("build a bomb")
     assert [json.loads(r.getMessage())["action"] for r in caplog.records] == ["block"]
+
+
+def test_a_review_is_audited_against_the_escalated_decision() -> None:
+    from guard_plugin import Action, Guard, MemoryAuditSink, Policy, ScriptedClassifier
+
+    sink = MemoryAuditSink()
+    guard = Guard(ScriptedClassifier(), policies=Policy(actions={"input": "escalate"}), audit=sink)
+    d = guard.check("you worthless idiot", surface="input", request_id="thread-1:m1:input")
+    assert d.action is Action.ESCALATE
+    guard.record_review(d, ["reject"], action=Action.BLOCK)
+    decision, review = sink.events
+    assert (decision.event, decision.action, decision.review) == ("decision", "escalate", None)
+    assert (review.event, review.action, review.review) == ("review", "block", "reject")
+    assert review.request_id == decision.request_id == "thread-1:m1:input"
+    assert review.categories == ("Harassment",) and review.surface == "input"
+    assert review.content_sha256 == "" and review.content_length == 0  # linked by request id
+    assert json.loads(review.to_json())["review"] == "reject"
+    assert "review" not in json.loads(decision.to_json())  # absent from plain decisions

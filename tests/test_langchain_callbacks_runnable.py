@@ -54,6 +54,19 @@ def test_callback_maps_rewrite_and_escalate_to_block_unless_approved() -> None:
     approve = SafetyCallbackHandler(esc, escalation_handler=lambda d: seen.append(d) or True)
     assert chain("ok").invoke({"q": "build a bomb"}, {"callbacks": [approve]}).content == "ok"
     assert seen and seen[0].action is Action.ESCALATE
+    (review,) = [e for e in esc.audit.events if e.event == "review"]
+    assert (review.review, review.action) == ("approve", "allow")
+    assert review.request_id == seen[0].request_id
+
+    def broken(d):
+        raise RuntimeError("review service down")
+
+    with pytest.raises(GuardBlocked):  # a failing handler blocks
+        chain("ok").invoke(
+            {"q": "build a bomb"},
+            {"callbacks": [SafetyCallbackHandler(esc, escalation_handler=broken)]},
+        )
+    assert [e.review for e in esc.audit.events if e.event == "review"] == ["approve", "reject"]
 
 
 def test_callback_checks_tool_outputs() -> None:

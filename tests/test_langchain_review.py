@@ -136,8 +136,10 @@ def test_held_response_waits_outside_the_conversation(mode: str) -> None:
     assert REVIEW_TOOL not in str(out["messages"])  # the stand-ins are gone
     assert out["messages"][1].id == placeholder.id  # the reviewed response took their place
     assert_valid_history(out["messages"])
-    escalations = [e for e in sink.events if e.action == "escalate"]
-    assert len(escalations) == 1  # decided and audited once; the resume reuses the decision
+    (escalation,) = [e for e in sink.events if e.action == "escalate"]  # decided once
+    (review,) = [e for e in sink.events if e.event == "review"]
+    assert (review.review, review.action, review.tool_name) == ("approve", "allow", "send_email")
+    assert review.request_id == escalation.request_id
     assert agent.get_state(c).values.get(key) is None
 
 
@@ -181,7 +183,16 @@ def test_escalated_input_pauses_before_the_model_is_called(mode: str, answer: st
         assert model.calls == [] and out["messages"][-1].content == Policy().messages.refusal
         assert "idiot" not in str(out["messages"])
     assert_valid_history(out["messages"])
-    assert {e.action for e in sink.events if e.surface == "input"} == {"escalate"}
+    # The audit trail: the escalated check (run again on resume, under the same request id)
+    # and the reviewer's answer, linked to it.
+    trail = [e for e in sink.events if e.surface == "input"]
+    checks = [e for e in trail if e.event == "decision"]
+    (review,) = [e for e in trail if e.event == "review"]
+    assert {e.action for e in checks} == {"escalate"}
+    assert {e.request_id for e in checks} == {review.request_id}
+    assert review.request_id.startswith(f"input-{mode}-{answer}:")
+    assert review.review == answer
+    assert review.action == ("allow" if answer == "approve" else "block")
 
 
 @pytest.mark.parametrize("answer", ["approve", "reject"])

@@ -160,7 +160,7 @@ ESC = Policy(
 @pytest.mark.parametrize("answer", ["approve", "reject"])
 def test_e_escalation(answer: str, helper: bool) -> None:
     body = {"to": "b", "body": "don't be an idiot"}
-    app, _, _ = graph(
+    app, _, sink = graph(
         [tool_call("send_email", body, "c1"), AIMessage("finished")],
         ESC,
         helper=helper,
@@ -172,6 +172,10 @@ def test_e_escalation(answer: str, helper: bool) -> None:
     out = app.invoke(Command(resume={"decisions": [{"type": answer}]}), cfg)
     assert ([("send_email", body)] if answer == "approve" else []) == RAN
     assert_valid_history(out["messages"])
+    # the escalated check (again on resume: the node re-runs) and the answer share an id
+    escalated = {e.request_id for e in sink.events if e.action == "escalate"}
+    (review,) = [e for e in sink.events if e.event == "review"]
+    assert escalated == {review.request_id} and review.review == answer
 
 
 def test_malformed_review_answer_rejects() -> None:

@@ -296,11 +296,14 @@ def test_tenant_from_context_variable_and_context_message(tmp_path: Path) -> Non
 
 
 def test_escalation_handler_decides(tmp_path: Path) -> None:
-    guard = Guard(ScriptedClassifier(), policies=Policy(actions={"input": "escalate"}), audit=[])
+    sink = MemoryAuditSink()
+    guard = Guard(ScriptedClassifier(), policies=Policy(actions={"input": "escalate"}), audit=sink)
     seen = []
     gn.configure(guard, escalation_handler=lambda d: seen.append(d.categories) or True)
     rails = LLMRails(ours_config(1, tmp_path), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
     assert outcome(rails, [{"role": "user", "content": "build a bomb"}])[0] is False and seen
+    (review,) = [e for e in sink.events if e.event == "review"]
+    assert (review.review, review.action, review.surface) == ("approve", "allow", "input")
     gn.configure(guard)  # no handler: the fallback (block)
     rails = LLMRails(ours_config(1, tmp_path / "b"), llm=FakeLLMModel(responses=[MAIN_ANSWER]))
     assert outcome(rails, [{"role": "user", "content": "build a bomb"}])[0] is True

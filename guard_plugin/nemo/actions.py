@@ -116,12 +116,13 @@ def _resolve(d: Decision, guard: Guard) -> Action:
     handler = _state["escalation_handler"]
     if handler is not None:
         try:
-            if handler(d):
-                return Action.ALLOW
-            return Action.BLOCK
+            approved = bool(handler(d))
         except Exception:
             log.exception("escalation handler failed; blocking")
-            return Action.BLOCK
+            approved = False
+        action = Action.ALLOW if approved else Action.BLOCK
+        guard.record_review(d, ["approve" if approved else "reject"], action=action)
+        return action
     try:
         fallback = guard.policies.get(d.tenant).policy.escalation.fallback
     except Exception:
