@@ -215,12 +215,15 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
                 "rewrite": "yellow",
                 "escalate": "magenta",
             }.get(e.action, "")
+            verdict = f"[{style}]{e.action}[/{style}]" + (" (error)" if e.status == "error" else "")
+            if e.event == "review":  # a person's answer to an escalation
+                verdict = f"reviewer: {e.review} -> {verdict}"
             table.add_row(
                 e.surface,
                 e.tool_name or "",
-                f"[{style}]{e.action}[/{style}]" + (" (error)" if e.status == "error" else ""),
+                verdict,
                 ", ".join(e.categories) or "-",
-                f"{e.latency_ms:.2f}",
+                "-" if e.event == "review" else f"{e.latency_ms:.2f}",
                 ", ".join(str(i) for i in e.unsafe_parts) if e.action != "allow" else "",
             )
         console.print(table)
@@ -301,15 +304,18 @@ def run_demo(classifier: str | None = None, *, console: Any = None) -> int:
                 {
                     k: e[k]
                     for k in (
+                        "event",
                         "tenant",
                         "surface",
                         "tool_name",
                         "action",
+                        "review",
                         "status",
                         "categories",
                         "policy_id",
                         "latency_ms",
                     )
+                    if k in e
                 }
             ),
             markup=False,
