@@ -14,7 +14,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from guard_plugin.decision import Decision
 
 __all__ = [
     "AuditEvent",
@@ -62,6 +65,36 @@ class AuditEvent:
     ts: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     )
+
+    @classmethod
+    def for_decision(cls, decision: Decision, event: str = "decision", **fields: Any) -> AuditEvent:
+        """An event recording ``decision``; ``fields`` give what the decision does not hold
+        (content hash and length, tool name, content) or override what it does."""
+        values: dict[str, Any] = {
+            "event": event,
+            "request_id": decision.request_id,
+            "tenant": decision.tenant,
+            "surface": decision.surface.value,
+            "action": decision.action.value,
+            "status": decision.status,
+            "categories": decision.categories,
+            "suppressed": decision.suppressed,
+            "policy_id": decision.policy_id,
+            "policy_version": decision.policy_version,
+            "policy_fingerprint": decision.policy_fingerprint,
+            "model": decision.model,
+            "latency_ms": decision.latency_ms,
+            "cached": decision.cached,
+            "error": decision.error,
+            "error_kind": decision.error_kind,
+            "reasoning": decision.reasoning,
+            "content_sha256": "",
+            "content_length": 0,
+            "parts": len(decision.parts),
+            "unsafe_parts": tuple(p.index for p in decision.parts if p.status == "unsafe"),
+        }
+        values.update(fields)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -525,35 +525,16 @@ class Guard:
                 p for inp in plan.inputs for p in (inp.text, inp.response or "") if p
             )
         tool_name = next((i.tool_name for i in plan.inputs if i.tool_name), None)
-        ev = AuditEvent(
-            event=event,
-            request_id=decision.request_id,
-            tenant=decision.tenant,
-            surface=decision.surface.value,
-            action=decision.action.value,
-            status=decision.status,
-            categories=decision.categories,
-            suppressed=decision.suppressed,
-            policy_id=decision.policy_id,
-            policy_version=decision.policy_version,
-            policy_fingerprint=decision.policy_fingerprint,
-            model=decision.model,
-            latency_ms=decision.latency_ms,
-            cached=decision.cached,
-            error=decision.error,
-            error_kind=decision.error_kind,
-            reasoning=decision.reasoning,
-            content_sha256=h.hexdigest(),
-            content_length=sum(i.content_length() for i in plan.inputs),
-            parts=len(decision.parts),
-            unsafe_parts=tuple(p.index for p in decision.parts if p.status == "unsafe"),
-            tool_name=tool_name,
-            content=content,
+        self._send(
+            AuditEvent.for_decision(
+                decision,
+                event,
+                content_sha256=h.hexdigest(),
+                content_length=sum(i.content_length() for i in plan.inputs),
+                tool_name=tool_name,
+                content=content,
+            )
         )
-        try:
-            self.audit.emit(ev)
-        except Exception:
-            _log.exception("audit sink failed for request %s", decision.request_id)
 
     def record_review(
         self,
@@ -568,39 +549,27 @@ class Guard:
         answers (``approve`` / ``edit`` / ``reject``, in request order) and the action that
         followed."""
         action = Action(action)
-        status = decision.status
         accepts = getattr(self.audit, "accepts", None)
-        if accepts is not None and not accepts(status, action.value):
+        if accepts is not None and not accepts(decision.status, action.value):
             return
-        ev = AuditEvent(
-            event="review",
-            request_id=decision.request_id,
-            tenant=decision.tenant,
-            surface=decision.surface.value,
-            action=action.value,
-            status=status,
-            categories=decision.categories,
-            suppressed=decision.suppressed,
-            policy_id=decision.policy_id,
-            policy_version=decision.policy_version,
-            policy_fingerprint=decision.policy_fingerprint,
-            model=decision.model,
-            latency_ms=0.0,
-            cached=False,
-            error=decision.error,
-            error_kind=decision.error_kind,
-            reasoning=None,
-            content_sha256="",
-            content_length=0,
-            parts=len(decision.parts),
-            unsafe_parts=tuple(p.index for p in decision.parts if p.status == "unsafe"),
-            tool_name=tool_name,
-            review=",".join(answers),
+        self._send(
+            AuditEvent.for_decision(
+                decision,
+                "review",
+                action=action.value,
+                latency_ms=0.0,
+                cached=False,
+                reasoning=None,
+                tool_name=tool_name,
+                review=",".join(answers),
+            )
         )
+
+    def _send(self, ev: AuditEvent) -> None:
         try:
             self.audit.emit(ev)
         except Exception:
-            _log.exception("audit sink failed for the review of request %s", decision.request_id)
+            _log.exception("audit sink failed for a %s event of %s", ev.event, ev.request_id)
 
     def _schedule_reasoning(self, plan: _Plan, decision: Decision) -> None:
         """Audit mode: the decision stands; a reasoning run adds its trace to the audit log."""
