@@ -42,7 +42,8 @@ import asyncio
 import functools
 import logging
 import types
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
@@ -238,24 +239,31 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         record = state.get(self.review_key)
         if record is None:
             return (yield from self._checked_call(request, tenant, config))
+        held = _read_record(record)
         msgs = request.messages
-        if msgs and msgs[-1].id == record["review_id"]:
-            return self._answer_review(record)
-        # A new turn arrived instead of the review's answer: the held response stays withheld
-        # (the placeholder becomes the refusal) and the review is dropped.
-        log.warning(
-            "a response held for review (message %s) was not reviewed; it stays withheld",
-            record["anchor"],
-        )
-        d = Decision.from_dict(record["decision"])
-        closed = AIMessage(
-            id=record["anchor"], content=lc.policy_of(d, self.guard).messages.refusal
-        )
-        kept = [closed if m.id == closed.id else m for m in msgs if m.id != record["review_id"]]
+        if held is not None and msgs and msgs[-1].id == held.review_id:
+            return self._answer_review(held)
+        if held is None:
+            log.error("a response held for review could not be read; it stays withheld")
+        else:  # a new turn arrived instead of the review's answer
+            log.warning(
+                "a response held for review (message %s) was not reviewed; it stays withheld",
+                held.anchor,
+            )
+        # The placeholder becomes the refusal, its pseudo-call goes, the review is dropped.
+        anchor, review_id = _record_ids(record, msgs)
+        closed = AIMessage(id=anchor, content=self._refusal(held))
+        placed = anchor is not None and any(m.id == anchor for m in msgs)
+        kept = [
+            closed if placed and m.id == anchor else m
+            for m in msgs
+            if review_id is None or m.id != review_id
+        ]
         result = yield from self._checked_call(request.override(messages=kept), tenant, config)
+        updates: list[BaseMessage] = [closed] if placed else []
         return _with_command(
-            _with_updates([closed], result),
-            {"messages": [RemoveMessage(id=record["review_id"])], self.review_key: None},
+            _with_updates(updates, result),
+            {"messages": [RemoveMessage(id=review_id)] if review_id else [], self.review_key: None},
         )
 
     def _checked_call(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
@@ -353,23 +361,25 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             command=Command(update={self.review_key: record}),
         )
 
-    def _answer_review(self, record: Mapping[str, Any]) -> Any:
+    def _answer_review(self, held: _Held) -> Any:
         """Back at the model step with a held response: ask (or, on resume, hear) the reviewer
         before anything else; the answer takes the placeholder's place."""
-        d = Decision.from_dict(record["decision"])
-        ai: AIMessage = record["message"]
-        requests = list(record["requests"])
-        resume = lc.interrupt(lc.review_payload(d, Surface.RESPONSE, requests))
-        outcome = lc.answer_review(ai, requests, resume, d, self.guard)
+        resume = lc.interrupt(lc.review_payload(held.decision, Surface.RESPONSE, held.requests))
+        outcome = lc.answer_review(held.message, held.requests, resume, held.decision, self.guard)
         self._raise_if_blocking(outcome)
-        final = outcome.messages[0] if outcome.messages else ai
-        update = {
-            "messages": [RemoveMessage(id=record["review_id"])],
-            self.review_key: None,
-        }
+        final = outcome.messages[0] if outcome.messages else held.message
+        update = {"messages": [RemoveMessage(id=held.review_id)], self.review_key: None}
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[final]), command=Command(update=update)
         )
+
+    def _refusal(self, held: _Held | None) -> str:
+        policy = (
+            lc.policy_of(held.decision, self.guard)
+            if held is not None
+            else self.guard.policies.default.policy
+        )
+        return str(policy.messages.refusal)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -384,6 +394,48 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         base = request.system_message.content if request.system_message else ""
         text = f"{base}\n\n{SAFETY_INSTRUCTION}" if base else SAFETY_INSTRUCTION
         return request.override(system_message=SystemMessage(content=text))
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A response held for review, as read back from the state."""
+
+    anchor: str
+    review_id: str
+    message: AIMessage
+    decision: Decision
+    requests: list[dict[str, Any]]
+
+
+def _read_record(record: Any) -> _Held | None:
+    """The held review in the state, or None when it cannot be read (fail closed: the caller
+    keeps the response withheld)."""
+    try:
+        held = _Held(
+            anchor=str(record["anchor"]),
+            review_id=str(record["review_id"]),
+            message=record["message"],
+            decision=Decision.from_dict(record["decision"]),
+            requests=[dict(r) for r in record["requests"]],
+        )
+    except Exception:
+        return None
+    if not isinstance(held.message, AIMessage) or not all("part" in r for r in held.requests):
+        return None
+    return held
+
+
+def _record_ids(record: Any, messages: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
+    """The placeholder's id and its pseudo-call's id: from the record, or, when the record
+    cannot tell, from the last placeholder in the conversation."""
+    if isinstance(record, Mapping):
+        anchor, review_id = record.get("anchor"), record.get("review_id")
+        if isinstance(anchor, str) and isinstance(review_id, str):
+            return anchor, review_id
+    for m in reversed(messages):
+        if isinstance(m, AIMessage) and [c["name"] for c in m.tool_calls] == [REVIEW_TOOL]:
+            return m.id, m.tool_calls[0]["id"]
+    return None, None
 
 
 def _can_hold(request: ModelRequest, response: Any) -> bool:

@@ -304,3 +304,28 @@ def test_two_instances_keep_their_own_reviews() -> None:
     out = agent.invoke(approve(), c)
     assert SENT == [RUDE] and out["messages"][-1].content == "ok"
     assert_valid_history(out["messages"])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda r: {**r, "decision": {"action": "no such action"}},
+        lambda r: {**r, "message": "not a message"},
+        lambda r: {"anchor": r["anchor"], "review_id": r["review_id"]},
+        lambda r: "garbage",
+    ],
+    ids=["bad-decision", "bad-message", "missing-fields", "not-a-record"],
+)
+def test_an_unreadable_held_review_keeps_the_response_withheld(damage, caplog) -> None:
+    agent, model, _ = make([tool_call("send_email", RUDE, "c1"), AIMessage("Fine.")])
+    c = cfg(f"damaged-{damage.__name__}-{id(damage)}")
+    agent.invoke({"messages": [HumanMessage("email bob")]}, c)
+    key = "guard_plugin_review:SafetyMiddleware"
+    agent.update_state(c, {key: damage(agent.get_state(c).values[key])})
+    with caplog.at_level("WARNING", logger="guard_plugin.langchain"):
+        out = agent.invoke({"messages": [HumanMessage("anything else?")]}, c)
+    assert "stays withheld" in caplog.text
+    assert out["messages"][-1].content == "Fine." and SENT == []
+    assert "idiot" not in str(out["messages"]) and REVIEW_TOOL not in str(model.calls[-1])
+    assert_valid_history(out["messages"])
+    assert agent.get_state(c).values.get(key) is None
