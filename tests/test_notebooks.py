@@ -23,6 +23,10 @@ EXPECTED = {
     ],
     "02_langchain_middleware_and_callbacks": [
         "send_email   BLOCK",
+        "INTERRUPT: send_email",
+        "while it waits: This answer is being held for review by a person.",
+        "ALLOW     Violence, Threat  (reviewer: approve)",
+        "emails sent after approval: 1 | final: Sent.",
         "safe: Paris.",
         "BLOCKED by callback: input",
         "BLOCKED by callback: response",
