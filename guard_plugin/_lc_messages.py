@@ -277,7 +277,7 @@ def answer_review(
     replaces, reject withholds; anything malformed counts as a rejection. The answers are
     audited against the decision."""
     answers = _decisions(resume, len(requests))
-    kinds = _kinds(answers)
+    kinds = _kinds(answers, edits=True)
     if all(k == "approve" for k in kinds):
         action = Action.ALLOW
     elif all(k == "reject" for k in kinds):
@@ -289,9 +289,16 @@ def answer_review(
     return _apply_review(ai, requests, answers, d, guard)
 
 
-def _kinds(answers: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The answer types as audited; anything unknown counts as a rejection."""
-    return [str(a.get("type")) if a.get("type") in REVIEW_DECISIONS else "reject" for a in answers]
+def _kinds(answers: Sequence[Mapping[str, Any]], *, edits: bool = False) -> list[str]:
+    """The answer types as audited, as they are applied: anything unknown counts as a
+    rejection, and so does an edit without an edited action where ``edits`` apply."""
+    kinds = []
+    for a in answers:
+        kind = a.get("type")
+        if edits and kind == "edit" and not isinstance(a.get("edited_action"), Mapping):
+            kind = "reject"
+        kinds.append(str(kind) if kind in REVIEW_DECISIONS else "reject")
+    return kinds
 
 
 def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:

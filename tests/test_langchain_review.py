@@ -329,3 +329,13 @@ def test_an_unreadable_held_review_keeps_the_response_withheld(damage, caplog) -
     assert "idiot" not in str(out["messages"]) and REVIEW_TOOL not in str(model.calls[-1])
     assert_valid_history(out["messages"])
     assert agent.get_state(c).values.get(key) is None
+
+
+def test_an_edit_without_an_edited_action_is_applied_and_audited_as_a_rejection() -> None:
+    agent, _, sink = make([tool_call("send_email", RUDE, "c1"), AIMessage("ok")])
+    c = cfg("empty-edit")
+    agent.invoke({"messages": [HumanMessage("email bob")]}, c)
+    out = agent.invoke(Command(resume={"decisions": [{"type": "edit"}]}), c)
+    assert SENT == [] and "not made" in out["messages"][-1].content
+    (review,) = [e for e in sink.events if e.event == "review"]
+    assert (review.review, review.action) == ("reject", "block")
