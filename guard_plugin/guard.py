@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -564,6 +564,22 @@ class Guard:
                 review=",".join(answers),
             )
         )
+
+    def ask_handler(self, decision: Decision, handler: Callable[[Decision], Any]) -> bool:
+        """Put an escalated decision to an escalation handler (a callable answering True to
+        approve): a handler that fails counts as a refusal; the answer is audited as a
+        review. Returns whether it approved."""
+        try:
+            approved = bool(handler(decision))
+        except Exception:
+            _log.exception("escalation handler failed; blocking")
+            approved = False
+        self.record_review(
+            decision,
+            ["approve" if approved else "reject"],
+            action=Action.ALLOW if approved else Action.BLOCK,
+        )
+        return approved
 
     def _send(self, ev: AuditEvent) -> None:
         try:

@@ -566,16 +566,12 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         self.decisions.append(d)
         if d.allowed:
             return
-        if d.action is Action.ESCALATE and self.escalation_handler is not None:
-            try:
-                approved = bool(self.escalation_handler(d))
-            except Exception:
-                log.exception("escalation handler failed; blocking")
-                approved = False
-            action = Action.ALLOW if approved else Action.BLOCK
-            self.guard.record_review(d, ["approve" if approved else "reject"], action=action)
-            if approved:
-                return
+        if (
+            d.action is Action.ESCALATE
+            and self.escalation_handler is not None
+            and self.guard.ask_handler(d, self.escalation_handler)
+        ):
+            return
         raise GuardBlocked(d)
 
     def on_chat_model_start(

@@ -46,10 +46,8 @@ def _guard(guard: Guard | str) -> Guard:
     return Guard(guard) if isinstance(guard, str) else guard
 
 
-def _run_info(
-    explicit: str | None, key: str, message_id: str | None, surface: Surface
-) -> dict[str, Any]:
-    """The tenant and the request id of a check made inside a graph run."""
+def _run_info(explicit: str | None, key: str) -> tuple[str | None, Any]:
+    """The tenant of a check made inside a graph run, and the run's config."""
     from langgraph.config import get_config
 
     try:
@@ -63,9 +61,16 @@ def _run_info(
         context = get_runtime().context
     except Exception:
         pass
+    return lc.resolve_tenant(explicit, context, config, key), config
+
+
+def _check_args(explicit: str | None, key: str, msg: Any, surface: Surface) -> dict[str, Any]:
+    """Surface, tenant and request id of a check of ``msg`` inside a graph run."""
+    tenant, config = _run_info(explicit, key)
     return {
-        "tenant": lc.resolve_tenant(explicit, context, config, key),
-        "request_id": lc.check_id(config, message_id, surface),
+        "surface": surface,
+        "tenant": tenant,
+        "request_id": lc.check_id(config, msg.id, surface),
     }
 
 
@@ -98,15 +103,15 @@ def input_guard_node(
         found = lc.find_input(state["messages"])
         if found is None:
             return Command(goto=next)
-        info = _run_info(tenant, tenant_key, found[1].id, Surface.INPUT)
-        return finish(found, g.check_content(found[1].content, surface=Surface.INPUT, **info))
+        kw = _check_args(tenant, tenant_key, found[1], Surface.INPUT)
+        return finish(found, g.check_content(found[1].content, **kw))
 
     async def arun(state: Any) -> Command[Any]:
         found = lc.find_input(state["messages"])
         if found is None:
             return Command(goto=next)
-        info = _run_info(tenant, tenant_key, found[1].id, Surface.INPUT)
-        d = await g.acheck_content(found[1].content, surface=Surface.INPUT, **info)
+        kw = _check_args(tenant, tenant_key, found[1], Surface.INPUT)
+        d = await g.acheck_content(found[1].content, **kw)
         return finish(found, d)
 
     return _node("guard_input", run, arun)
@@ -129,17 +134,18 @@ def tool_guard_node(
             outcome.messages += lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
         return Command(goto=next, update=_update(outcome))
 
-    def args(m: ToolMessage) -> dict[str, Any]:
-        info = _run_info(tenant, tenant_key, m.id, Surface.TOOL)
-        return {**lc.tool_check_args(m, info["tenant"]), "request_id": info["request_id"]}
-
     def run(state: Any) -> Command[Any]:
         msgs = lc.find_tool_results(state["messages"])
-        return finish(msgs, [g.check_content(m.content, **args(m)) for m in msgs])
+        t, config = _run_info(tenant, tenant_key)
+        ds = [g.check_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs]
+        return finish(msgs, ds)
 
     async def arun(state: Any) -> Command[Any]:
         msgs = lc.find_tool_results(state["messages"])
-        ds = await asyncio.gather(*(g.acheck_content(m.content, **args(m)) for m in msgs))
+        t, config = _run_info(tenant, tenant_key)
+        ds = await asyncio.gather(
+            *(g.acheck_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs)
+        )
         return finish(msgs, ds)
 
     return _node("guard_tools", run, arun)
@@ -169,15 +175,15 @@ def response_guard_node(
         rc = lc.find_response(state["messages"])
         if rc is None:
             return Command(goto=route(_last_ai(state)))
-        info = _run_info(tenant, tenant_key, rc.message.id, Surface.RESPONSE)
-        return finish(rc, g.check(rc.inputs, surface=Surface.RESPONSE, **info))
+        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE)
+        return finish(rc, g.check(rc.inputs, **kw))
 
     async def arun(state: Any) -> Command[Any]:
         rc = lc.find_response(state["messages"])
         if rc is None:
             return Command(goto=route(_last_ai(state)))
-        info = _run_info(tenant, tenant_key, rc.message.id, Surface.RESPONSE)
-        return finish(rc, await g.acheck(rc.inputs, surface=Surface.RESPONSE, **info))
+        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE)
+        return finish(rc, await g.acheck(rc.inputs, **kw))
 
     return _node("guard_response", run, arun)
 

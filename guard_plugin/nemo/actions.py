@@ -115,14 +115,7 @@ def _resolve(d: Decision, guard: Guard) -> Action:
         return d.action
     handler = _state["escalation_handler"]
     if handler is not None:
-        try:
-            approved = bool(handler(d))
-        except Exception:
-            log.exception("escalation handler failed; blocking")
-            approved = False
-        action = Action.ALLOW if approved else Action.BLOCK
-        guard.record_review(d, ["approve" if approved else "reject"], action=action)
-        return action
+        return Action.ALLOW if guard.ask_handler(d, handler) else Action.BLOCK
     try:
         fallback = guard.policies.get(d.tenant).policy.escalation.fallback
     except Exception:
