@@ -12,16 +12,16 @@ import asyncio
 import hashlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from guard_plugin._aio import within as _within
 from guard_plugin.audit import AuditEvent, AuditSink, LoggingAuditSink, MultiAuditSink
 from guard_plugin.classifiers.base import Classifier, ClassifierOutput, ClassifierResult
 from guard_plugin.decision import Decision, PartOutcome, decide, error_decision, outcome_for
@@ -38,8 +38,6 @@ from guard_plugin.policy import CompiledPolicy, Policy, PolicyStore, compile_pol
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
 from guard_plugin.types import Action, Surface
 from guard_plugin.verdict import Verdict, parse_verdict
-
-_T = TypeVar("_T")
 
 __all__ = ["Guard"]
 
@@ -663,17 +661,3 @@ def _normalise(content: Content, surface: Surface | str | None) -> list[SafetyIn
     elif len({it.surface for it in items}) > 1:
         raise ValueError("all SafetyInputs of one check must have the same surface")
     return items
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(call: Awaitable[_T], seconds: float) -> _T:
-        """Await ``call`` with a deadline. Unlike ``wait_for`` this runs it in the current
-        task: a backend that answers without suspending costs no trip through the loop."""
-        async with asyncio.timeout(seconds):
-            return await call
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(call: Awaitable[_T], seconds: float) -> _T:
-        return await asyncio.wait_for(call, seconds)

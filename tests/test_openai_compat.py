@@ -365,3 +365,102 @@ def test_shared_spec_returns_one_instance() -> None:
     a = load_classifier("openai://shared-host:8000/v1?model=m")
     assert load_classifier("openai://shared-host:8000/v1?model=m") is a
     assert load_classifier("openai://other-host:8000/v1?model=m") is not a
+
+
+class DripServer:
+    """A loopback server that sends headers at once, then one body byte every ``interval``
+    seconds (a stalled or hostile replica), or with ``hang=True`` never answers at all.
+    ``sent`` counts the bytes it dripped before the client went away."""
+
+    def __init__(self, *, interval: float = 0.05, hang: bool = False) -> None:
+        self.interval, self.hang, self.sent = interval, hang, 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.5)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+            try:
+                if self.hang:
+                    self.stop.wait(60)
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                conn.sendall(b"Content-Length: 100000\r\n\r\n")
+                for _ in range(2000):  # bounded: 2000 bytes at most, then it gives up
+                    if self.stop.wait(self.interval):
+                        return
+                    conn.sendall(b" ")
+                    self.sent += 1
+            except OSError:
+                return  # the client closed the connection
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+BUDGET_MS = 600
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dripping_server_cannot_hold_a_check_past_its_budget(mode: str) -> None:
+    drip = DripServer(interval=0.05)
+    try:
+        guard = Guard(
+            make(drip.url, max_retries=0),
+            policies=Policy(time_budget_ms=BUDGET_MS),
+            audit=[],
+        )
+        d = guard.check("hello") if mode == "sync" else asyncio.run(guard.acheck("hello"))
+        assert d.blocked and d.status == "error" and d.error_kind == "timeout"
+        # Counted in the server's own steps, not in seconds: a budget of 0.6 s is 12 drips.
+        # Four times that means the deadline was missed, whatever the machine's speed; the
+        # per-read timeouts this replaces let it drip all 2000.
+        time.sleep(0.2)
+        assert 0 < drip.sent <= 4 * BUDGET_MS / 1000 / 0.05, drip.sent
+    finally:
+        drip.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("hang", [True, False], ids=["hung", "dripping"])
+def test_a_stalled_replica_leaves_time_for_the_next(
+    server: FakeServer, mode: str, hang: bool
+) -> None:
+    stalled = DripServer(hang=hang)
+    try:
+        clf = make([stalled.url, server.url], max_retries=1, timeout=30)
+        guard = Guard(clf, policies=Policy(time_budget_ms=2000), audit=[])
+        d = guard.check("hello") if mode == "sync" else asyncio.run(guard.acheck("hello"))
+        assert d.allowed and d.status == "safe", d.error
+        assert len(server.bodies) == 1
+        assert clf._down_until.get(stalled.url, 0) > time.monotonic()
+    finally:
+        stalled.close()
+
+
+def test_sync_classify_inside_a_running_event_loop(server: FakeServer) -> None:
+    async def main() -> list[Any]:
+        return make(server.url).classify([request()], timeout=5)
+
+    (out,) = asyncio.run(main())
+    assert isinstance(out, ClassifierOutput)

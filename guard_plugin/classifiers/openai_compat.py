@@ -8,6 +8,11 @@ conversation ending on an assistant turn (SGLang), ``fold_response`` puts the re
 the user text the way the model's template renders it. The reasoning trace is read from
 ``<think>`` in the content, ``reasoning_content`` or ``reasoning``.
 
+Deadlines are real: every attempt runs under its own deadline (a share of what is left of the
+check's budget when other replicas could still answer), and the sync API drives the same async
+code on a private event loop, so a server that drips its answer a byte at a time cannot hold a
+check past its budget.
+
 The API key comes from the ``api_key`` argument or the environment variable named by
 ``api_key_env`` (read once, at construction) and is never logged or shown in errors.
 """
@@ -15,6 +20,7 @@ The API key comes from the ``api_key`` argument or the environment variable name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -23,12 +29,12 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 
+from guard_plugin._aio import LoopThread, within
 from guard_plugin.classifiers.base import BaseClassifier, ClassifierOutput, ClassifierResult
 from guard_plugin.classifiers.registry import register_scheme
 from guard_plugin.errors import (
@@ -58,7 +64,9 @@ class OpenAICompatClassifier(BaseClassifier):
     - ``base_urls``: one URL or several replicas, each ending in ``/v1``.
     - ``model``: the served model name.
     - ``fold_response``: fold the response into the user turn (needed for SGLang).
-    - ``timeout``: per HTTP attempt (a check's time budget also bounds the whole call).
+    - ``timeout``: the most one HTTP attempt may take, start to last byte (a check's time
+      budget also bounds the whole call, and an attempt gets at most its share of what is
+      left when other replicas could still answer).
     - ``max_retries``: extra attempts after connection errors, timeouts, 429 and 5xx.
     - ``max_concurrency``: requests in flight at once from this instance.
     """
@@ -77,8 +85,7 @@ class OpenAICompatClassifier(BaseClassifier):
         cooldown_s: float = 10.0,
         max_concurrency: int = 32,
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         urls = [u.strip().rstrip("/") for u in urls if u and u.strip()]
@@ -109,15 +116,11 @@ class OpenAICompatClassifier(BaseClassifier):
         self._rr = itertools.count()
         self._down_until: dict[str, float] = {}
         self._lock = threading.Lock()
-        limits = httpx.Limits(
-            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-        )
-        self._client = httpx.Client(headers=self._headers, limits=limits, transport=transport)
-        self._async_transport = async_transport
+        self._transport = transport
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]
         ] = weakref.WeakKeyDictionary()
-        self._pool: ThreadPoolExecutor | None = None
+        self._sync_loop = LoopThread("guard-plugin-http")
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAICompatClassifier(base_urls={self.base_urls!r}, model={self.model!r})"
@@ -203,22 +206,7 @@ class OpenAICompatClassifier(BaseClassifier):
             raise ClassifierUnavailable(f"{url} sent non-text content")
         return ClassifierOutput(content or "", reasoning if isinstance(reasoning, str) else None)
 
-    # -- sync and async drive the same retry state -------------------------------------------
-
-    def _one(self, req: ModelRequest, deadline: float | None) -> ClassifierResult:
-        body, attempts = self.body(req), _Attempts(self, deadline)
-        while True:
-            try:
-                url, t = attempts.begin()
-                resp = self._client.post(f"{url}/chat/completions", json=body, timeout=t)
-                return self._interpret(resp, url)
-            except ClassifierError as err:
-                return err
-            except (httpx.TransportError, _Retryable) as err:
-                step = attempts.failed(err)
-                if isinstance(step, ClassifierError):
-                    return step
-                time.sleep(step)
+    # -- one request: attempts until an answer, a final error or the deadline -----------------
 
     async def _aone(self, req: ModelRequest, deadline: float | None) -> ClassifierResult:
         client, sem = self._aclient()
@@ -227,11 +215,13 @@ class OpenAICompatClassifier(BaseClassifier):
             try:
                 url, t = attempts.begin()
                 async with sem:
-                    resp = await client.post(f"{url}/chat/completions", json=body, timeout=t)
+                    resp = await within(
+                        client.post(f"{url}/chat/completions", json=body, timeout=t), t
+                    )
                 return self._interpret(resp, url)
             except ClassifierError as err:
                 return err
-            except (httpx.TransportError, _Retryable) as err:
+            except (httpx.TransportError, _Retryable, TimeoutError) as err:
                 step = attempts.failed(err)
                 if isinstance(step, ClassifierError):
                     return step
@@ -240,16 +230,15 @@ class OpenAICompatClassifier(BaseClassifier):
     def classify(
         self, requests: Sequence[ModelRequest], *, timeout: float | None = None
     ) -> list[ClassifierResult]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if len(requests) == 1:
-            return [self._one(requests[0], deadline)]
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.max_concurrency, thread_name_prefix="guard-plugin-http"
-                )
-            pool = self._pool
-        return list(pool.map(lambda r: self._one(r, deadline), requests))
+        """The sync API: the async path on this instance's private loop, waited for at most
+        ``timeout`` seconds (then every unanswered request is a :class:`ClassifierTimeout`)."""
+        # The attempts keep to the deadline themselves; the wait's own margin only catches a
+        # loop that does not get to run (a process starved of CPU).
+        wait = None if timeout is None else timeout + 0.25
+        try:
+            return self._sync_loop.run(self.aclassify(requests, timeout=timeout), wait)
+        except TimeoutError:
+            return [ClassifierTimeout(f"no answer within {timeout} s") for _ in requests]
 
     def _aclient(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -259,7 +248,7 @@ class OpenAICompatClassifier(BaseClassifier):
                 max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency
             )
             client = httpx.AsyncClient(
-                headers=self._headers, limits=limits, transport=self._async_transport
+                headers=self._headers, limits=limits, transport=self._transport
             )
             pair = (client, asyncio.Semaphore(self.max_concurrency))
             self._aclients[loop] = pair
@@ -273,24 +262,35 @@ class OpenAICompatClassifier(BaseClassifier):
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def health(self) -> bool:
+    async def ahealth(self) -> bool:
         """True when at least one replica lists its models."""
+        client, _ = self._aclient()
+        t = min(self.timeout, 5.0)
         for url in self.base_urls:
             try:
-                if (
-                    self._client.get(f"{url}/models", timeout=min(self.timeout, 5.0)).status_code
-                    == 200
-                ):
-                    return True
-            except httpx.HTTPError:
+                resp = await within(client.get(f"{url}/models", timeout=t), t)
+            except (httpx.HTTPError, TimeoutError):
                 continue
+            if resp.status_code == 200:
+                return True
         return False
 
+    def health(self) -> bool:
+        """True when at least one replica lists its models."""
+        try:
+            return self._sync_loop.run(
+                self.ahealth(), min(self.timeout, 5.0) * len(self.base_urls) + 1
+            )
+        except TimeoutError:
+            return False
+
     def close(self) -> None:
-        self._client.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        own = self._sync_loop.loop
+        if own is not None and own in self._aclients:
+            client, _ = self._aclients.pop(own)
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                self._sync_loop.run(client.aclose(), 5)
+        self._sync_loop.close()
         for loop, (client, _) in list(self._aclients.items()):
             if not loop.is_closed():
                 try:
@@ -324,7 +324,9 @@ class _Attempts:
         self.last = "no attempt made"
 
     def begin(self) -> tuple[str, float]:
-        """The replica for the next attempt and its timeout (raises when the budget is gone)."""
+        """The replica for the next attempt and its deadline in seconds (raises when the
+        budget is gone). While other replicas are untried, an attempt gets an equal share of
+        what is left, so one hung replica cannot spend the whole budget."""
         self.url = self.owner._pick(self.tried)
         self.tried.add(self.url)
         if self.deadline is None:
@@ -332,11 +334,13 @@ class _Attempts:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise ClassifierTimeout(f"the time budget ran out ({self.last})")
-        return self.url, min(self.owner.timeout, left)
+        untried = sum(1 for u in self.owner.base_urls if u not in self.tried)
+        chances = 1 + min(untried, self.owner.max_retries - self.attempt)
+        return self.url, min(self.owner.timeout, left / max(chances, 1))
 
     def failed(self, err: Exception) -> float | ClassifierError:
         """Record a retryable failure: the pause before the next attempt, or the final error."""
-        if isinstance(err, httpx.TimeoutException):
+        if isinstance(err, (httpx.TimeoutException, TimeoutError)):
             self.last, down = f"{self.url} timed out", True
         elif isinstance(err, _Retryable):
             self.last, down = str(err), err.mark_down
