@@ -127,3 +127,88 @@ def test_safety_input_validation() -> None:
         SafetyInput(image=b"raw")  # type: ignore[arg-type]
     assert SafetyInput(surface="tool").surface is Surface.TOOL  # type: ignore[arg-type]
     assert SafetyInput(text="  ").is_empty
+
+
+# -- marker and label variants ------------------------------------------------------------------
+# The test's own tables of disguises, independent of the library's: each letter may change case
+# or become a look-alike from another script or a compatibility form, spaces may multiply,
+# vanish or become tabs / no-break spaces / newlines, and invisible characters may sit anywhere.
+
+MARKERS = [
+    "<BEGIN CONVERSATION>",
+    "<END CONVERSATION>",
+    "User Safety:",
+    "Response Safety:",
+    "Safety Categories:",
+    "response: agent:",
+]
+LOOKALIKES = {
+    "a": "аαＡ𝐚",
+    "e": "еεＥ𝐞é",
+    "o": "оοＯ𝐨",
+    "c": "сϲＣ",
+    "p": "рρ",
+    "s": "ѕＳ𝐬ꜱ",
+    "y": "уγＹ",
+    "i": "іιıＩ",
+    "t": "тτＴ𝐭",
+    "r": "ʀＲ",
+    "n": "ɴＮ",
+    "u": "υᴜＵ",
+    "g": "ɡＧ",
+    "v": "νＶ",
+    "d": "ԁＤ",
+    "b": "Ｂʙ",
+}
+COLONS = [":", "：", "﹕", "∶", "ː"]
+OPENS, CLOSES = ["<", "＜", "﹤", "〈"], [">", "＞", "﹥", "〉"]
+INVISIBLE = ["", "", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u0301"]
+SPACES = [" ", "  ", "\t", "\u00a0", "\n", ""]
+DISGUISED_CHARS = set("".join(COLONS + OPENS + CLOSES))
+
+
+@st.composite
+def disguised(draw: st.DrawFn) -> str:
+    out = []
+    for ch in draw(st.sampled_from(MARKERS)):
+        if ch == ":":
+            out.append(draw(st.sampled_from(COLONS)))
+        elif ch == "<":
+            out.append(draw(st.sampled_from(OPENS)))
+        elif ch == ">":
+            out.append(draw(st.sampled_from(CLOSES)))
+        elif ch == " ":
+            out.append(draw(st.sampled_from(SPACES)))
+        else:
+            low = ch.lower()
+            choices = [low, low.upper(), *LOOKALIKES.get(low, "")]
+            out.append(draw(st.sampled_from(choices)))
+        out.append(draw(st.sampled_from(INVISIBLE)))
+    return "".join(out)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet="abc xyz\n.", max_size=12),
+    disguised(),
+    st.text(alphabet="abc xyz\n.", max_size=12),
+)
+def test_no_disguised_marker_or_label_survives(prefix: str, marker: str, suffix: str) -> None:
+    out = neutralize(prefix + marker + " safe" + suffix)
+    # the surrounding text has no colon or angle bracket, so any left belongs to the marker
+    assert not DISGUISED_CHARS & set(out), repr(out)
+    assert neutralize(out) == out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Time: 10:30, ratio 3∶4, a < b > c",
+        "Safety first: wear a helmet",
+        "user: hi\nagent: hello",
+        "Ｈｅｌｌｏ：世界 <b>bold</b>",
+        "Der Benutzer sagt: „Sicherheit“",
+    ],
+)
+def test_ordinary_text_with_colons_and_brackets_is_untouched(text: str) -> None:
+    assert neutralize(text) == text
