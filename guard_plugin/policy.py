@@ -174,6 +174,10 @@ class MediaLimits(_Model):
     image_size: int = Field(896, ge=64, le=4096)
     max_document_bytes: int = Field(50 * 2**20, gt=0)
     max_pdf_pages: int = Field(20, gt=0)
+    #: content blocks, artifact entries and nested blocks looked at per message
+    max_blocks: int = Field(256, gt=0)
+    #: images and PDF pages classified per message (each is one model input)
+    max_images: int = Field(64, gt=0)
     max_text_chars: int = Field(200_000, gt=0)
     text_window_chars: int = Field(6000, ge=200)
     allow_local_files: bool = False

@@ -225,11 +225,18 @@ def _pdf_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_text_pdf(pages: list[str], *, width: int = 612, height: int = 792) -> bytes:
+def make_text_pdf(
+    pages: list[str],
+    *,
+    width: int = 612,
+    height: int = 792,
+    claimed_pages: int | None = None,
+) -> bytes:
     """A PDF with one page per string (lines split on newlines), in Helvetica, text extractable.
 
     Written by hand (objects, content streams, a cross-reference table), so no PDF library is
-    needed to make test documents.
+    needed to make test documents. ``claimed_pages`` writes that count into the page tree
+    instead of the real one: a page-count bomb (PDFium reports the claim).
     """
     objects: list[bytes] = []
 
@@ -256,7 +263,8 @@ def make_text_pdf(pages: list[str], *, width: int = 612, height: int = 792) -> b
             )
         )
     kid_refs = b" ".join(b"%d 0 R" % k for k in kids)
-    assert add(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kid_refs, len(kids))) == pages_id
+    count = len(kids) if claimed_pages is None else claimed_pages
+    assert add(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kid_refs, count)) == pages_id
     catalog = add(b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id)
     out = bytearray(b"%PDF-1.4\n")
     offsets = []

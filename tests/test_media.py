@@ -124,7 +124,7 @@ def test_image_only_pdf_has_pages_and_no_text() -> None:
 
 def test_page_cap_reports_skipped_pages() -> None:
     pdf = load_pdf(make_text_pdf([f"page {i}" for i in range(500)]), MediaLimits(max_pdf_pages=20))
-    assert len(pdf.pages) == 20 and pdf.skipped == tuple(range(20, 500)) and pdf.page_count == 500
+    assert len(pdf.pages) == 20 and pdf.skipped == range(20, 500) and pdf.page_count == 500
 
 
 def test_encrypted_pdf_needs_a_password() -> None:

@@ -53,7 +53,8 @@ __all__ = [
 ]
 
 _REF = re.compile(
-    r"(content|artifact)(?:\[(\d+)\])?(?:\.page\[(\d+)\])?(?:\.chars\[(\d+):(\d+)\])?$"
+    r"(content|artifact)(?:\[(\d+)(?::(\d+))?\])?(?:\.page\[(\d+)(?::(\d+))?\])?"
+    r"(?:\.chars\[(\d+):(\d+)\])?$"
 )
 
 
@@ -61,32 +62,48 @@ _REF = re.compile(
 class PartRef:
     """Where a part sits: ``source`` (content or artifact), the block index in list content
     (``None`` for a plain string), for documents the page, and for a window of long text its
-    character span ``(start, end)`` in that text, so a rewrite needs no re-computation."""
+    character span ``(start, end)`` in that text, so a rewrite needs no re-computation.
+
+    ``block_end`` / ``page_end`` (exclusive) make a ref stand for a run of blocks or pages:
+    everything past a policy cap is one part, however much a message claims to hold."""
 
     source: str = "content"
     block: int | None = None
     page: int | None = None
     span: tuple[int, int] | None = None
+    block_end: int | None = None
+    page_end: int | None = None
 
     @property
     def label(self) -> str:
         out = self.source
         if self.block is not None:
-            out += f"[{self.block}]"
+            out += f"[{self.block}{'' if self.block_end is None else f':{self.block_end}'}]"
         if self.page is not None:
-            out += f".page[{self.page}]"
+            out += f".page[{self.page}{'' if self.page_end is None else f':{self.page_end}'}]"
         if self.span is not None:
             out += f".chars[{self.span[0]}:{self.span[1]}]"
         return out
+
+    @property
+    def blocks(self) -> range:
+        """The block indices this ref covers (empty when it names no block)."""
+        if self.block is None:
+            return range(0)
+        return range(self.block, self.block + 1 if self.block_end is None else self.block_end)
 
     @classmethod
     def parse(cls, label: str) -> PartRef | None:
         m = _REF.match(label)
         if m is None:
             return None
-        src, block, page, start, end = m.groups()
+        src, block, block_end, page, page_end, start, end = m.groups()
+
+        def num(v: str | None) -> int | None:
+            return None if v is None else int(v)
+
         span = (int(start), int(end)) if start is not None else None
-        return cls(src, int(block) if block else None, int(page) if page else None, span)
+        return cls(src, num(block), num(page), span, num(block_end), num(page_end))
 
 
 @dataclass(frozen=True)
@@ -268,7 +285,40 @@ def _from_b64(
         return FailedPart(ref, err)
 
 
-def _block(b: Any, ref: PartRef, limits: MediaLimits) -> Iterator[Part]:
+class _Budget:
+    """How many more blocks one message may have looked at (``media.max_blocks``)."""
+
+    def __init__(self, limits: MediaLimits) -> None:
+        self.left = limits.max_blocks
+        self.cap = limits.max_blocks
+
+    def past_cap(self, ref: PartRef, n: int, what: str) -> FailedPart:
+        return FailedPart(
+            ref,
+            UnverifiableMedia(
+                f"{n:,} {what} past the policy's media.max_blocks ({self.cap}) not checked"
+            ),
+        )
+
+
+def _blocks(
+    items: Sequence[Any], source: str, start: int, limits: MediaLimits, budget: _Budget
+) -> Iterator[Part]:
+    """Parts of a run of blocks numbered from ``start``; those past the budget are one part."""
+    n = min(len(items), max(budget.left, 0))
+    for i in range(n):
+        budget.left -= 1
+        yield from _block(items[i], PartRef(source, start + i), limits, budget)
+    if n < len(items):
+        budget.left = 0
+        ref = PartRef(source, start + n, block_end=start + len(items))
+        yield budget.past_cap(ref, len(items) - n, "blocks")
+
+
+def _block(
+    b: Any, ref: PartRef, limits: MediaLimits, budget: _Budget | None = None
+) -> Iterator[Part]:
+    budget = budget or _Budget(limits)
     if isinstance(b, str):
         yield TextPart(ref, b)
         return
@@ -327,8 +377,13 @@ def _block(b: Any, ref: PartRef, limits: MediaLimits) -> Iterator[Part]:
             elif st == "text":
                 yield TextPart(ref, str(source.get("data", "")))
             elif st == "content" and isinstance(source.get("content"), list):
-                for sub in source["content"]:  # withheld as one block if any piece is unsafe
-                    yield from _block(sub, ref, limits)
+                subs = source["content"]  # withheld as one block if any piece is unsafe
+                n = min(len(subs), max(budget.left, 0))
+                budget.left -= n
+                for sub in subs[:n]:
+                    yield from _block(sub, ref, limits, budget)
+                if n < len(subs):
+                    yield budget.past_cap(ref, len(subs) - n, "nested blocks")
             else:
                 yield FailedPart(
                     ref, UnverifiableMedia(f"{t} source of type '{st}' is not available")
@@ -381,29 +436,44 @@ def _block(b: Any, ref: PartRef, limits: MediaLimits) -> Iterator[Part]:
     yield FailedPart(ref, UnverifiableMedia(f"content block of type '{t}' cannot be checked"))
 
 
+def _artifact_entries(value: Mapping[Any, Any]) -> list[Any]:
+    """A tool's artifact dict of named values, as blocks: lists inside it are flattened,
+    nested dicts without a ``type`` are checked as their JSON text, and numbers, booleans and
+    ``None`` carry nothing to check."""
+    out: list[Any] = []
+    for v in value.values():
+        if isinstance(v, (list, tuple)):
+            out.extend(v)
+        elif isinstance(v, Mapping) and "type" not in v:
+            out.append(json.dumps(v, default=str))
+        elif v is not None and not isinstance(v, (int, float, bool)):
+            out.append(v)
+    return out
+
+
 def extract_parts(
     content: Any, limits: MediaLimits | None = None, *, artifact: Any = None
 ) -> list[Part]:
-    """Typed parts from message content (and, optionally, a tool's artifact), in order."""
+    """Typed parts from message content (and, optionally, a tool's artifact), in order.
+
+    Nothing is dropped: a block that cannot be decoded is a :class:`FailedPart`, and blocks
+    past the policy's ``media.max_blocks`` (content and artifact together) are one more."""
     limits = limits or MediaLimits()
+    budget = _Budget(limits)
     parts: list[Part] = []
     for source, value in (("content", content), ("artifact", artifact)):
         if value is None:
             continue
+        if isinstance(value, Mapping) and source == "artifact" and "type" not in value:
+            value = _artifact_entries(value)
         if isinstance(value, (list, tuple)):
-            for i, b in enumerate(value):
-                parts.extend(_block(b, PartRef(source, i), limits))
-        elif isinstance(value, Mapping) and source == "artifact" and "type" not in value:
-            # an artifact dict of named values: check every image / document / text inside
-            for i, v in enumerate(value.values()):
-                if isinstance(v, (bytes, bytearray, str, Mapping, PathLike)):
-                    parts.extend(
-                        p
-                        for p in _block(v, PartRef(source, i), limits)
-                        if not isinstance(p, FailedPart)
-                    )
+            parts.extend(_blocks(value, source, 0, limits, budget))
+        elif budget.left > 0:
+            budget.left -= 1
+            ref = PartRef(source, None if source == "content" else 0)
+            parts.extend(_block(value, ref, limits, budget))
         else:
-            parts.extend(_block(value, PartRef(source, None if source == "content" else 0), limits))
+            parts.append(budget.past_cap(PartRef(source), 1, "blocks"))
     return parts
 
 
@@ -455,6 +525,15 @@ def fan_out(
     """
     out: list[SafetyInput | FailedPart] = []
     total_text = 0
+    images_left = limits.max_images
+
+    def past_images(ref: PartRef, what: str) -> FailedPart:
+        return FailedPart(
+            ref,
+            UnverifiableMedia(
+                f"{what} past the policy's media.max_images ({limits.max_images}) per message"
+            ),
+        )
 
     def text_inputs(ref: PartRef, text: str) -> None:
         nonlocal total_text
@@ -508,6 +587,10 @@ def fan_out(
                 )
             )
         elif isinstance(part, ImagePart):
+            if images_left <= 0:
+                out.append(past_images(part.ref, "an image"))
+                continue
+            images_left -= 1
             try:
                 img = load_image(part.data, limits)
             except MediaError as err:
@@ -523,11 +606,15 @@ def fan_out(
                     )
                 )
         elif isinstance(part, DocumentPart):
+            if images_left <= 0:
+                out.append(past_images(part.ref, "a document"))
+                continue
             try:
-                pdf = load_pdf(part.data, limits, password=password)
+                pdf = load_pdf(part.data, limits, password=password, max_pages=images_left)
             except MediaError as err:
                 out.append(FailedPart(part.ref, err))
                 continue
+            images_left -= len(pdf.pages)
             for page in pdf.pages:
                 pref = replace(part.ref, page=page.index)
                 text = page.text.strip()
@@ -544,13 +631,20 @@ def fan_out(
                             part=pref.label,
                         )
                     )
-            for p in pdf.skipped:
+            if pdf.skipped:
+                # one part for all of them: a few kilobytes can claim a million pages
+                first, n = pdf.skipped[0], len(pdf.skipped)
+                cap = (
+                    f"max_pdf_pages ({limits.max_pdf_pages})"
+                    if first >= limits.max_pdf_pages
+                    else f"max_images ({limits.max_images}) per message"
+                )
+                which = f"page {first + 1}" if n == 1 else f"pages {first + 1}-{first + n}"
                 out.append(
                     FailedPart(
-                        replace(part.ref, page=p),
+                        replace(part.ref, page=first, page_end=None if n == 1 else first + n),
                         UnverifiableMedia(
-                            f"page {p + 1} of {pdf.page_count} is past the policy's "
-                            f"max_pdf_pages ({limits.max_pdf_pages})"
+                            f"{which} of {pdf.page_count:,} past the policy's media.{cap}"
                         ),
                     )
                 )

@@ -3,8 +3,8 @@
 PDFium is not thread-safe, so pages of one document are rendered in parallel by worker
 processes (each opens its own copy) when the document is large enough for that to pay;
 otherwise in the calling thread. Async callers use :func:`aload_pdf`, which never blocks the
-event loop. Pages past the policy's ``max_pdf_pages`` are reported in ``skipped``, never
-silently dropped.
+event loop. Pages past the policy's ``max_pdf_pages`` are reported in ``skipped`` (a range:
+a file of a few kilobytes can claim a million pages), never silently dropped.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class PdfPage:
 class PdfContent:
     pages: tuple[PdfPage, ...]
     page_count: int
-    skipped: tuple[int, ...]  # page numbers past the policy's page limit
+    skipped: range  # page numbers past the page limit
     sha256: str
 
 
@@ -146,12 +146,16 @@ def load_pdf(
     *,
     password: str | None = None,
     parallel: bool | None = None,
+    max_pages: int | None = None,
 ) -> PdfContent:
-    """Render the first ``limits.max_pdf_pages`` pages and extract their text.
+    """Render the first ``limits.max_pdf_pages`` pages (or ``max_pages``, when smaller) and
+    extract their text.
 
     ``parallel``: ``None`` decides by page count and cores; ``True`` / ``False`` force it.
-    Raises :class:`MediaError` for an empty, oversized, corrupt or encrypted document.
+    Raises :class:`MediaError` for an empty, oversized, corrupt or encrypted document, or one
+    whose pages cannot be loaded.
     """
+    import pypdfium2 as pdfium
     from PIL import Image
 
     limits = limits or MediaLimits()
@@ -165,11 +169,13 @@ def load_pdf(
     if not data.lstrip()[:5] == b"%PDF-":
         raise MediaError("not a PDF (no %PDF- header)")
     doc = _open(data, password)
+    count = 0
     try:
         count = len(doc)
         if count == 0:
             raise MediaError("the PDF has no pages")
-        wanted = list(range(min(count, limits.max_pdf_pages)))
+        cap = limits.max_pdf_pages if max_pages is None else min(max_pages, limits.max_pdf_pages)
+        wanted = list(range(min(count, max(cap, 0))))
         cores = os.cpu_count() or 1
         auto = len(wanted) >= PARALLEL_MIN_PAGES and cores >= PARALLEL_MIN_CORES
         rendered = None
@@ -179,6 +185,9 @@ def load_pdf(
                 rendered = [(i, Image.frombytes("RGB", sz, raw), t) for i, sz, raw, t in pooled]
         if rendered is None:
             rendered = _render(doc, wanted, limits.image_size)
+    except pdfium.PdfiumError as err:
+        # a page tree that claims pages it does not have, or a page PDFium cannot parse
+        raise MediaError(f"the PDF claims {count:,} pages but one cannot be read ({err})") from None
     finally:
         doc.close()
     digest = hashlib.sha256(data).hexdigest()
@@ -186,11 +195,15 @@ def load_pdf(
         PdfPage(i, ImageData(pil=img, digest=f"{digest}:page:{i}"), text)
         for i, img, text in sorted(rendered, key=lambda r: r[0])
     )
-    return PdfContent(pages, count, tuple(range(len(wanted), count)), digest)
+    return PdfContent(pages, count, range(len(wanted), count), digest)
 
 
 async def aload_pdf(
-    data: bytes, limits: MediaLimits | None = None, *, password: str | None = None
+    data: bytes,
+    limits: MediaLimits | None = None,
+    *,
+    password: str | None = None,
+    max_pages: int | None = None,
 ) -> PdfContent:
     """:func:`load_pdf` off the event loop."""
-    return await asyncio.to_thread(load_pdf, data, limits, password=password)
+    return await asyncio.to_thread(load_pdf, data, limits, password=password, max_pages=max_pages)

@@ -52,12 +52,16 @@ def _redact_text(text: str, spans: set[tuple[int, int] | None], redaction: str) 
     return "".join(out)
 
 
-def _pdf_without(data: bytes, drop: set[int], password: str | None) -> bytes | None:
+def _pdf_without(
+    data: bytes, drop: set[int], password: str | None, drop_from: int | None = None
+) -> bytes | None:
+    """The document without the pages in ``drop`` and every page from ``drop_from`` on."""
     import pypdfium2 as pdfium
 
     src = pdfium.PdfDocument(data, password=password)
     try:
-        keep = [i for i in range(len(src)) if i not in drop]
+        end = len(src) if drop_from is None else min(len(src), drop_from)
+        keep = [i for i in range(end) if i not in drop]
         if not keep:
             return None
         dst = pdfium.PdfDocument.new()
@@ -142,7 +146,10 @@ def rewrite_content(
         return redaction
     by_block: dict[int | None, list[PartRef]] = {}
     for r in refs:
-        by_block.setdefault(r.block, []).append(r)
+        if r.block is None:
+            by_block.setdefault(None, []).append(r)
+        for b in r.blocks[: len(content)]:
+            by_block.setdefault(b, []).append(r)
     if None in by_block:  # the whole content was one unit
         return [{"type": "text", "text": redaction}]
     out: list[Any] = []
@@ -152,7 +159,7 @@ def rewrite_content(
             out.append(block)
             continue
         pages = {r.page for r in hits}
-        if pages == {None}:
+        if pages == {None} or any(r.page is None for r in hits if r.block_end is not None):
             text = (
                 block
                 if isinstance(block, str)
@@ -165,10 +172,14 @@ def rewrite_content(
                 out.append({"type": "text", "text": redaction})
             continue
         # A document with some pages withheld: keep the others, in the same block format.
-        drop = {p for p in pages if p is not None}
+        drop = {r.page for r in hits if r.page is not None and r.page_end is None}
+        ranges = [(r.page, r.page_end) for r in hits if r.page is not None and r.page_end]
+        drop_from = min((a for a, _ in ranges), default=None)
         data = _block_data(block) if isinstance(block, Mapping) and None not in pages else None
-        kept = _pdf_without(data, drop, password) if data is not None else None
-        listed = ", ".join(str(p + 1) for p in sorted(drop))
+        kept = _pdf_without(data, drop, password, drop_from) if data is not None else None
+        listed = ", ".join(
+            [str(p + 1) for p in sorted(drop)] + [f"{a + 1}-{b}" for a, b in sorted(ranges)]
+        )
         if kept is None:
             out.append({"type": "text", "text": redaction})
         else:
@@ -176,7 +187,8 @@ def rewrite_content(
             out.append(
                 {
                     "type": "text",
-                    "text": f"{redaction} ({'pages' if len(drop) > 1 else 'page'} {listed} "
+                    "text": f"{redaction} ({'pages' if len(drop) > 1 or ranges else 'page'} "
+                    f"{listed} "
                     "of this document)",
                 }
             )
