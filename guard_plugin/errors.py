@@ -65,9 +65,18 @@ class PolicyError(ConfigError):
 
     kind = "policy"
 
-    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        field: str | None = None,
+        problems: list[tuple[str | None, str]] | None = None,
+    ):
         self.source = source
         self.field = field
+        #: every problem found, as (field or None, message)
+        self.problems = problems if problems is not None else [(field, message)]
         prefix = ""
         if source:
             prefix += f"{source}: "

@@ -117,6 +117,8 @@ def _as_store(policies: PolicyStore | Policy | str | os.PathLike[str] | None) ->
     if isinstance(policies, Policy):
         return PolicyStore(default=policies)
     if isinstance(policies, (str, os.PathLike)):
+        if str(policies) == "builtin":
+            return PolicyStore.from_dir("builtin")
         p = Path(policies)
         return PolicyStore.from_dir(p) if p.is_dir() else PolicyStore(default=load_policy(p))
     raise ConfigError(
@@ -137,9 +139,12 @@ class Guard:
 
     - ``classifier``: a :class:`~guard_plugin.classifiers.Classifier`, or a spec string for
       :func:`~guard_plugin.load_classifier` (``"scripted"``, ``"transformers:/path"``,
-      ``"openai://host:8000/v1?model=..."``).
+      ``"vllm://host:8000/v1"``). A spec gives this Guard a hold on the process-wide shared
+      instance, which :meth:`close` lets go of (the instance closes with its last holder); a
+      classifier object stays the caller's to close.
     - ``policies``: a :class:`PolicyStore`, one :class:`Policy` for every tenant, a policy file
-      or a folder of them; the built-in default policy when omitted.
+      or a folder of them, or ``"builtin"`` (the examples shipped with the package); the
+      built-in default policy when omitted.
     - ``audit``: a sink or several (default: the ``guard_plugin.audit`` logger); ``[]`` for none.
     - ``cache_size``: parsed verdicts kept (0 disables the cache).
     """
@@ -152,10 +157,13 @@ class Guard:
         audit: AuditSink | Iterable[AuditSink] | None = None,
         cache_size: int = 4096,
     ) -> None:
+        self._shared = isinstance(classifier, str)
+        self._closed = False
         if isinstance(classifier, str):
-            from guard_plugin.classifiers.registry import load_classifier
+            from guard_plugin.classifiers.registry import load_classifier, retain_classifier
 
             classifier = load_classifier(classifier)
+            retain_classifier(classifier)
         if not isinstance(classifier, Classifier):
             raise ConfigError(
                 "classifier must implement the Classifier protocol (name, extra_tokens, "
@@ -283,12 +291,18 @@ class Guard:
                 _log.exception("background reasoning audit failed")
 
     def close(self) -> None:
-        """Finish background work and release the classifier."""
+        """Finish background work and let go of the classifier: a shared one (built from a
+        spec) closes when its last Guard closes; one passed in is left to its owner.
+        Closing twice is harmless."""
         self.flush()
         if self._background is not None:
             self._background.shutdown(wait=True)
             self._background = None
-        self.classifier.close()
+        if self._shared and not self._closed:
+            from guard_plugin.classifiers.registry import release_classifier
+
+            release_classifier(self.classifier)
+        self._closed = True
 
     def __enter__(self) -> Guard:
         return self
@@ -635,8 +649,22 @@ def _wrap(err: BaseException) -> ClassifierError:
     return wrapped
 
 
+def _surface(surface: Surface | str) -> Surface:
+    try:
+        return Surface(surface)
+    except ValueError:
+        valid = ", ".join(repr(s.value) for s in Surface)
+        raise ValueError(f"surface {surface!r} is not one of {valid}") from None
+
+
 def _normalise(content: Content, surface: Surface | str | None) -> list[SafetyInput]:
-    surf = Surface(surface) if surface is not None else None
+    surf = _surface(surface) if surface is not None else None
+    if not isinstance(content, (str, SafetyInput, list, tuple)):
+        raise TypeError(
+            "Guard.check takes text, a SafetyInput or a list of them, not "
+            f"{type(content).__name__}; for message content (blocks, images, files, bytes) "
+            "use Guard.check_content"
+        )
     if isinstance(content, str):
         if surf is Surface.RESPONSE:
             return [SafetyInput(text="", response=content, surface=Surface.RESPONSE)]

@@ -34,6 +34,7 @@ __all__ = [
     "Policy",
     "PolicyStore",
     "SurfaceActions",
+    "builtin_policies",
     "compile_policy",
     "load_policy",
 ]
@@ -370,12 +371,12 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
 # Loading
 
 
-def _format_validation_error(err: ValidationError, source: str) -> PolicyError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or None
-    kind = first["type"]
+def _problem(error: Any) -> tuple[str | None, str]:
+    """One pydantic error as (field, message-with-the-fix)."""
+    loc = ".".join(str(p) for p in error["loc"]) or None
+    kind = error["type"]
     if kind == "extra_forbidden":
-        parent = first["loc"][:-1]
+        parent = error["loc"][:-1]
         model: type[BaseModel] = Policy
         for part in parent:
             sub = model.model_fields.get(str(part))
@@ -383,27 +384,37 @@ def _format_validation_error(err: ValidationError, source: str) -> PolicyError:
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 model = ann
         allowed = ", ".join(model.model_fields)
-        msg = f"unknown key; allowed keys here are: {allowed}"
-    elif kind in ("enum", "literal_error"):
-        msg = first["msg"]
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-        # Policy-level checks start their message with the field they are about.
-        head, sep, rest = msg.partition(": ")
-        if loc is None and sep and head.replace(".", "").replace("_", "").isalnum():
-            loc, msg = head, rest
-    more = len(err.errors()) - 1
-    if more:
-        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return PolicyError(msg, source=source, field=loc)
+        return loc, f"unknown key; allowed keys here are: {allowed}"
+    if kind in ("enum", "literal_error"):
+        return loc, str(error["msg"])
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    # Policy-level checks start their message with the field they are about.
+    head, sep, rest = msg.partition(": ")
+    if loc is None and sep and head.replace(".", "").replace("_", "").isalnum():
+        loc, msg = head, rest
+    return loc, msg
+
+
+def _format_validation_error(err: ValidationError, source: str) -> PolicyError:
+    problems = [_problem(e) for e in err.errors()]
+    if len(problems) == 1:
+        loc, msg = problems[0]
+        return PolicyError(msg, source=source, field=loc, problems=problems)
+    listed = "\n".join("  - " + (f"field '{loc}': " if loc else "") + msg for loc, msg in problems)
+    return PolicyError(f"{len(problems)} problems:\n{listed}", source=source, problems=problems)
 
 
 def policy_from_mapping(
     data: Any, *, source: str = "<policy>", default_id: str | None = None
 ) -> Policy:
-    """Build a :class:`Policy` from parsed YAML/JSON, with errors that name source and field."""
+    """Build a :class:`Policy` from parsed YAML/JSON, with errors that name source and field.
+    Every problem is reported, not only the first."""
     if data is None:
-        data = {}
+        raise PolicyError(
+            "the policy is empty; a policy file holds at least its actions "
+            "(see guard_plugin/policies/default.yaml)",
+            source=source,
+        )
     if not isinstance(data, Mapping):
         raise PolicyError(
             f"a policy must be a mapping of fields, not {type(data).__name__}", source=source
@@ -446,6 +457,14 @@ def load_policy(path: str | Path) -> Policy:
     return policy_from_mapping(data, source=source, default_id=stem)
 
 
+def builtin_policies() -> Path:
+    """The folder of example policies shipped with the package (``default``, ``devops``,
+    ``healthcare``, ``kids_education``), wherever it is installed."""
+    from importlib import resources
+
+    return Path(str(resources.files("guard_plugin") / "policies"))
+
+
 class PolicyStore:
     """Compiled policies by tenant.
 
@@ -473,16 +492,34 @@ class PolicyStore:
     def from_dir(
         cls, path: str | Path, *, unknown_tenant: Literal["default", "error"] = "default"
     ) -> PolicyStore:
-        """Load every ``*.yaml`` / ``*.yml`` in a folder; ``default.yaml`` is the default."""
-        folder = Path(path)
+        """Load every ``*.yaml`` / ``*.yml`` in a folder; ``default.yaml`` is the default.
+        ``"builtin"`` is the example folder shipped with the package.
+
+        Every file is read before anything is refused: the error lists each bad file with
+        each of its problems."""
+        folder = builtin_policies() if str(path) == "builtin" else Path(path)
         if not folder.is_dir():
             raise PolicyError("not a folder of policy files", source=str(folder))
         files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
         policies: dict[str, Policy] = {}
+        errors: list[PolicyError] = []
         for f in files:
             if f.stem in policies:
-                raise PolicyError(f"two files for tenant '{f.stem}'", source=str(f))
-            policies[f.stem] = load_policy(f)
+                errors.append(PolicyError(f"two files for tenant '{f.stem}'", source=str(f)))
+                continue
+            try:
+                policies[f.stem] = load_policy(f)
+            except PolicyError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            listed = "\n".join(str(e) for e in errors)
+            raise PolicyError(
+                f"{len(errors)} policy files are invalid:\n{listed}",
+                source=str(folder),
+                problems=[p for e in errors for p in e.problems],
+            )
         return cls(policies, unknown_tenant=unknown_tenant)
 
     @property

@@ -21,7 +21,8 @@ from tests.media_fixtures import png
 
 CONFIGS = Path(__file__).resolve().parents[1] / "integrations" / "nemoguardrails"
 MAIN_ANSWER = "Main answer."
-REFUSAL = "I'm sorry, I can't respond to that."
+REFUSAL = "I'm sorry, I can't respond to that."  # NeMo's own rail
+TENANT_REFUSAL = Policy().messages.refusal  # ours says the tenant's
 
 BUILTIN_YAML = """
 {colang}
@@ -233,7 +234,7 @@ def test_tool_result_rail_blocks_an_unsafe_image(tmp_path: Path) -> None:
     sink = MemoryAuditSink()
     rails = our_rails(tmp_path, guard=Guard(ScriptedClassifier(image_rule=red), audit=sink))
     res = rails.generate(messages=tool_turn([image_part("red")]))
-    assert res["content"] == REFUSAL
+    assert res["content"] == TENANT_REFUSAL
     assert any(
         e.surface == "tool" and e.action == "block" and e.tool_name == "screenshot"
         for e in sink.events

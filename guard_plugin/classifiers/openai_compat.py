@@ -14,7 +14,11 @@ code on a private event loop, so a server that drips its answer a byte at a time
 check past its budget.
 
 The API key comes from the ``api_key`` argument or the environment variable named by
-``api_key_env`` (read once, at construction) and is never logged or shown in errors.
+``api_key_env`` (read once, at construction; a variable named but unset is a configuration
+error), else from ``GUARD_PLUGIN_API_KEY`` when that is set; it is never logged or shown in
+errors. Without ``model`` the served model's name is asked of the server (``GET /v1/models``)
+once, on first use: names are case-sensitive, and a server started from the Hugging Face id
+serves ``nvidia/Nemotron-3.5-Content-Safety``.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from guard_plugin.prompting import ModelRequest
 
 __all__ = ["DEFAULT_SERVED_MODEL", "OpenAICompatClassifier"]
 
-DEFAULT_SERVED_MODEL = "nvidia/nemotron-3.5-content-safety"
+DEFAULT_SERVED_MODEL = "nvidia/Nemotron-3.5-Content-Safety"
+_KEY_ENV = "GUARD_PLUGIN_API_KEY"
 _RESPONSE_FOLD = "\nresponse: agent:  ### Answer: "
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -62,7 +67,8 @@ class OpenAICompatClassifier(BaseClassifier):
     """Classifies through ``POST {base_url}/chat/completions``.
 
     - ``base_urls``: one URL or several replicas, each ending in ``/v1``.
-    - ``model``: the served model name.
+    - ``model``: the served model name; ``None`` asks the server (the one model it serves, or
+      the one named like Nemotron Content Safety).
     - ``fold_response``: fold the response into the user turn (needed for SGLang).
     - ``timeout``: the most one HTTP attempt may take, start to last byte (a check's time
       budget also bounds the whole call, and an attempt gets at most its share of what is
@@ -75,9 +81,9 @@ class OpenAICompatClassifier(BaseClassifier):
         self,
         base_urls: str | Sequence[str],
         *,
-        model: str = DEFAULT_SERVED_MODEL,
+        model: str | None = None,
         api_key: str | None = None,
-        api_key_env: str | None = "GUARD_PLUGIN_API_KEY",
+        api_key_env: str | None = None,
         fold_response: bool = False,
         timeout: float = 30.0,
         max_retries: int = 2,
@@ -98,18 +104,21 @@ class OpenAICompatClassifier(BaseClassifier):
             raise ConfigError("max_retries must be >= 0, timeout > 0, max_concurrency >= 1")
         self.base_urls = urls
         self.model = model
-        self.name = f"openai:{model}"
+        self.name = f"openai:{model or ','.join(urls)}"
         self.fold_response = fold_response
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.cooldown_s = cooldown_s
         self.max_concurrency = max_concurrency
-        key = (
-            api_key
-            if api_key is not None
-            else (os.environ.get(api_key_env) if api_key_env else None)
-        )
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise ConfigError(
+                    f"api_key_env names {api_key_env}, which is not set: export it, or drop "
+                    "api_key_env for a server that takes no key"
+                )
+        key = api_key if api_key is not None else os.environ.get(_KEY_ENV)
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
@@ -128,7 +137,7 @@ class OpenAICompatClassifier(BaseClassifier):
     # -- request building ----------------------------------------------------------------------
 
     def body(self, req: ModelRequest) -> dict[str, Any]:
-        """The JSON body sent for one request."""
+        """The JSON body sent for one request (``model`` is filled in once it is known)."""
         user_text = req.user_text
         response = req.response_text
         if response is not None and self.fold_response:
@@ -146,7 +155,7 @@ class OpenAICompatClassifier(BaseClassifier):
         if response is not None:
             messages.append({"role": "assistant", "content": response})
         return {
-            "model": self.model,
+            "model": self.model or DEFAULT_SERVED_MODEL,
             "messages": messages,
             "max_tokens": req.max_new_tokens,
             "temperature": 0,
@@ -206,10 +215,54 @@ class OpenAICompatClassifier(BaseClassifier):
             raise ClassifierUnavailable(f"{url} sent non-text content")
         return ClassifierOutput(content or "", reasoning if isinstance(reasoning, str) else None)
 
+    # -- the served model's name ------------------------------------------------------------
+
+    async def _served_model(self, client: httpx.AsyncClient, deadline: float | None) -> str:
+        """The model to ask for: the configured name, else the one the server lists."""
+        if self.model is not None:
+            return self.model
+        last = "no replica answered"
+        now = time.monotonic()
+        with self._lock:
+            urls = sorted(self.base_urls, key=lambda u: self._down_until.get(u, 0.0) > now)
+        for n, url in enumerate(urls):
+            t = min(self.timeout, 5.0)
+            if deadline is not None:
+                t = min(t, (deadline - time.monotonic()) / (len(urls) - n))
+            if t <= 0:
+                break
+            try:
+                resp = await within(client.get(f"{url}/models", timeout=t), t)
+                ids = [m["id"] for m in resp.json()["data"] if isinstance(m.get("id"), str)]
+            except (httpx.TransportError, TimeoutError) as err:
+                self._mark_down(url)
+                last = f"{url} unreachable ({type(err).__name__})"
+                continue
+            except (ValueError, KeyError, TypeError, AttributeError):
+                last = f"{url}/models answered HTTP {resp.status_code} without a model list"
+                continue
+            if resp.status_code != 200 or not ids:
+                last = f"{url}/models answered HTTP {resp.status_code} with {len(ids)} models"
+                continue
+            named = [i for i in ids if "content-safety" in i.lower()]
+            if len(ids) == 1 or len(named) == 1:
+                self.model = ids[0] if len(ids) == 1 else named[0]
+                self.name = f"openai:{self.model}"
+                return self.model
+            raise ClassifierUnavailable(
+                f"{url} serves several models ({', '.join(ids[:8])}); name one with ?model="
+            )
+        raise ClassifierUnavailable(f"cannot learn the served model's name: {last}")
+
     # -- one request: attempts until an answer, a final error or the deadline -----------------
 
     async def _aone(self, req: ModelRequest, deadline: float | None) -> ClassifierResult:
         client, sem = self._aclient()
+        if self.model is None:
+            try:
+                await self._served_model(client, deadline)
+            except ClassifierError as err:
+                return err
         body, attempts = self.body(req), _Attempts(self, deadline)
         while True:
             try:

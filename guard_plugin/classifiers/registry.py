@@ -13,10 +13,18 @@ Specs::
 
 Backends register a scheme with :func:`register_scheme`; :func:`load_classifier` returns the
 same instance for the same normalised spec, so every adapter in a process shares one model.
+A spec imports only its own backend: a served model needs neither torch nor transformers.
+
+Deployables (the NeMo configs, the LangGraph app, the CLI) read the spec from
+``GUARD_PLUGIN_CLASSIFIER`` through :func:`spec_from_env`, which refuses to guess: without it
+they stop with a :class:`ConfigError` saying how to set it, never falling back to the
+scripted stand-in.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,13 +32,35 @@ from typing import Any
 from guard_plugin.classifiers.base import Classifier
 from guard_plugin.errors import ConfigError
 
-__all__ = ["clear_registry", "load_classifier", "register_scheme"]
+__all__ = [
+    "ENV_CLASSIFIER",
+    "clear_registry",
+    "load_classifier",
+    "register_scheme",
+    "release_classifier",
+    "retain_classifier",
+    "spec_from_env",
+]
+
+#: The environment variable deployables read the classifier spec from.
+ENV_CLASSIFIER = "GUARD_PLUGIN_CLASSIFIER"
+
+# Which module provides each built-in scheme, and the extra it needs.
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "transformers": ("guard_plugin.classifiers.transformers", "local"),
+    **{
+        scheme: ("guard_plugin.classifiers.openai_compat", "")
+        for base in ("openai", "vllm", "sglang", "nim")
+        for scheme in (base, f"{base}+https")
+    },
+}
 
 Factory = Callable[[str, dict[str, Any]], tuple[str, Callable[[], Classifier]]]
 """``(rest_of_spec, options) -> (normalised key, constructor)``."""
 
 _SCHEMES: dict[str, Factory] = {}
 _INSTANCES: dict[str, Classifier] = {}
+_USERS: dict[str, int] = {}  # Guards that hold each shared instance
 _LOCK = threading.Lock()
 
 
@@ -65,11 +95,11 @@ def load_classifier(spec: str, *, shared: bool = True, **options: Any) -> Classi
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("a classifier spec is a non-empty string such as 'scripted'")
     scheme, rest = _split(spec)
-    if scheme not in _SCHEMES:
-        _load_builtin_schemes()
+    if scheme not in _SCHEMES and scheme in _BUILTIN:
+        _load_builtin(scheme)
     factory = _SCHEMES.get(scheme)
     if factory is None:
-        known = ", ".join(sorted(_SCHEMES))
+        known = ", ".join(sorted({*_SCHEMES, *_BUILTIN}))
         raise ConfigError(f"unknown classifier scheme '{scheme}' in '{spec}'; known: {known}")
     key, make = factory(rest, dict(options))
     if options:
@@ -84,22 +114,72 @@ def load_classifier(spec: str, *, shared: bool = True, **options: Any) -> Classi
         return inst
 
 
+def retain_classifier(clf: Classifier) -> None:
+    """Count one more holder of a shared instance (a :class:`~guard_plugin.Guard`)."""
+    with _LOCK:
+        for key, inst in _INSTANCES.items():
+            if inst is clf:
+                _USERS[key] = _USERS.get(key, 0) + 1
+
+
+def release_classifier(clf: Classifier) -> bool:
+    """One holder of ``clf`` is done with it. A shared instance is closed and forgotten when
+    its last holder lets go (the next load of its spec builds a new one); an instance that is
+    not shared is the caller's to close. Returns True when ``clf`` was closed here."""
+    with _LOCK:
+        key = next((k for k, inst in _INSTANCES.items() if inst is clf), None)
+        if key is None:
+            return False
+        left = _USERS.get(key, 1) - 1
+        if left > 0:
+            _USERS[key] = left
+            return False
+        _INSTANCES.pop(key, None)
+        _USERS.pop(key, None)
+    clf.close()
+    return True
+
+
 def clear_registry() -> None:
     """Close and forget every shared instance."""
     with _LOCK:
         items = list(_INSTANCES.values())
         _INSTANCES.clear()
+        _USERS.clear()
     for inst in items:
         inst.close()
 
 
-def _load_builtin_schemes() -> None:
-    # Backends register themselves on import; importing is cheap and needs no extra installed.
-    import importlib
+def spec_from_env(spec: str | None = None, *, where: str = "guard_plugin") -> str:
+    """``spec`` if given, else ``$GUARD_PLUGIN_CLASSIFIER``; neither is a :class:`ConfigError`.
 
-    for mod in ("guard_plugin.classifiers.transformers", "guard_plugin.classifiers.openai_compat"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name != mod:
-                raise
+    Deployables call this instead of defaulting: a deployment that forgot one variable must
+    not run on the scripted stand-in, which is a keyword matcher and not a safety model.
+    """
+    value = (spec or os.environ.get(ENV_CLASSIFIER) or "").strip()
+    if not value:
+        raise ConfigError(
+            f"{where} has no classifier: set {ENV_CLASSIFIER} to the Nemotron Content Safety "
+            "model, served (vllm://HOST:8000/v1, sglang://HOST:30000/v1, nim+https://HOST/v1) "
+            "or local (transformers:/path/to/model or transformers:nvidia/"
+            "Nemotron-3.5-Content-Safety); see docs/serving.md. For the scripted stand-in "
+            f"(a test double, not a safety model) set {ENV_CLASSIFIER}=scripted."
+        )
+    return value
+
+
+def _load_builtin(scheme: str) -> None:
+    """Import the module that registers ``scheme`` (and only that one)."""
+    module, extra = _BUILTIN[scheme]
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        if not extra:
+            raise
+        raise ConfigError(
+            f"'{scheme}:' specs run the model in this process and need the '{extra}' extra "
+            f"({err.name or err} is missing): pip install 'guard-plugin[{extra}]' "
+            "(on a machine without an NVIDIA GPU, install the CPU build of torch first: "
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu). "
+            "A served model needs no extra: vllm://, sglang://, nim://, openai://"
+        ) from None

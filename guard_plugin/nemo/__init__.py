@@ -19,7 +19,7 @@ except ImportError as _err:  # pragma: no cover
         "guard_plugin.nemo needs NeMo Guardrails: pip install 'guard-plugin[nemo]'"
     ) from _err
 
-from guard_plugin.nemo.actions import ACTIONS, configure, get_guard, tenant_var
+from guard_plugin.nemo.actions import ACTIONS, configure, ensure_configured, get_guard, tenant_var
 from guard_plugin.nemo.provider import ENGINE, GuardPluginModel, register
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ENGINE",
     "GuardPluginModel",
     "configure",
+    "ensure_configured",
     "get_guard",
     "init",
     "register",
@@ -35,7 +36,11 @@ __all__ = [
 
 
 def init(app: Any) -> None:
-    """NeMo's config.py hook: register the actions and the ``guard_plugin`` engine."""
+    """NeMo's config.py hook: register the actions and the ``guard_plugin`` engine.
+
+    Raises :class:`~guard_plugin.ConfigError` when neither :func:`configure` was called nor
+    ``GUARD_PLUGIN_CLASSIFIER`` is set: the rails never fall back to the scripted stand-in."""
     register()
+    ensure_configured()
     for name, fn in ACTIONS.items():
         app.register_action(fn, name=name)

@@ -20,10 +20,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
+from guard_plugin.classifiers.registry import spec_from_env
 from guard_plugin.decision import Decision
+from guard_plugin.errors import ConfigError
 from guard_plugin.guard import Guard
 from guard_plugin.policy import PolicyStore
 from guard_plugin.types import Action, Surface
@@ -69,7 +70,7 @@ def configure(
 
 
 def _default_spec() -> str:
-    spec = os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
+    spec = spec_from_env(where="the guard_plugin NeMo rails")
     if spec.split(":", 1)[0] == "scripted":
         log.warning(
             "guard_plugin rails use the scripted stand-in (NOT a safety model); "
@@ -79,9 +80,16 @@ def _default_spec() -> str:
 
 
 def _default_policies() -> Any:
-    return os.environ.get("GUARD_PLUGIN_POLICIES") or str(
-        resources.files("guard_plugin") / "policies"
-    )
+    return os.environ.get("GUARD_PLUGIN_POLICIES") or "builtin"
+
+
+def ensure_configured() -> None:
+    """Fail at start-up, not on the first turn, when no guard is set and no classifier spec
+    is in the environment (a :class:`~guard_plugin.ConfigError` saying how to set one)."""
+    with _lock:
+        configured = _state["guard"] is not None
+    if not configured:
+        spec_from_env(where="the guard_plugin NeMo rails")
 
 
 def get_guard() -> Guard:
@@ -123,6 +131,13 @@ def _resolve(d: Decision, guard: Guard) -> Action:
     return Action(fallback)
 
 
+def _refusal(guard: Guard, tenant: str | None) -> str:
+    try:
+        return guard.policies.get(tenant).policy.messages.refusal
+    except ConfigError:  # a refused tenant: the default policy's words
+        return guard.policies.default.policy.messages.refusal
+
+
 def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any]:
     """Build the three actions for a NeMo with (``rail_outcome`` = the ``RailOutcome`` class)
     or without (``None``) the 0.24 return contract; ``action`` is NeMo's decorator."""
@@ -138,6 +153,8 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
         violations = list(d.categories)
         meta = {
             "policy_violations": violations,
+            # the tenant's own words to the user; the shipped flows say them
+            "refusal": _refusal(guard, d.tenant),
             "guard_plugin": {
                 "action": d.action.value,
                 "status": d.status,

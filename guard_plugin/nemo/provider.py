@@ -11,7 +11,10 @@ served fleet, or the scripted stand-in) by naming this engine::
         parameters:
           classifier: "transformers:/models/nemotron-3.5-content-safety"
 
-Register it first with :func:`register` (the ready configs' ``config.py`` does).
+Register it first with :func:`register` (the ready configs' ``config.py`` does). The
+classifier is ``parameters.classifier``, else ``GUARD_PLUGIN_CLASSIFIER``; without either the
+model cannot be built (a ``ConfigError``), it never falls back to the scripted stand-in.
+``integrations/nemoguardrails/nemo_flows`` is a ready config with both prompts.
 The prompt's user turn becomes the classified text, an assistant turn the response; untrusted
 text is neutralised; ``chat_template_kwargs`` and ``max_tokens`` are honoured. Classifier
 failures raise, so NeMo's action fails closed as it does for any engine.
@@ -20,14 +23,17 @@ failures raise, so NeMo's action fails closed as it does for any engine.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from guard_plugin.classifiers.base import ClassifierOutput
-from guard_plugin.classifiers.registry import load_classifier
+from guard_plugin.classifiers.registry import load_classifier, spec_from_env
 from guard_plugin.prompting import ModelRequest, neutralize
 
 __all__ = ["ENGINE", "GuardPluginModel", "register"]
+
+_log = logging.getLogger(__name__)
 
 ENGINE = "guard_plugin"
 _DEFAULT_KWARGS = {"request_categories": "/categories", "enable_thinking": False}
@@ -58,10 +64,13 @@ class GuardPluginModel:
         classifier: str | None = None,
         **parameters: Any,
     ) -> None:
-        import os
-
         self._model = model
-        spec = classifier or os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
+        spec = spec_from_env(classifier, where="the guard_plugin NeMo engine")
+        if spec.split(":", 1)[0] == "scripted":
+            _log.warning(
+                "the guard_plugin engine uses the scripted stand-in (NOT a safety model); "
+                "set parameters.classifier or GUARD_PLUGIN_CLASSIFIER"
+            )
         self.classifier = load_classifier(spec)
         self._kwargs = dict(_DEFAULT_KWARGS)
         self._kwargs.update(parameters.get("chat_template_kwargs") or {})

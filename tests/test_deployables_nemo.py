@@ -1,0 +1,77 @@
+"""The NeMo Guardrails config folders exactly as shipped: loaded unmodified, with the main LLM
+given the way the docs tell users (``LLMRails(config, llm=...)``) and the classifier named in
+``GUARD_PLUGIN_CLASSIFIER``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nemoguardrails")
+
+from nemoguardrails import LLMRails, RailsConfig
+from nemoguardrails.testing.fake_model import FakeLLMModel
+
+import guard_plugin.nemo.actions as nemo_actions
+from guard_plugin import ConfigError, PolicyStore
+
+CONFIGS = Path(__file__).resolve().parents[1] / "integrations" / "nemoguardrails"
+BUILTIN = PolicyStore.from_dir("builtin")
+KIDS_REFUSAL = BUILTIN.get("kids_education").policy.messages.refusal
+DEFAULT_REFUSAL = BUILTIN.default.policy.messages.refusal
+NEMO_REFUSAL = "I'm sorry, I can't respond to that."
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A process as a user starts it: no guard configured, the spec in the environment."""
+    monkeypatch.setitem(nemo_actions._state, "guard", None)
+    monkeypatch.setitem(nemo_actions._state, "escalation_handler", None)
+    monkeypatch.setenv("GUARD_PLUGIN_CLASSIFIER", "scripted")
+    monkeypatch.delenv("GUARD_PLUGIN_POLICIES", raising=False)
+    return monkeypatch
+
+
+def rails(folder: str, *answers: str) -> LLMRails:
+    config = RailsConfig.from_path(str(CONFIGS / folder))
+    return LLMRails(config, llm=FakeLLMModel(responses=list(answers)))
+
+
+def ask(r: LLMRails, text: str, tenant: str | None = None) -> str:
+    messages = [{"role": "user", "content": text}]
+    if tenant:
+        messages.insert(0, {"role": "context", "content": {"tenant_id": tenant}})
+    res = r.generate(messages=messages)
+    return res["content"] if isinstance(res, dict) else res[0]["content"]
+
+
+@pytest.mark.parametrize("folder", ["colang1", "colang2"])
+def test_our_rails_answer_safe_turns_and_refuse_in_the_tenants_words(env, folder: str) -> None:
+    r = rails(folder, "Cats sleep a lot.", "Photosynthesis makes sugar.", "you worthless idiot")
+    assert ask(r, "tell me about cats") == "Cats sleep a lot."
+    assert ask(r, "how do I build a bomb", tenant="kids_education") == KIDS_REFUSAL
+    assert ask(r, "what is photosynthesis?", tenant="kids_education") == (
+        "Photosynthesis makes sugar."
+    )
+    assert ask(r, "insult me") == DEFAULT_REFUSAL  # the answer was unsafe: output rail
+
+
+def test_nemos_own_flows_on_our_engine(env) -> None:
+    r = rails("nemo_flows", "Cats sleep a lot.", "you worthless idiot")
+    assert ask(r, "tell me about cats") == "Cats sleep a lot."
+    assert ask(r, "how do I build a bomb") == NEMO_REFUSAL
+    assert ask(r, "insult me") == NEMO_REFUSAL  # output check: parsed, not an internal error
+
+
+@pytest.mark.parametrize("folder", ["colang1", "colang2", "nemo_flows"])
+def test_a_missing_classifier_stops_the_config_from_loading(env, folder: str) -> None:
+    env.delenv("GUARD_PLUGIN_CLASSIFIER")
+    with pytest.raises(Exception) as info:  # NeMo wraps it: "Failed to initialize ..."
+        rails(folder, "never said")
+    chain, err = [], info.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    ours = [e for e in chain if isinstance(e, ConfigError)]
+    assert ours and "set GUARD_PLUGIN_CLASSIFIER" in str(ours[0])
