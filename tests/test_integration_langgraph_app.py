@@ -18,6 +18,16 @@ from tests.lc_helpers import ScriptedChatModel, tool_call
 APP = Path(__file__).resolve().parents[1] / "integrations" / "langgraph"
 
 
+@pytest.fixture(autouse=True)
+def app_env(monkeypatch) -> None:
+    """What the server's environment holds (the module builds its graph on import)."""
+    pytest.importorskip("langchain_openai")
+    monkeypatch.setenv("GUARD_PLUGIN_CLASSIFIER", "scripted")
+    monkeypatch.setenv("AGENT_MODEL", "openai:gpt-4.1-mini")
+    monkeypatch.setenv("OPENAI_API_KEY", "not-used")
+    monkeypatch.delenv("GUARD_PLUGIN_POLICIES", raising=False)
+
+
 def load_app():
     spec = importlib.util.spec_from_file_location("guarded_app", APP / "agent.py")
     assert spec and spec.loader
@@ -26,10 +36,11 @@ def load_app():
     return mod
 
 
-def test_langgraph_json_points_at_the_factory() -> None:
+def test_langgraph_json_points_at_a_compiled_graph() -> None:
     cfg = json.loads((APP / "langgraph.json").read_text())
     path, _, attr = cfg["graphs"]["guarded_agent"].partition(":")
-    assert (APP / path).is_file() and hasattr(load_app(), attr)
+    assert (APP / path).is_file()
+    assert hasattr(getattr(load_app(), attr), "invoke")  # a graph, not a factory
 
 
 def test_the_app_blocks_an_unsafe_email() -> None:
@@ -42,7 +53,7 @@ def test_the_app_blocks_an_unsafe_email() -> None:
             )
         ]
     )
-    graph = app.make_graph(model=model, guard=Guard(ScriptedClassifier(), audit=sink))
+    graph = app.build_graph(model, Guard(ScriptedClassifier(), audit=sink))
     out = graph.invoke(
         {"messages": [HumanMessage("email bob")]}, {"configurable": {"tenant_id": "default"}}
     )
@@ -50,7 +61,6 @@ def test_the_app_blocks_an_unsafe_email() -> None:
     assert any(e.surface == "response" and e.action == "block" for e in sink.events)
 
 
-def test_default_guard_uses_the_shipped_policies(monkeypatch) -> None:
-    monkeypatch.delenv("GUARD_PLUGIN_CLASSIFIER", raising=False)
+def test_default_guard_uses_the_shipped_policies() -> None:
     guard = load_app().make_guard()
     assert "devops" in guard.policies.tenants()

@@ -6,11 +6,18 @@ from guard_plugin.classifiers.base import (
     ClassifierOutput,
     ClassifierResult,
 )
-from guard_plugin.classifiers.registry import clear_registry, load_classifier, register_scheme
+from guard_plugin.classifiers.registry import (
+    ENV_CLASSIFIER,
+    clear_registry,
+    load_classifier,
+    register_scheme,
+    spec_from_env,
+)
 from guard_plugin.classifiers.scripted import DEMO_RULES, ScriptedClassifier, ScriptedRule
 
 __all__ = [
     "DEMO_RULES",
+    "ENV_CLASSIFIER",
     "BaseClassifier",
     "Classifier",
     "ClassifierOutput",
@@ -20,4 +27,5 @@ __all__ = [
     "clear_registry",
     "load_classifier",
     "register_scheme",
+    "spec_from_env",
 ]

@@ -1,32 +1,39 @@
 """A guarded tool-calling agent for the LangGraph server (`langgraph dev` in this folder).
 
-Configuration (environment, read when the server builds the graph):
+Configuration (environment, read once when the server imports this file):
 
-- ``AGENT_MODEL``: the chat model, as ``init_chat_model`` takes it (e.g. ``openai:gpt-4.1-mini``).
-- ``GUARD_PLUGIN_CLASSIFIER``: the safety classifier spec (e.g.
-  ``vllm://gpu1:8000/v1?model=nvidia/Nemotron-3.5-Content-Safety``). Without it the graph runs
-  on the scripted stand-in, which is NOT a safety model, and logs a warning saying so.
+- ``AGENT_MODEL``: the chat model, as ``init_chat_model`` takes it (``openai:gpt-4.1-mini``;
+  for an OpenAI-compatible server of your own, also set ``OPENAI_BASE_URL``).
+- ``GUARD_PLUGIN_CLASSIFIER``: the safety classifier spec (``vllm://gpu1:8000/v1``; see
+  docs/serving.md). Required: without it the server refuses to load the graph and says how
+  to set it. ``scripted`` names the test double explicitly (NOT a safety model).
 - ``GUARD_PLUGIN_POLICIES``: a folder of tenant policy files (default: the shipped examples).
 
 The tenant of a run is ``config["configurable"]["tenant_id"]``. The server supplies the
 checkpointer, so escalations pause the thread until a reviewer resumes it with
 ``Command(resume={"decisions": [...]})`` from any HITL-capable client.
+
+Everything is built at import, once per server process: the graph the server runs is a
+module-level value, so nothing blocking (loading policies, building the model client) happens
+inside the server's event loop during a run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from importlib import resources
 from typing import Any
 
 from langchain.agents import create_agent
 from langchain_core.tools import tool
 
-from guard_plugin import Guard, PolicyStore
+from guard_plugin import Guard
+from guard_plugin.classifiers import spec_from_env
 from guard_plugin.langchain import SafetyMiddleware
 
 log = logging.getLogger("guard_plugin.integrations.langgraph")
+
+SYSTEM_PROMPT = "You are a helpful assistant with web and email tools."
 
 
 @tool
@@ -45,27 +52,28 @@ TOOLS = [fetch_page, send_email]
 
 
 def make_guard() -> Guard:
-    spec = os.environ.get("GUARD_PLUGIN_CLASSIFIER", "scripted")
+    """The guard from the environment (a ``ConfigError`` when no classifier is set)."""
+    spec = spec_from_env(where="the LangGraph app")
     if spec.split(":", 1)[0] == "scripted":
-        log.warning(
-            "guard_plugin is using the scripted stand-in (NOT a safety model); "
-            "set GUARD_PLUGIN_CLASSIFIER"
-        )
-    folder = os.environ.get("GUARD_PLUGIN_POLICIES") or str(
-        resources.files("guard_plugin") / "policies"
-    )
-    return Guard(spec, policies=PolicyStore.from_dir(folder))
+        log.warning("guard_plugin is using the scripted stand-in (NOT a safety model)")
+    return Guard(spec, policies=os.environ.get("GUARD_PLUGIN_POLICIES") or "builtin")
 
 
-def make_graph(config: Any = None, *, model: Any = None, guard: Guard | None = None) -> Any:
-    """The graph factory the server calls; tests pass ``model`` and ``guard`` directly."""
-    if model is None:
-        from langchain.chat_models import init_chat_model
+def make_model() -> Any:
+    """The chat model named by ``AGENT_MODEL``."""
+    name = os.environ.get("AGENT_MODEL")
+    if not name:
+        raise RuntimeError("set AGENT_MODEL to the chat model, e.g. openai:gpt-4.1-mini")
+    from langchain.chat_models import init_chat_model
 
-        model = init_chat_model(os.environ["AGENT_MODEL"])
+    return init_chat_model(name)
+
+
+def build_graph(model: Any, guard: Guard) -> Any:
+    """The guarded agent for a given chat model and guard (the server gets ``graph``)."""
     return create_agent(
-        model,
-        tools=TOOLS,
-        system_prompt="You are a helpful assistant with web and email tools.",
-        middleware=[SafetyMiddleware(guard or make_guard())],
+        model, tools=TOOLS, system_prompt=SYSTEM_PROMPT, middleware=[SafetyMiddleware(guard)]
     )
+
+
+graph = build_graph(make_model(), make_guard())

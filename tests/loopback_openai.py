@@ -1,0 +1,85 @@
+"""A loopback OpenAI-compatible chat server for tests that run deployables as users do.
+
+``reply(messages) -> dict`` decides each answer (a message dict with ``content`` and optional
+``tool_calls``); every request body is recorded. It serves ``/v1/chat/completions`` and
+``/v1/models`` on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+def tool_call_message(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+        ],
+    }
+
+
+class LoopbackChatServer:
+    def __init__(self, reply: Reply, *, port: int = 0, model: str = "loopback-model") -> None:
+        self.reply = reply
+        self.model = model
+        self.bodies: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._send(200, {"object": "list", "data": [{"id": server.model}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                server.bodies.append(body)
+                message = server.reply(body["messages"])
+                finish = "tool_calls" if message.get("tool_calls") else "stop"
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{len(server.bodies)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", server.model),
+                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
+
+            def _send(self, status: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError):
+                    self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,166 @@
+"""integrations/langgraph exactly as shipped: `langgraph dev` started on the folder, runs over
+its HTTP API on 127.0.0.1, the agent's model a loopback OpenAI-compatible server, the guard
+configured through the environment as the folder's README says."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("langgraph_api")
+pytest.importorskip("langchain_openai")
+
+from langgraph_sdk import get_sync_client
+
+from guard_plugin.policy import builtin_policies
+from tests.loopback_openai import LoopbackChatServer, tool_call_message
+
+APP = Path(__file__).resolve().parents[1] / "integrations" / "langgraph"
+LANGGRAPH = Path(sys.executable).with_name("langgraph")
+UNSAFE_BODY = "you worthless idiot"
+
+REVIEW_POLICY = """\
+id: review
+actions:
+  input: block
+  tool: block
+  response:
+    default: block
+    categories:
+      Harassment: escalate
+"""
+
+
+def agent_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The agent's model: email on the first turn, a short answer once the tool has run."""
+    if messages[-1]["role"] == "tool":
+        return {"role": "assistant", "content": "The email is on its way."}
+    args = {"to": "bob@example.com", "subject": "hello", "body": UNSAFE_BODY}
+    return tool_call_message("send_email", args, "call_1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    chat = LoopbackChatServer(agent_reply)
+    policies = tmp_path_factory.mktemp("policies")
+    for f in builtin_policies().glob("*.yaml"):
+        shutil.copy(f, policies)
+    (policies / "review.yaml").write_text(REVIEW_POLICY)
+    port = free_port()
+    env = {
+        **os.environ,
+        "GUARD_PLUGIN_CLASSIFIER": "scripted",
+        "GUARD_PLUGIN_POLICIES": str(policies),
+        "AGENT_MODEL": "openai:gpt-4.1-mini",
+        "OPENAI_BASE_URL": chat.url,
+        "OPENAI_API_KEY": "loopback",
+        "LANGSMITH_TRACING": "false",
+    }
+    log = tmp_path_factory.mktemp("log") / "langgraph-dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=APP, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):  # up to 120 s for the server to come up
+            if proc.poll() is not None:
+                pytest.fail(f"langgraph dev exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"langgraph dev did not come up:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        chat.close()
+
+
+def texts(values: dict[str, Any]) -> list[str]:
+    return [str(m.get("content")) for m in values.get("messages", [])]
+
+
+def test_an_unsafe_email_is_blocked_before_the_tool_runs(server: str) -> None:
+    client = get_sync_client(url=server)
+    thread = client.threads.create()
+    out = client.runs.wait(
+        thread["thread_id"], "guarded_agent",
+        input={"messages": [{"role": "user", "content": "email bob"}]},
+        config={"configurable": {"tenant_id": "default"}},
+    )
+    assert isinstance(out, dict)
+    assert not any(m.get("type") == "tool" for m in out["messages"])  # send_email never ran
+    assert not any(UNSAFE_BODY in t for t in texts(out))
+    assert out["messages"][-1]["type"] == "ai" and not out["messages"][-1].get("tool_calls")
+
+
+def test_an_escalated_email_waits_for_a_reviewer_and_runs_once_approved(server: str) -> None:
+    client = get_sync_client(url=server)
+    thread_id = client.threads.create()["thread_id"]
+    config = {"configurable": {"tenant_id": "review"}}
+    first = client.runs.wait(
+        thread_id, "guarded_agent",
+        input={"messages": [{"role": "user", "content": "email bob"}]}, config=config,
+    )
+    state = client.threads.get_state(thread_id)
+    interrupts = [i for t in state["tasks"] for i in t.get("interrupts", [])]
+    assert len(interrupts) == 1
+    payload = interrupts[0]["value"]
+    assert payload["safety"]["surface"] == "response"
+    assert payload["safety"]["categories"] == ["Harassment"]
+    assert payload["action_requests"][0]["name"] == "send_email"
+    # while it waits, the unsafe call is nowhere in what the caller or the thread shows
+    assert not any(UNSAFE_BODY in t for t in texts(first))
+    assert not any(UNSAFE_BODY in t for t in texts(state["values"]))
+    assert not any(m.get("type") == "tool" and "queued" in str(m.get("content"))
+                   for m in state["values"]["messages"])
+
+    final = client.runs.wait(
+        thread_id, "guarded_agent",
+        command={"resume": {"decisions": [{"type": "approve"}]}}, config=config,
+    )
+    tool_results = [m for m in final["messages"] if m.get("type") == "tool"]
+    assert [m["content"] for m in tool_results] == ["email to bob@example.com queued"]
+    assert final["messages"][-1]["content"] == "The email is on its way."
+    assert not client.threads.get_state(thread_id)["tasks"]
+
+
+def test_the_server_refuses_to_load_without_a_classifier(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GUARD_PLUGIN_CLASSIFIER"}
+    env.update(AGENT_MODEL="openai:gpt-4.1-mini", OPENAI_API_KEY="x", LANGSMITH_TRACING="false")
+    code = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('agent', 'agent.py')\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(mod)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=APP, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0 and "set GUARD_PLUGIN_CLASSIFIER" in out.stderr
