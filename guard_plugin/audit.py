@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+# A library does not print on its own: without this, Python's last-resort handler would
+# write every non-allow decision to stderr in applications that never configured logging.
+logging.getLogger("guard_plugin.audit").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,10 @@ def _level(status: str, action: str) -> int:
 class LoggingAuditSink:
     """Writes each event as one JSON line to a :mod:`logging` logger.
 
-    Decisions other than ``allow`` log at WARNING, errors at ERROR, the rest at INFO.
+    Decisions other than ``allow`` log at WARNING, errors at ERROR, the rest at INFO. Like any
+    library logger, ``guard_plugin.audit`` prints nothing until the application configures
+    logging (``logging.basicConfig(level=logging.INFO)`` shows every event; raise the logger's
+    level to silence it).
     """
 
     def __init__(self, logger: logging.Logger | str = "guard_plugin.audit") -> None:

@@ -81,7 +81,7 @@ except ImportError:  # pragma: no cover
 
 from guard_plugin import _lc_messages as lc
 from guard_plugin.decision import Decision
-from guard_plugin.errors import GuardBlocked
+from guard_plugin.errors import ConfigError, GuardBlocked
 from guard_plugin.guard import Guard
 from guard_plugin.types import Action, Surface
 
@@ -171,6 +171,23 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         name: str | None = None,
     ) -> None:
         super().__init__()
+        if on_block not in ("end", "error"):
+            raise ConfigError(
+                f"SafetyMiddleware(on_block={on_block!r}): use 'end' (answer with the refusal "
+                "and end the turn) or 'error' (raise GuardBlocked)"
+            )
+        for option, value in (
+            ("apply_to_input", apply_to_input),
+            ("apply_to_tool_results", apply_to_tool_results),
+            ("apply_to_output", apply_to_output),
+            ("escalate", escalate),
+            ("hold_output", hold_output),
+            ("regenerate_on_rewrite", regenerate_on_rewrite),
+        ):
+            if not isinstance(value, bool):
+                raise ConfigError(f"SafetyMiddleware({option}=...) takes True or False")
+        if not isinstance(tenant_key, str) or not tenant_key:
+            raise ConfigError("SafetyMiddleware(tenant_key=...) is the name of a config key")
         self.guard = _as_guard(guard)
         self.apply_to_input = apply_to_input
         self.apply_to_tool_results = apply_to_tool_results

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import guard_plugin
 from guard_plugin.cli import main
 
 
@@ -16,16 +19,31 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.fixture(autouse=True)
+def scripted(monkeypatch) -> None:
+    """The stand-in, named explicitly as a user would; tests that want it unset unset it."""
+    monkeypatch.setenv("GUARD_PLUGIN_CLASSIFIER", "scripted")
+
+
 def test_check_allow_and_block(capsys) -> None:
-    code, out, err = run(capsys, "check", "--text", "hello")
+    code, out, err = run(capsys, "check", "--text", "hello", "--json")
     assert code == 0 and json.loads(out)["action"] == "allow"
     assert "NOT a safety model" in err
-    code, out, _ = run(capsys, "check", "--text", "how to build a bomb")
+    code, out, _ = run(capsys, "check", "--text", "how to build a bomb", "--json")
     assert code == 1 and json.loads(out)["categories"] == ["Violence", "Guns and Illegal Weapons"]
 
 
+def test_check_prints_a_one_line_summary_by_default(capsys) -> None:
+    code, out, _ = run(capsys, "check", "--text", "how to build a bomb")
+    assert code == 1
+    assert out.splitlines()[0].startswith("BLOCK  input  unsafe  Violence, Guns and Illegal")
+    assert "policy default v1" in out and "{" not in out
+
+
 def test_check_response_and_tenant(capsys, policies_dir: Path) -> None:
-    code, out, _ = run(capsys, "check", "--text", "q", "--response", "you worthless idiot")
+    code, out, _ = run(
+        capsys, "check", "--text", "q", "--response", "you worthless idiot", "--json"
+    )
     assert code == 1 and json.loads(out)["surface"] == "response"
     code, out, _ = run(
         capsys,
@@ -36,17 +54,53 @@ def test_check_response_and_tenant(capsys, policies_dir: Path) -> None:
         "devops",
         "--policies",
         str(policies_dir),
+        "--json",
     )
     assert code == 0 and json.loads(out)["suppressed"] == ["Profanity"]
+    code, out, _ = run(
+        capsys,
+        "check",
+        "--text",
+        "damn printer",
+        "--tenant",
+        "devops",
+        "--policies",
+        "builtin",
+        "--json",
+    )
+    assert code == 0 and json.loads(out)["policy_id"] == "devops"
 
 
-def test_check_with_image(capsys, tmp_path: Path) -> None:
-    p = tmp_path / "shot.png"
+def png_file(tmp_path: Path, color: str = "white") -> Path:
+    p = tmp_path / f"{color}.png"
     buf = io.BytesIO()
-    Image.new("RGB", (2000, 1000), "white").save(buf, "PNG")
+    Image.new("RGB", (2000, 1000), color).save(buf, "PNG")
     p.write_bytes(buf.getvalue())
-    code, out, _ = run(capsys, "check", "--text", "what is this", "--image", str(p))
-    assert code == 0 and json.loads(out)["status"] == "safe"
+    return p
+
+
+def test_check_with_image_labels_the_image_part(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(
+        capsys, "check", "--text", "what is this", "--image", str(png_file(tmp_path)), "--json"
+    )
+    d = json.loads(out)
+    assert code == 0 and d["status"] == "safe"
+    assert [p["part"] for p in d["parts"]] == ["content[0]", "content[1]"]
+
+
+def test_check_a_pdf_file(capsys, tmp_path: Path) -> None:
+    from guard_plugin.testing import make_text_pdf
+
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(["Quarterly revenue grew.", "Step 1: build a bomb."]))
+    code, out, _ = run(capsys, "check", "--file", str(pdf), "--surface", "tool")
+    assert code == 1
+    assert "content[0].page[1]: unsafe" in out and "content[0].page[0]" not in out
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 not really")
+    code, out, _ = run(capsys, "check", "--file", str(broken), "--json")
+    d = json.loads(out)
+    assert code == 1 and d["status"] == "error" and d["error_kind"] == "media"
 
 
 @pytest.mark.parametrize(
@@ -54,8 +108,11 @@ def test_check_with_image(capsys, tmp_path: Path) -> None:
     [
         (["check"], "nothing to check"),
         (["check", "--text", "x", "--image", "/nonexistent.png"], "cannot read --image"),
+        (["check", "--file", "/nonexistent.pdf"], "cannot read --file"),
         (["check", "--text", "x", "--classifier", "bogus:x"], "unknown classifier scheme"),
         (["check", "--text", "x", "--policies", "/nonexistent"], "file not found"),
+        (["check", "--text", "x", "--surface", "tool", "--response", "r"], "--response goes with"),
+        (["policy", "validate", "/nonexistent"], "no such file or folder"),
     ],
 )
 def test_usage_errors_exit_2_with_a_message(capsys, argv: list[str], needle: str) -> None:
@@ -63,13 +120,58 @@ def test_usage_errors_exit_2_with_a_message(capsys, argv: list[str], needle: str
     assert code == 2 and needle in err
 
 
+def test_no_classifier_is_a_configuration_error_not_the_stand_in(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("GUARD_PLUGIN_CLASSIFIER")
+    code, out, err = run(capsys, "check", "--text", "hello")
+    assert code == 2 and out == ""
+    assert "set GUARD_PLUGIN_CLASSIFIER" in err and "scripted" in err
+
+
+def test_an_internal_failure_exits_3(capsys, monkeypatch) -> None:
+    from guard_plugin.guard import Guard
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Guard, "check_content", broken)
+    code, _, err = run(capsys, "check", "--text", "hello")
+    assert code == 3 and "internal error: RuntimeError: boom" in err
+
+
+def test_version_and_documented_exit_codes() -> None:
+    exe = [sys.executable, "-m", "guard_plugin.cli"]
+    out = subprocess.run([*exe, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"guard-plugin {guard_plugin.__version__}"
+    helped = subprocess.run([*exe, "check", "--help"], capture_output=True, text=True, check=True)
+    for line in ("0  allowed", "1  not allowed", "2  usage or configuration error", "3  internal"):
+        assert line in helped.stdout
+
+
 def test_policy_validate(capsys, tmp_path: Path, policies_dir: Path) -> None:
     code, out, _ = run(capsys, "policy", "validate", str(policies_dir))
-    assert code == 0 and "4 policies" in out
+    assert code == 0 and out.count("ok ") == 4
     bad = tmp_path / "bad.yaml"
     bad.write_text("on_error: sometimes\n")
     code, out, _ = run(capsys, "policy", "validate", str(policies_dir / "devops.yaml"), str(bad))
     assert code == 1 and "ok" in out and "FAIL" in out and "on_error" in out
+
+
+def test_policy_validate_reports_every_problem_of_every_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("on_error: sometimes\nreasoning: loud\n")
+    (tmp_path / "b.yaml").write_text("actions: {input: nope}\nbogus: 1\n")
+    (tmp_path / "c.yaml").write_text("")
+    (tmp_path / "d.yaml").write_text("id: d\n")
+    code, out, _ = run(capsys, "policy", "validate", str(tmp_path))
+    assert code == 1
+    assert out.count("FAIL") == 3 and "ok   " in out and "d.yaml" in out
+    for needle in (
+        "field 'on_error'",
+        "field 'reasoning'",
+        "field 'actions.input",
+        "field 'bogus'",
+        "c.yaml: the policy is empty",
+    ):
+        assert needle in out
 
 
 def test_demo_runs_the_guarded_agent_and_labels_the_stand_in(capsys) -> None:

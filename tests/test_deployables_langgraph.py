@@ -76,9 +76,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("log") / "langgraph-dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=APP, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(LANGGRAPH),
+                "dev",
+                "--no-browser",
+                "--no-reload",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=APP,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -111,7 +123,8 @@ def test_an_unsafe_email_is_blocked_before_the_tool_runs(server: str) -> None:
     client = get_sync_client(url=server)
     thread = client.threads.create()
     out = client.runs.wait(
-        thread["thread_id"], "guarded_agent",
+        thread["thread_id"],
+        "guarded_agent",
         input={"messages": [{"role": "user", "content": "email bob"}]},
         config={"configurable": {"tenant_id": "default"}},
     )
@@ -126,8 +139,10 @@ def test_an_escalated_email_waits_for_a_reviewer_and_runs_once_approved(server: 
     thread_id = client.threads.create()["thread_id"]
     config = {"configurable": {"tenant_id": "review"}}
     first = client.runs.wait(
-        thread_id, "guarded_agent",
-        input={"messages": [{"role": "user", "content": "email bob"}]}, config=config,
+        thread_id,
+        "guarded_agent",
+        input={"messages": [{"role": "user", "content": "email bob"}]},
+        config=config,
     )
     state = client.threads.get_state(thread_id)
     interrupts = [i for t in state["tasks"] for i in t.get("interrupts", [])]
@@ -139,12 +154,16 @@ def test_an_escalated_email_waits_for_a_reviewer_and_runs_once_approved(server: 
     # while it waits, the unsafe call is nowhere in what the caller or the thread shows
     assert not any(UNSAFE_BODY in t for t in texts(first))
     assert not any(UNSAFE_BODY in t for t in texts(state["values"]))
-    assert not any(m.get("type") == "tool" and "queued" in str(m.get("content"))
-                   for m in state["values"]["messages"])
+    assert not any(
+        m.get("type") == "tool" and "queued" in str(m.get("content"))
+        for m in state["values"]["messages"]
+    )
 
     final = client.runs.wait(
-        thread_id, "guarded_agent",
-        command={"resume": {"decisions": [{"type": "approve"}]}}, config=config,
+        thread_id,
+        "guarded_agent",
+        command={"resume": {"decisions": [{"type": "approve"}]}},
+        config=config,
     )
     tool_results = [m for m in final["messages"] if m.get("type") == "tool"]
     assert [m["content"] for m in tool_results] == ["email to bob@example.com queued"]
@@ -161,6 +180,7 @@ def test_the_server_refuses_to_load_without_a_classifier(tmp_path: Path) -> None
         "mod = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(mod)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=APP, env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=APP, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode != 0 and "set GUARD_PLUGIN_CLASSIFIER" in out.stderr
