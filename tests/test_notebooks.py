@@ -32,9 +32,10 @@ EXPECTED = {
         "BLOCKED by callback: response",
     ],
     "03_nemo_guardrails": [
-        "input : I'm sorry, I can't respond to that.",
-        "output: I'm sorry, I can't respond to that.",
-        "tool  : I'm sorry, I can't respond to that.",
+        "input : I'm sorry, I can't help with that.",
+        "kids  : Let's talk about something else!",
+        "output: I'm sorry, I can't help with that.",
+        "tool  : I'm sorry, I can't help with that.",
         "safe  : Here is a helpful answer.",
         "exception GuardPluginInputException",
     ],
@@ -43,28 +44,51 @@ EXPECTED = {
         "kids_education  BLOCK",
         "S25: Unverified Medical Claims",
         "reasoning",
-        "REJECTED:",
+        "REJECTED: draft {'on_eror': 'block'}: field 'on_eror': unknown key; allowed keys",
+        "2 problems:\n  - field 'reasoning'",
     ],
 }
+
+
+def output_text(nb) -> str:
+    return "\n".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_committed_notebook_shows_its_decisions(name: str) -> None:
+    """What a reader sees on GitHub: rendered headings, outputs present, no errors, the
+    stand-in labelled. Regenerate with `make notebooks`."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            assert not cell.source.startswith("md"), cell.source[:40]
+        else:
+            assert cell.get("execution_count"), f"a cell never run: {cell.source[:60]!r}"
+            assert not any(o.get("output_type") == "error" for o in cell["outputs"])
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    text = output_text(nb)
+    assert "NOT a safety model" in text
+    for needle in EXPECTED[name]:
+        assert needle in text, f"{needle!r} not in the committed output of {name}"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs_and_shows_its_decisions(name: str, monkeypatch) -> None:
     monkeypatch.delenv("GUARD_PLUGIN_CLASSIFIER", raising=False)
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
-        "commit notebooks without outputs"
-    )
+    for cell in nb.cells:  # run from scratch, not on the committed outputs
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
     client = nbclient.NotebookClient(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
     )
     client.execute()
-    text = "\n".join(
-        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-    )
+    text = output_text(nb)
     assert "NOT a safety model" in text
     for needle in EXPECTED[name]:
         assert needle in text, f"{needle!r} not in the output of {name}"
