@@ -1,7 +1,7 @@
 """A loopback OpenAI-compatible chat server for tests that run deployables as users do.
 
-``reply(messages) -> dict`` decides each answer (a message dict with ``content`` and optional
-``tool_calls``); every request body is recorded. It serves ``/v1/chat/completions`` and
+``reply(body) -> dict`` decides each answer from the request body (a message dict with
+``content`` and optional ``tool_calls``); every request body is recorded. It serves ``/v1/chat/completions`` and
 ``/v1/models`` on 127.0.0.1 only.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = Callable[[list[dict[str, Any]]], dict[str, Any]]
+Reply = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def tool_call_message(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
@@ -49,7 +49,7 @@ class LoopbackChatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 server.bodies.append(body)
-                message = server.reply(body["messages"])
+                message = server.reply(body)
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
                 self._send(
                     200,

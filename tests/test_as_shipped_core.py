@@ -27,8 +27,8 @@ from tests.loopback_openai import LoopbackChatServer
 def guard_model() -> Iterator[LoopbackChatServer]:
     """A loopback server standing in for vLLM serving the safety model."""
 
-    def verdict(messages: list[dict[str, Any]]) -> dict[str, Any]:
-        text = str(messages[0]["content"])
+    def verdict(body: dict[str, Any]) -> dict[str, Any]:
+        text = str(body["messages"][0]["content"])
         unsafe = "bomb" in text
         content = (
             "User Safety: unsafe\nSafety Categories: Violence" if unsafe else ("User Safety: safe")

@@ -42,9 +42,9 @@ actions:
 """
 
 
-def agent_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
+def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
     """The agent's model: email on the first turn, a short answer once the tool has run."""
-    if messages[-1]["role"] == "tool":
+    if body["messages"][-1]["role"] == "tool":
         return {"role": "assistant", "content": "The email is on its way."}
     args = {"to": "bob@example.com", "subject": "hello", "body": UNSAFE_BODY}
     return tool_call_message("send_email", args, "call_1")
