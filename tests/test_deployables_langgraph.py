@@ -73,6 +73,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "OPENAI_API_KEY": "loopback",
         "LANGSMITH_TRACING": "false",
     }
+    # the shipped folder's files as they are, in a folder of their own: the server keeps its
+    # state (.langgraph_api/) in its working folder
+    app = tmp_path_factory.mktemp("app") / "langgraph"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns(".langgraph_api", "__pycache__"))
     log = tmp_path_factory.mktemp("log") / "langgraph-dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -86,7 +90,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 "--port",
                 str(port),
             ],
-            cwd=APP,
+            cwd=app,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -117,6 +121,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def texts(values: dict[str, Any]) -> list[str]:
     return [str(m.get("content")) for m in values.get("messages", [])]
+
+
+def test_the_copy_is_the_shipped_folder() -> None:
+    shipped = {p.name for p in APP.iterdir() if p.name not in (".langgraph_api", "__pycache__")}
+    assert shipped == {"README.md", "agent.py", "langgraph.json"}
 
 
 def test_an_unsafe_email_is_blocked_before_the_tool_runs(server: str) -> None:
