@@ -32,7 +32,24 @@ def tool_call_message(name: str, args: dict[str, Any], call_id: str) -> dict[str
     }
 
 
-class LoopbackChatServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 in a daemon thread, for a handler class of the test's."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class LoopbackChatServer(LoopbackServer):
     def __init__(self, reply: Reply, *, port: int = 0, model: str = "loopback-model") -> None:
         self.reply = reply
         self.model = model
@@ -72,14 +89,4 @@ class LoopbackChatServer:
                 with contextlib.suppress(BrokenPipeError):
                     self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler, port)

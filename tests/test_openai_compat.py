@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from guard_plugin import (
     load_classifier,
 )
 from guard_plugin.classifiers.openai_compat import OpenAICompatClassifier
+from tests.loopback_openai import LoopbackServer
 
 Reply = tuple[int, Any] | Callable[[dict[str, Any]], tuple[int, Any]]
 
@@ -40,7 +41,7 @@ def ok(content: str | None, **message: Any) -> tuple[int, Any]:
     }
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """A loopback chat-completions server that replays scripted replies and records bodies."""
 
     def __init__(self) -> None:
@@ -78,18 +79,7 @@ class FakeServer:
                 with contextlib.suppress(BrokenPipeError):  # the client gave up (timeouts)
                     self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
