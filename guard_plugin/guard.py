@@ -33,7 +33,7 @@ from guard_plugin.errors import (
     UnknownTenantError,
     VerdictParseError,
 )
-from guard_plugin.media.content import FailedPart, extract_parts, fan_out
+from guard_plugin.media.content import FailedPart, extract_parts, fan_out, window_inputs
 from guard_plugin.policy import CompiledPolicy, Policy, PolicyStore, compile_policy, load_policy
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
 from guard_plugin.types import Action, Surface
@@ -327,7 +327,8 @@ class Guard:
             surf = inputs[0].surface if inputs else Surface.INPUT
         plan = self._start(t0, surf, tenant, request_id)
         if plan.done is None:
-            self._add_items(plan, inputs)
+            # the same text rule as check_content: windows, and nothing past max_text_chars
+            self._add_items(plan, window_inputs(inputs, plan.policy.policy.media))
         return plan
 
     def _prepare_content(
@@ -504,7 +505,7 @@ class Guard:
         for i, item in enumerate(plan.items):
             if isinstance(item, FailedPart):
                 outcomes.append(
-                    outcome_for(i, item.ref.label, item.error, plan.policy, plan.surface)
+                    outcome_for(i, item.part, item.error, plan.policy, plan.surface)
                 )
                 continue
             res, cached = next(results)

@@ -50,6 +50,7 @@ __all__ = [
     "fan_out",
     "split_text",
     "text_windows",
+    "window_inputs",
 ]
 
 _REF = re.compile(
@@ -132,6 +133,12 @@ class FailedPart:
 
     ref: PartRef
     error: GuardError
+    #: the label of a part that is not a piece of message content (an input built by hand)
+    label: str | None = None
+
+    @property
+    def part(self) -> str:
+        return self.label if self.label is not None else self.ref.label
 
 
 Part = TextPart | ImagePart | DocumentPart | FailedPart
@@ -507,6 +514,50 @@ def text_windows(text: str, window: int, overlap: int = 200) -> list[tuple[int, 
 def split_text(text: str, window: int, overlap: int = 200) -> list[str]:
     """The text of :func:`text_windows`."""
     return [text[a:b] for a, b in text_windows(text, window, overlap)]
+
+
+def window_inputs(
+    inputs: Sequence[SafetyInput], limits: MediaLimits
+) -> list[SafetyInput | FailedPart]:
+    """The text rule of :func:`fan_out`, for inputs built by hand (``Guard.check``): text
+    longer than ``media.text_window_chars`` is split into overlapping windows, each keeping
+    the input's part label (a withheld window withholds its input), and text past
+    ``media.max_text_chars`` (all inputs together) is an unverifiable part. On an input with a
+    response, the response is windowed and the user text stays its context; an image rides
+    with the first window."""
+    sizes = [len(i.response if i.response is not None else i.text) for i in inputs]
+    if all(n <= limits.text_window_chars for n in sizes) and sum(sizes) <= limits.max_text_chars:
+        return list(inputs)  # the common case: nothing to split
+    out: list[SafetyInput | FailedPart] = []
+    total = 0
+    for inp in inputs:
+        on_response = inp.response is not None
+        text = inp.response if on_response else inp.text
+        assert text is not None
+        room = limits.max_text_chars - total
+        if len(text) > room:
+            out.append(
+                FailedPart(
+                    PartRef(),
+                    UnverifiableMedia(
+                        f"text past the policy's max_text_chars ({limits.max_text_chars:,})"
+                    ),
+                    label=inp.part,
+                )
+            )
+            text = text[: max(room, 0)]
+        total += len(text)
+        if not text and inp.image is None:
+            continue  # all of it was past the cap: the failed part says so
+        for n, (a, b) in enumerate(text_windows(text, limits.text_window_chars)):
+            window = text[a:b]
+            image = inp.image if n == 0 else None
+            out.append(
+                replace(inp, response=window, image=image)
+                if on_response
+                else replace(inp, text=window, image=image)
+            )
+    return out
 
 
 def fan_out(
