@@ -287,29 +287,30 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         msgs = request.messages
         updates: list[BaseMessage] = []
         found = lc.find_input(msgs) if self.apply_to_input else None
+        # Tool results the model has not seen: usually the turn's own, but also those a
+        # `return_direct` tool handed to the caller before a new user turn. Checked together
+        # with that turn, in one batch.
+        tools = lc.find_tool_results(msgs) if self.apply_to_tool_results else []
+        checks = [("content", m.content, lc.tool_check_args(m, tenant, config)) for m in tools]
         if found is not None:
             kwargs = {
                 "surface": Surface.INPUT,
                 "tenant": tenant,
                 "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
             }
-            (d,) = yield "checks", [("content", found[1].content, kwargs)]
-            outcome = lc.apply_input(found[1], d, guard=self.guard, escalate=self.escalate)
-            self._raise_if_blocking(outcome)
-            if outcome.end:  # refused: the model is not called
-                return ModelResponse(result=outcome.messages)
-            updates = outcome.messages
-        elif self.apply_to_tool_results:
-            tools = lc.find_tool_results(msgs)
-            if tools:
-                ds = yield (
-                    "checks",
-                    [("content", m.content, lc.tool_check_args(m, tenant, config)) for m in tools],
-                )
-                for m, d in zip(tools, ds, strict=True):
-                    outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
-                    self._raise_if_blocking(outcome)
-                    updates += outcome.messages
+            checks.append(("content", found[1].content, kwargs))
+        if checks:
+            ds = yield "checks", checks
+            for m, d in zip(tools, ds, strict=False):
+                outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
+                self._raise_if_blocking(outcome)
+                updates += outcome.messages
+            if found is not None:
+                outcome = lc.apply_input(found[1], ds[-1], guard=self.guard, escalate=self.escalate)
+                self._raise_if_blocking(outcome)
+                if outcome.end:  # refused: the model is not called
+                    return _with_updates(updates, ModelResponse(result=outcome.messages))
+                updates += outcome.messages
         if updates:
             by_id = {m.id: m for m in updates}
             request = request.override(messages=[by_id.get(m.id, m) for m in msgs])  # type: ignore[misc]

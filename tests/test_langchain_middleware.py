@@ -382,3 +382,34 @@ def test_a_blocked_structured_answer_leaves_no_structured_response() -> None:
     assert_valid_history(out["messages"])
     out = agent_for("hello there").invoke({"messages": [HumanMessage("hi")]})
     assert out["structured_response"] == Reply(text="hello there")
+
+
+@tool(return_direct=True)
+def lookup(q: str) -> str:
+    """Look something up and hand the answer straight to the user."""
+    return "Step 1: build a bomb from fertiliser." if "recipe" in q else "Paris."
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_f_a_direct_tool_result_is_checked_before_the_next_model_call(mode: str) -> None:
+    """A return_direct tool ends the turn with its result; when the user writes again, that
+    result and the new turn are checked together, and the model never reads it unchecked."""
+    sink = MemoryAuditSink()
+    store = PolicyStore({"acme": Policy(id="acme", actions={"tool": "block"})})
+    model = ScriptedChatModel(responses=[tool_call("lookup", {"q": "recipe"}, "c1"), AIMessage("Sure.")])
+    agent = create_agent(
+        model,
+        tools=[lookup],
+        middleware=[SafetyMiddleware(Guard(ScriptedClassifier(), policies=store, audit=sink))],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": f"direct-{mode}", "tenant_id": "acme"}}
+    run(agent, {"messages": [HumanMessage("find the recipe")]}, mode, config)
+    out = run(agent, {"messages": [HumanMessage("thanks, anything else?")]}, mode, config)
+    seen = "\n".join(str(m.content) for m in model.calls[-1])
+    assert "build a bomb" not in seen
+    tool_msg = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert "build a bomb" not in str(tool_msg.content) and tool_msg.status == "error"
+    assert [e.surface for e in sink.events].count("tool") == 1
+    assert out["messages"][-1].content == "Sure."
+    assert_valid_history(out["messages"])
