@@ -37,11 +37,13 @@ logging.getLogger("guard_plugin.audit").addHandler(logging.NullHandler())
 @dataclass(frozen=True)
 class AuditEvent:
     """One audit record. ``event`` is ``decision`` (a check), ``reasoning`` (the trace of a
-    check, in ``reasoning: audit`` mode) or ``review`` (a person's answer to an escalated
+    check, in ``reasoning: audit`` mode), ``review`` (a person's answer to an escalated
     decision: ``review`` holds the answers in request order, ``action`` what followed, and
-    ``request_id`` links it to the decision; it carries no content hash)."""
+    ``request_id`` links it to the decision; it carries no content hash) or ``override`` (an
+    adapter applied another action than the decision's: ``action`` is what it applied,
+    ``reason`` why)."""
 
-    event: str  # "decision" | "reasoning" | "review"
+    event: str  # "decision" | "reasoning" | "review" | "override"
     request_id: str | None
     tenant: str | None
     surface: str
@@ -65,6 +67,7 @@ class AuditEvent:
     tool_name: str | None = None
     content: str | None = None
     review: str | None = None
+    reason: str | None = None
     ts: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     )
@@ -101,7 +104,7 @@ class AuditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("content", "review"):
+        for key in ("content", "review", "reason"):
             if d[key] is None:
                 del d[key]
         return d

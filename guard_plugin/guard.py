@@ -504,9 +504,7 @@ class Guard:
         results = iter(zip(plan.results, plan.cached, strict=True))
         for i, item in enumerate(plan.items):
             if isinstance(item, FailedPart):
-                outcomes.append(
-                    outcome_for(i, item.part, item.error, plan.policy, plan.surface)
-                )
+                outcomes.append(outcome_for(i, item.part, item.error, plan.policy, plan.surface))
                 continue
             res, cached = next(results)
             result: Verdict | BaseException = (
@@ -575,6 +573,20 @@ class Guard:
                 reasoning=None,
                 tool_name=tool_name,
                 review=",".join(answers),
+            )
+        )
+
+    def record_override(self, decision: Decision, action: Action | str, *, reason: str) -> None:
+        """Audit an adapter applying another action than ``decision``'s (say, a block where a
+        regenerated response still needs rewriting): an event ``override`` under the
+        decision's request id, with the action applied and the reason."""
+        action = Action(action)
+        accepts = getattr(self.audit, "accepts", None)
+        if accepts is not None and not accepts(decision.status, action.value):
+            return
+        self._send(
+            AuditEvent.for_decision(
+                decision, "override", action=action.value, latency_ms=0.0, reason=reason
             )
         )
 

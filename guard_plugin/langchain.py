@@ -43,7 +43,7 @@ import functools
 import logging
 import types
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
@@ -340,7 +340,12 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 return response
             kwargs["request_id"] = lc.check_id(config, rc.message.id, Surface.RESPONSE)
             (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
-            d = _strict(d)
+            if d.action is Action.REWRITE:  # one regeneration only: still unsafe is a block
+                self.guard.record_override(
+                    d, Action.BLOCK, reason="still to be rewritten after one regeneration"
+                )
+                d = replace(d, action=Action.BLOCK)
+            # an escalation after regeneration goes to a person like any other
         if d.action is Action.ESCALATE and self.escalate and _can_hold(request, response):
             return self._hold(rc, d)
         outcome = lc.apply_response(rc, d, guard=self.guard, escalate=False)
@@ -533,15 +538,6 @@ def _with_command(result: Any, update: dict[str, Any]) -> Any:
         )
     inner = result if isinstance(result, ModelResponse) else ModelResponse(result=[result])
     return ExtendedModelResponse(model_response=inner, command=Command(update=update))
-
-
-def _strict(d: Decision) -> Decision:
-    """After one regeneration, anything short of allow is a block."""
-    if d.action in (Action.ALLOW, Action.BLOCK):
-        return d
-    from dataclasses import replace
-
-    return replace(d, action=Action.BLOCK)
 
 
 # -- callbacks ------------------------------------------------------------------------------------

@@ -187,3 +187,49 @@ def test_regenerate_once_then_recheck() -> None:
         agent2.invoke({"messages": [HumanMessage("hi")]})["messages"][-1].content
         == Policy().messages.refusal
     )
+
+
+def test_a_regeneration_still_unsafe_is_blocked_and_the_override_audited() -> None:
+    g = guard(policies=Policy(actions={"response": "rewrite"}))
+    model = ScriptedChatModel(responses=[AIMessage("you idiot"), AIMessage("still an idiot")])
+    agent = create_agent(
+        model, tools=[], middleware=[SafetyMiddleware(g, regenerate_on_rewrite=True)]
+    )
+    agent.invoke({"messages": [HumanMessage("hi")]})
+    response = [e for e in g.audit.events if e.surface == "response"]
+    events = [(e.event, e.action) for e in response]
+    assert events == [("decision", "rewrite"), ("decision", "rewrite"), ("override", "block")]
+    override = response[-1]
+    assert override.request_id == response[1].request_id
+    assert override.reason == "still to be rewritten after one regeneration"
+
+
+def test_an_escalation_after_regeneration_goes_to_a_person() -> None:
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    @tool
+    def noop() -> str:
+        """Does nothing."""
+        return "ok"
+
+    policy = Policy(
+        actions={"response": {"default": "rewrite", "categories": {"Threat": "escalate"}}}
+    )
+    g = guard(policies=policy)
+    model = ScriptedChatModel(
+        responses=[AIMessage("you idiot"), AIMessage("I will kill you"), AIMessage("unused")]
+    )
+    agent = create_agent(
+        model,
+        tools=[noop],
+        middleware=[SafetyMiddleware(g, regenerate_on_rewrite=True)],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": "regen-escalate"}}
+    out = agent.invoke({"messages": [HumanMessage("hi")]}, config)
+    assert "__interrupt__" in out  # not silently blocked: a person decides
+    out = agent.invoke(Command(resume={"decisions": [{"type": "reject"}]}), config)
+    assert "kill" not in str(out["messages"][-1].content)
+    assert [e.event for e in g.audit.events][-1] == "review"

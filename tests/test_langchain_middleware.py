@@ -396,7 +396,9 @@ def test_f_a_direct_tool_result_is_checked_before_the_next_model_call(mode: str)
     result and the new turn are checked together, and the model never reads it unchecked."""
     sink = MemoryAuditSink()
     store = PolicyStore({"acme": Policy(id="acme", actions={"tool": "block"})})
-    model = ScriptedChatModel(responses=[tool_call("lookup", {"q": "recipe"}, "c1"), AIMessage("Sure.")])
+    model = ScriptedChatModel(
+        responses=[tool_call("lookup", {"q": "recipe"}, "c1"), AIMessage("Sure.")]
+    )
     agent = create_agent(
         model,
         tools=[lookup],
