@@ -39,9 +39,12 @@ tenant's ``escalation_handler``, if given, has had its say).
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import json
 import logging
 import types
+import zlib
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -56,6 +59,7 @@ try:
         ModelRequest,
         ModelResponse,
         PrivateStateAttr,
+        ToolCallRequest,
     )
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import (
@@ -65,6 +69,8 @@ try:
         RemoveMessage,
         SystemMessage,
         ToolMessage,
+        message_to_dict,
+        messages_from_dict,
     )
     from langchain_core.outputs import LLMResult
     from langchain_core.runnables import Runnable, RunnableLambda
@@ -103,6 +109,12 @@ REVIEW_TOOL = "content_safety_review"
 REVIEW_KEY_PREFIX = "guard_plugin_review:"
 """State key of a response held for review: the prefix plus the middleware's name."""
 
+HELD_TOOLS_KEY_PREFIX = "guard_plugin_held_tools:"
+"""State key of tool results held for review, by tool call id (prefix plus name)."""
+
+CHECKED_KEY_PREFIX = "guard_plugin_checked:"
+"""State key of the tool call ids whose results were decided at the tool boundary."""
+
 
 def _as_guard(guard: Guard | str) -> Guard:
     return Guard(guard) if isinstance(guard, str) else guard
@@ -117,12 +129,31 @@ def _config() -> Any:
         return None
 
 
+def _merge_held(old: Any, new: Any) -> dict[str, Any]:
+    """Reducer of held tool results: parallel tool calls each add theirs; ``None`` clears."""
+    if new is None:
+        return {}
+    return {**(old or {}), **new}
+
+
+def _merge_ids(old: Any, new: Any) -> list[str]:
+    """Reducer of checked tool call ids: parallel tool calls each add theirs; ``None`` clears."""
+    if new is None:
+        return []
+    return [*(old or []), *new]
+
+
 @functools.cache
-def _state_schema(key: str) -> type:
-    """The agent state plus one private key (not in the agent's input or output) for a
-    response held for review. One key per middleware instance, so two instances never write
-    the same key in one step."""
-    annotations = {key: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]]}
+def _state_schema(review_key: str, held_key: str, checked_key: str) -> type:
+    """The agent state plus private keys (in neither the agent's input nor its output): a
+    response held for review, tool results held for review, and the tool results already
+    decided at the tool boundary. One set per middleware instance, so two instances never
+    write the same key in one step."""
+    annotations = {
+        review_key: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]],
+        held_key: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr, _merge_held]],
+        checked_key: NotRequired[Annotated[list[str] | None, PrivateStateAttr, _merge_ids]],
+    }
     return types.new_class(
         "SafetyState", (AgentState,), {}, lambda ns: ns.update(__annotations__=annotations)
     )
@@ -200,7 +231,9 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.regenerate_on_rewrite = regenerate_on_rewrite
         self._name = name
         self.review_key = REVIEW_KEY_PREFIX + self.name
-        self.state_schema = _state_schema(self.review_key)
+        self.held_tools_key = HELD_TOOLS_KEY_PREFIX + self.name
+        self.checked_key = CHECKED_KEY_PREFIX + self.name
+        self.state_schema = _state_schema(self.review_key, self.held_tools_key, self.checked_key)
 
     @property
     def name(self) -> str:
@@ -209,27 +242,42 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- the two drivers ------------------------------------------------------------------------
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any]) -> Any:
-        flow = self._flow(request)
-        value: Any = None
-        while True:
-            try:
-                kind, arg = flow.send(value)
-            except StopIteration as done:
-                return done.value
-            value = handler(arg) if kind == "model" else [self._check(*c) for c in arg]
+        return self._drive(self._flow(request), handler)
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]
     ) -> Any:
-        flow = self._flow(request)
+        return await self._adrive(self._flow(request), handler)
+
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[..., Any]) -> Any:
+        return self._drive(self._tool_flow(request, handler(request)), None)
+
+    async def awrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[..., Awaitable[Any]]
+    ) -> Any:
+        return await self._adrive(self._tool_flow(request, await handler(request)), None)
+
+    def _drive(self, flow: _Flow, model: Callable[[Any], Any] | None) -> Any:
         value: Any = None
         while True:
             try:
                 kind, arg = flow.send(value)
             except StopIteration as done:
                 return done.value
-            if kind == "model":
-                value = await handler(arg)
+            if kind == "model" and model is not None:
+                value = model(arg)
+            else:
+                value = [self._check(*c) for c in arg]
+
+    async def _adrive(self, flow: _Flow, model: Callable[[Any], Awaitable[Any]] | None) -> Any:
+        value: Any = None
+        while True:
+            try:
+                kind, arg = flow.send(value)
+            except StopIteration as done:
+                return done.value
+            if kind == "model" and model is not None:
+                value = await model(arg)
             elif len(arg) == 1:
                 value = [await self._acheck(*arg[0])]
             else:
@@ -245,6 +293,69 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return await self.guard.acheck(content, **kwargs)
         return await self.guard.acheck_content(content, **kwargs)
 
+    # -- one tool result, decided as the tool returns it ------------------------------------------
+
+    def _tool_flow(self, request: ToolCallRequest, result: Any) -> _Flow:
+        """Decide a tool's result before it enters the state: what the state, the streams, the
+        checkpoints and a ``return_direct`` caller see is already decided. An escalated result
+        is held: a placeholder takes its place, and it is reviewed before the next model call."""
+        found = _tool_message_of(result, request.tool_call.get("id"))
+        if not self.apply_to_tool_results or found is None:
+            return result
+        msg, rebuild = found
+        if msg.id is None:  # the placeholder and a restored original share one id
+            msg = msg.model_copy(update={"id": str(uuid4())})
+        config = _config()
+        tenant = lc.resolve_tenant(
+            self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
+        )
+        (d,) = yield "checks", [("content", msg.content, lc.tool_check_args(msg, tenant, config))]
+        if d.action is Action.ESCALATE and self.escalate and lc.can_interrupt():
+            if self.on_block == "error":
+                raise GuardBlocked(d)
+            pending = lc.policy_of(d, self.guard).messages.review_pending
+            placeholder = msg.model_copy(update={"content": pending, "artifact": None})
+            record = _seal(msg, decision=d.to_dict())
+            return rebuild(placeholder, {self.held_tools_key: {msg.tool_call_id: record}})
+        outcome = lc.apply_tool_result(msg, d, guard=self.guard, escalate=False)
+        self._raise_if_blocking(outcome)
+        new = outcome.messages[0] if outcome.messages else msg
+        assert isinstance(new, ToolMessage)
+        return rebuild(new, {self.checked_key: [msg.tool_call_id]})
+
+    def _settle_held_tools(
+        self, msgs: Sequence[BaseMessage], held: Mapping[str, Any]
+    ) -> list[BaseMessage]:
+        """Held tool results, before the model may read them: a reviewer decides each (an
+        interrupt per result); if a new user turn came first, they stay withheld (audited).
+        Returns the messages that take the placeholders' places."""
+        last_ai = max((i for i, m in enumerate(msgs) if isinstance(m, AIMessage)), default=-1)
+        abandoned = any(isinstance(m, HumanMessage) for m in msgs[last_ai + 1 :])
+        out: list[BaseMessage] = []
+        for m in msgs:
+            if not isinstance(m, ToolMessage) or m.tool_call_id not in held:
+                continue
+            try:
+                record = _unseal(held[m.tool_call_id])
+                original = record["message"]
+                d = Decision.from_dict(record["decision"])
+                assert isinstance(original, ToolMessage)
+            except Exception:  # a damaged record: the result stays withheld
+                log.error("a tool result held for review could not be read; it stays withheld")
+                out.append(m.model_copy(update={"content": self._refusal(None), "status": "error"}))
+                continue
+            if abandoned:
+                self.guard.record_override(
+                    d, Action.BLOCK, reason="not reviewed: a new user turn came first"
+                )
+                refusal = lc.policy_of(d, self.guard).messages.tool_refusal
+                out.append(m.model_copy(update={"content": refusal, "status": "error"}))
+                continue
+            outcome = lc.apply_tool_result(original, d, guard=self.guard, escalate=True)
+            self._raise_if_blocking(outcome)
+            out.append(outcome.messages[0] if outcome.messages else original)
+        return out
+
     # -- one model call, checked ----------------------------------------------------------------
 
     def _flow(self, request: ModelRequest) -> _Flow:
@@ -253,9 +364,27 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
         )
         state: Mapping[str, Any] = request.state or {}
+        held_tools = state.get(self.held_tools_key) or {}
+        decided = {*(state.get(self.checked_key) or ()), *held_tools}
+        settled: list[BaseMessage] = []
+        if held_tools:
+            settled = self._settle_held_tools(request.messages, held_tools)
+            by_id = {m.id: m for m in settled}
+            request = request.override(messages=[by_id.get(m.id, m) for m in request.messages])  # type: ignore[misc]
+        result = yield from self._flow_after_tools(request, tenant, config, decided)
+        if settled:
+            result = _with_updates(settled, result)
+        if decided:  # the turn's tool results have been read: forget them
+            result = _with_command(result, {self.held_tools_key: None, self.checked_key: None})
+        return result
+
+    def _flow_after_tools(
+        self, request: ModelRequest, tenant: str | None, config: Any, decided: set[str]
+    ) -> _Flow:
+        state: Mapping[str, Any] = request.state or {}
         record = state.get(self.review_key)
         if record is None:
-            return (yield from self._checked_call(request, tenant, config))
+            return (yield from self._checked_call(request, tenant, config, decided))
         held = _read_record(record)
         msgs = request.messages
         if held is not None and msgs and msgs[-1].id == held.review_id:
@@ -276,21 +405,33 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             for m in msgs
             if review_id is None or m.id != review_id
         ]
-        result = yield from self._checked_call(request.override(messages=kept), tenant, config)
+        result = yield from self._checked_call(
+            request.override(messages=kept), tenant, config, decided
+        )
         updates: list[BaseMessage] = [closed] if placed else []
         return _with_command(
             _with_updates(updates, result),
             {"messages": [RemoveMessage(id=review_id)] if review_id else [], self.review_key: None},
         )
 
-    def _checked_call(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
+    def _checked_call(
+        self,
+        request: ModelRequest,
+        tenant: str | None,
+        config: Any,
+        decided: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> _Flow:
         msgs = request.messages
         updates: list[BaseMessage] = []
         found = lc.find_input(msgs) if self.apply_to_input else None
-        # Tool results the model has not seen: usually the turn's own, but also those a
-        # `return_direct` tool handed to the caller before a new user turn. Checked together
-        # with that turn, in one batch.
-        tools = lc.find_tool_results(msgs) if self.apply_to_tool_results else []
+        # Tool results the model has not seen and the tool boundary did not decide (results a
+        # caller put in the input, or tools run outside this middleware), checked together
+        # with the user's turn, in one batch.
+        tools = (
+            [m for m in lc.find_tool_results(msgs) if m.tool_call_id not in decided]
+            if self.apply_to_tool_results
+            else []
+        )
         checks = [("content", m.content, lc.tool_check_args(m, tenant, config)) for m in tools]
         if found is not None:
             kwargs = {
@@ -370,9 +511,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         record = {
             "anchor": ai.id,
             "review_id": review_id,
-            "message": ai,
-            "decision": d.to_dict(),
-            "requests": lc.review_requests(ai, d),
+            "sealed": _seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d)),
         }
         call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
         placeholder = AIMessage(id=ai.id, content=pending, tool_calls=[call])
@@ -434,18 +573,52 @@ def _read_record(record: Any) -> _Held | None:
     """The held review in the state, or None when it cannot be read (fail closed: the caller
     keeps the response withheld)."""
     try:
+        sealed = _unseal(record["sealed"])
         held = _Held(
             anchor=str(record["anchor"]),
             review_id=str(record["review_id"]),
-            message=record["message"],
-            decision=Decision.from_dict(record["decision"]),
-            requests=[dict(r) for r in record["requests"]],
+            message=sealed["message"],
+            decision=Decision.from_dict(sealed["decision"]),
+            requests=[dict(r) for r in sealed["requests"]],
         )
     except Exception:
         return None
     if not isinstance(held.message, AIMessage) or not all("part" in r for r in held.requests):
         return None
     return held
+
+
+_SEALED = "guard_plugin-sealed-v1:"
+
+
+def _seal(message: BaseMessage, **fields: Any) -> str:
+    """Content held for review, sealed for the state: compressed and encoded, so a UI that
+    renders the agent's state or its ``values`` stream shows an opaque string, not the unsafe
+    text or image. Not encryption: whoever reads the checkpoint can unseal it. Bytes survive;
+    other non-JSON values in an artifact come back as their text."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (bytes, bytearray)):
+            return {"__bytes__": base64.b64encode(bytes(o)).decode("ascii")}
+        return str(o)
+
+    payload = {"message": message_to_dict(message), **fields}
+    raw = zlib.compress(json.dumps(payload, default=default).encode("utf-8"))
+    return _SEALED + base64.b64encode(raw).decode("ascii")
+
+
+def _unseal(sealed: Any) -> dict[str, Any]:
+    """The fields of :func:`_seal` (raises on anything else: the caller fails closed)."""
+    if not isinstance(sealed, str) or not sealed.startswith(_SEALED):
+        raise ValueError("not a sealed record")
+
+    def hook(d: dict[str, Any]) -> Any:
+        return base64.b64decode(d["__bytes__"]) if set(d) == {"__bytes__"} else d
+
+    raw = zlib.decompress(base64.b64decode(sealed[len(_SEALED) :]), bufsize=1 << 16)
+    payload: dict[str, Any] = json.loads(raw, object_hook=hook)
+    payload["message"] = messages_from_dict([payload["message"]])[0]
+    return payload
 
 
 def _record_ids(record: Any, messages: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
@@ -459,6 +632,41 @@ def _record_ids(record: Any, messages: Sequence[BaseMessage]) -> tuple[str | Non
         if isinstance(m, AIMessage) and [c["name"] for c in m.tool_calls] == [REVIEW_TOOL]:
             return m.id, m.tool_calls[0]["id"]
     return None, None
+
+
+def _tool_message_of(
+    result: Any, call_id: str | None
+) -> tuple[ToolMessage, Callable[[ToolMessage, dict[str, Any]], Any]] | None:
+    """The tool's message in a tool call's result (a ``ToolMessage``, or a ``Command`` whose
+    update carries it), and how to rebuild the result around a replacement and a state
+    update. ``None`` when the result carries no message for this call."""
+    if isinstance(result, ToolMessage):
+        return result, lambda new, update: Command(update={"messages": [new], **update})
+    update = getattr(result, "update", None) if isinstance(result, Command) else None
+    if not isinstance(update, Mapping) or not isinstance(update.get("messages"), list):
+        return None
+    msgs = update["messages"]
+    idx = next(
+        (
+            i
+            for i, m in enumerate(msgs)
+            if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)
+        ),
+        None,
+    )
+    if idx is None:
+        return None
+
+    def rebuild(new: ToolMessage, extra: dict[str, Any]) -> Any:
+        replaced = [new if i == idx else m for i, m in enumerate(msgs)]
+        return Command(
+            graph=result.graph,
+            update={**update, "messages": replaced, **extra},
+            resume=result.resume,
+            goto=result.goto,
+        )
+
+    return msgs[idx], rebuild
 
 
 def _can_hold(request: ModelRequest, response: Any) -> bool:

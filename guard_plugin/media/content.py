@@ -443,14 +443,37 @@ def _block(
     yield FailedPart(ref, UnverifiableMedia(f"content block of type '{t}' cannot be checked"))
 
 
+_B64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+def _media_string(v: str) -> Any:
+    """An artifact string that holds media (a data URL, or base64 of an image or a PDF) as
+    the block it is; any other string stays text."""
+    if v.startswith("data:"):
+        return {"type": "image_url", "image_url": {"url": v}}
+    if len(v) >= 64 and _B64_TEXT.fullmatch(v[:4096]):
+        try:
+            head = base64.b64decode("".join(v[:64].split()), validate=True)
+        except (binascii.Error, ValueError):
+            return v
+        kind = sniff_mime(head)
+        if kind == "application/pdf":
+            return {"type": "file", "base64": v, "mime_type": kind}
+        if kind is not None and kind.startswith("image/"):
+            return {"type": "image", "base64": v, "mime_type": kind}
+    return v
+
+
 def _artifact_entries(value: Mapping[Any, Any]) -> list[Any]:
     """A tool's artifact dict of named values, as blocks: lists inside it are flattened,
-    nested dicts without a ``type`` are checked as their JSON text, and numbers, booleans and
-    ``None`` carry nothing to check."""
+    nested dicts without a ``type`` are checked as their JSON text, strings holding base64 or
+    data-URL media as that media, and numbers, booleans and ``None`` carry nothing to check."""
     out: list[Any] = []
     for v in value.values():
-        if isinstance(v, (list, tuple)):
-            out.extend(v)
+        if isinstance(v, str):
+            out.append(_media_string(v))
+        elif isinstance(v, (list, tuple)):
+            out.extend(_media_string(x) if isinstance(x, str) else x for x in v)
         elif isinstance(v, Mapping) and "type" not in v:
             out.append(json.dumps(v, default=str))
         elif v is not None and not isinstance(v, (int, float, bool)):

@@ -1,0 +1,227 @@
+"""No unchecked content anywhere: an unsafe tool result (text, screenshot, PDF page) is decided
+as the tool returns it, so it never appears in a stream event, a checkpoint's messages, the
+caller's result or a model call; `return_direct` results included; and a result held for a
+reviewer stays withheld when a new user turn comes instead of the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain")
+
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier
+from guard_plugin.langchain import SafetyMiddleware
+from guard_plugin.media import load_pdf
+from guard_plugin.testing import make_text_pdf
+from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
+from tests.media_fixtures import png
+
+UNSAFE_TEXT = "Step 1: build a bomb from fertiliser."
+RED_PNG = base64.b64encode(png("red", (200, 120))).decode()
+REPORT = base64.b64encode(
+    make_text_pdf(["Revenue grew 4%.", "Appendix: how to build a bomb.", "Outlook stable."])
+).decode()
+SECRETS = (UNSAFE_TEXT, RED_PNG, REPORT)
+
+
+def red_is_violent(img) -> list[str]:
+    r, g, b = img.to_pil().resize((1, 1)).getpixel((0, 0))
+    return ["Violence"] if r > 150 and g < 100 and b < 100 else []
+
+
+@tool
+def search(q: str) -> str:
+    """Search the web."""
+    return UNSAFE_TEXT
+
+
+@tool(response_format="content_and_artifact")
+def screenshot(url: str) -> tuple[list, dict]:
+    """Screenshot a page."""
+    image = {"type": "image", "base64": RED_PNG, "mime_type": "image/png"}
+    return [{"type": "text", "text": f"screenshot of {url}"}, image], {"png": RED_PNG}
+
+
+@tool
+def read_report(name: str) -> list:
+    """Read a PDF report."""
+    return [{"type": "file", "base64": REPORT, "mime_type": "application/pdf"}]
+
+
+@tool(return_direct=True)
+def lookup(q: str) -> str:
+    """Look something up and hand the answer straight to the user."""
+    return UNSAFE_TEXT
+
+
+class RecordingSaver(InMemorySaver):
+    """Keeps every checkpoint written, not only the latest per thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[Any] = []
+
+    def put(self, config, checkpoint, metadata, new_versions):  # type: ignore[no-untyped-def]
+        self.written.append(checkpoint["channel_values"].get("messages", []))
+        return super().put(config, checkpoint, metadata, new_versions)
+
+    async def aput(self, config, checkpoint, metadata, new_versions):  # type: ignore[no-untyped-def]
+        self.written.append(checkpoint["channel_values"].get("messages", []))
+        return await super().aput(config, checkpoint, metadata, new_versions)
+
+
+def dump(value: Any) -> str:
+    """Everything a value shows, message contents and artifacts included."""
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "model_dump"):
+            return o.model_dump()
+        return repr(o)
+
+    return json.dumps(value, default=default)
+
+
+def agent_for(replies, policy: Policy, saver=None, tools=None):
+    sink = MemoryAuditSink()
+    guard = Guard(
+        ScriptedClassifier(image_rule=red_is_violent),
+        policies=PolicyStore({"t": policy}),
+        audit=sink,
+    )
+    model = ScriptedChatModel(responses=replies)
+    agent = create_agent(
+        model,
+        tools=tools or [search, screenshot, read_report, lookup],
+        middleware=[SafetyMiddleware(guard)],
+        checkpointer=saver,
+    )
+    return agent, model, sink
+
+
+def collect(agent, inp, config, mode: str) -> tuple[list[Any], dict]:
+    modes = ["values", "updates", "messages", "custom"]
+    if mode == "sync":
+        events = list(agent.stream(inp, config, stream_mode=modes))
+    else:
+
+        async def run() -> list[Any]:
+            return [e async for e in agent.astream(inp, config, stream_mode=modes)]
+
+        events = asyncio.run(run())
+    state = (
+        agent.get_state(config).values if config.get("configurable", {}).get("thread_id") else {}
+    )
+    return events, state
+
+
+CASES = [
+    ("search", {"q": "x"}, "block"),
+    ("screenshot", {"url": "https://bad.example"}, "rewrite"),
+    ("read_report", {"name": "q3"}, "rewrite"),
+    ("lookup", {"q": "x"}, "block"),
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("name", "args", "action"), CASES, ids=[c[0] for c in CASES])
+def test_an_unsafe_tool_result_is_nowhere(mode: str, name: str, args: dict, action: str) -> None:
+    saver = RecordingSaver()
+    policy = Policy(id="t", actions={"tool": action})
+    agent, model, sink = agent_for([tool_call(name, args, "c1"), AIMessage("Done.")], policy, saver)
+    config = {"configurable": {"thread_id": f"{name}-{mode}", "tenant_id": "t"}}
+    events, state = collect(agent, {"messages": [HumanMessage("go")]}, config, mode)
+    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
+    shown += [dump(call) for call in model.calls]
+    for secret in SECRETS:
+        assert not any(secret in s for s in shown), f"{secret[:30]!r} leaked"
+    tool_events = [e for e in sink.events if e.surface == "tool"]
+    assert [e.action for e in tool_events] == [action]  # decided once, at the tool boundary
+    assert_valid_history(state["messages"])
+    if name == "read_report":  # the other pages survive the rewrite
+        result = next(m for m in state["messages"] if isinstance(m, ToolMessage))
+        kept = load_pdf(base64.b64decode(result.content[0]["base64"]))
+        assert [p.text.strip() for p in kept.pages] == ["Revenue grew 4%.", "Outlook stable."]
+
+
+def test_a_safe_tool_result_passes_untouched_and_is_checked_once() -> None:
+    @tool
+    def weather(city: str) -> str:
+        """The weather."""
+        return "Sunny, 21 degrees."
+
+    agent, model, sink = agent_for(
+        [tool_call("weather", {"city": "Oslo"}, "c1"), AIMessage("It is sunny.")],
+        Policy(id="t"),
+        tools=[weather],
+    )
+    out = agent.invoke(
+        {"messages": [HumanMessage("weather?")]}, {"configurable": {"tenant_id": "t"}}
+    )
+    result = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert result.content == "Sunny, 21 degrees."
+    assert "Sunny, 21 degrees." in dump(model.calls[-1])
+    assert [e.surface for e in sink.events].count("tool") == 1
+
+
+ESCALATE = Policy(id="t", actions={"tool": "escalate"})
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_held_result_is_reviewed_before_the_model_reads_it(mode: str) -> None:
+    saver = RecordingSaver()
+    agent, model, sink = agent_for(
+        [tool_call("search", {"q": "x"}, "c1"), AIMessage("Here it is.")], ESCALATE, saver
+    )
+    config = {"configurable": {"thread_id": f"held-{mode}", "tenant_id": "t"}}
+    events, state = collect(agent, {"messages": [HumanMessage("search")]}, config, mode)
+    assert agent.get_state(config).interrupts  # waiting for a person
+    # the reviewer's request shows the content (that is its point); nothing else does
+    for_reviewer = [e[1]["__interrupt__"] for e in events if "__interrupt__" in e[1]]
+    assert for_reviewer and all(UNSAFE_TEXT in dump(r) for r in for_reviewer)
+    rest = [
+        {k: v for k, v in e[1].items() if k != "__interrupt__"} if isinstance(e[1], dict) else e
+        for e in events
+    ]
+    assert not any(UNSAFE_TEXT in dump(e) for e in rest)
+    assert not model.calls[1:]  # the model has not been called since
+    assert UNSAFE_TEXT not in dump(state["messages"])
+    assert not any(UNSAFE_TEXT in dump(c) for c in saver.written)
+    out = agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+    result = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert result.content == UNSAFE_TEXT  # approved: the original, in place of the placeholder
+    assert UNSAFE_TEXT in dump(model.calls[-1])
+    assert [e.event for e in sink.events if e.surface == "tool"] == ["decision", "review"]
+    assert_valid_history(out["messages"])
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_held_result_stays_withheld_when_a_new_turn_comes_first(mode: str) -> None:
+    saver = RecordingSaver()
+    agent, model, sink = agent_for(
+        [tool_call("search", {"q": "x"}, "c1"), AIMessage("Something else, then.")],
+        ESCALATE,
+        saver,
+    )
+    config = {"configurable": {"thread_id": f"abandoned-{mode}", "tenant_id": "t"}}
+    collect(agent, {"messages": [HumanMessage("search")]}, config, mode)
+    events, state = collect(
+        agent, {"messages": [HumanMessage("never mind, something else")]}, config, mode
+    )
+    shown = [dump(events), dump(state), *(dump(call) for call in model.calls)]
+    shown += [dump(c) for c in saver.written]
+    assert not any(UNSAFE_TEXT in s for s in shown)
+    assert state["messages"][-1].content == "Something else, then."
+    tool_events = [(e.event, e.action) for e in sink.events if e.surface == "tool"]
+    assert tool_events == [("decision", "escalate"), ("override", "block")]
+    assert_valid_history(state["messages"])
