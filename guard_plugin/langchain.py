@@ -6,18 +6,23 @@ three surfaces, with the vocabulary of LangChain's ``PIIMiddleware``::
     agent = create_agent(model, tools, middleware=[SafetyMiddleware(guard)],
                          checkpointer=InMemorySaver())      # a checkpointer enables escalation
 
-It is one ``wrap_model_call`` layer around every model call, with no graph nodes of its own
-(each extra node is a graph step per model call; the layer costs a function call):
+It wraps every model call and every tool call, with no graph nodes of its own (each extra
+node is a graph step per model call; a wrapper costs a function call):
 
+- as a tool returns: its result (text, images, PDF pages, its artifact), so the state, the
+  streams, the checkpoints and a ``return_direct`` answer only ever carry a decided result;
 - before the model is called: the user's turn (once per run, while nothing has answered it:
-  a block answers with the refusal and the model is never called) or the tool results the
-  model has not seen yet (replaced in place, same ids, and the model sees the replacements);
+  a block answers with the refusal and the model is never called), and any tool results the
+  tool boundary did not decide (results a caller put in the input);
 - after the model answers: its response, text and tool-call arguments, before the response
   reaches the state, so no unsafe message is ever written there and no tool runs for an
   unsafe call.
 
 Escalation pauses the run with ``interrupt()`` only where nothing would be repeated on
-resume. Inputs and tool results escalate before the model is called. An escalated response
+resume. An escalated tool result is *held*: a placeholder takes its place in the state, the
+original waits sealed in a private key, and the reviewer is asked before the next model call
+(a tool is never run twice); if a new user turn comes instead of the answer, the result stays
+withheld. Inputs escalate before the model is called. An escalated response
 is *held*: a placeholder takes its id (its only tool call, to a ``content_safety_review``
 pseudo-tool, is answered at once), the response waits in a private state key, and
 ``create_agent`` routes the turn straight back to the model step, where the review interrupt
