@@ -48,8 +48,10 @@ import base64
 import functools
 import json
 import logging
+import threading
 import types
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -117,9 +119,6 @@ REVIEW_KEY_PREFIX = "guard_plugin_review:"
 HELD_TOOLS_KEY_PREFIX = "guard_plugin_held_tools:"
 """State key of tool results held for review, by tool call id (prefix plus name)."""
 
-CHECKED_KEY_PREFIX = "guard_plugin_checked:"
-"""State key of the tool call ids whose results were decided at the tool boundary."""
-
 
 def _as_guard(guard: Guard | str) -> Guard:
     return Guard(guard) if isinstance(guard, str) else guard
@@ -141,23 +140,43 @@ def _merge_held(old: Any, new: Any) -> dict[str, Any]:
     return {**(old or {}), **new}
 
 
-def _merge_ids(old: Any, new: Any) -> list[str]:
-    """Reducer of checked tool call ids: parallel tool calls each add theirs; ``None`` clears."""
-    if new is None:
-        return []
-    return [*(old or []), *new]
+class _Decided:
+    """The tool results this middleware decided at the tool boundary, remembered in this
+    process (tool call id -> a fingerprint of the content as decided, the newest 4,096), so
+    the model step does not check them again. A result that is not found (another process,
+    an old one, a caller's own, or one whose content changed since) is simply checked."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._data: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def fingerprint(msg: ToolMessage) -> int:
+        return hash((msg.tool_call_id, repr(msg.content)))
+
+    def add(self, msg: ToolMessage) -> None:
+        with self._lock:
+            self._data[msg.tool_call_id] = self.fingerprint(msg)
+            if len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def __contains__(self, msg: object) -> bool:
+        if not isinstance(msg, ToolMessage):
+            return False
+        with self._lock:
+            known = self._data.get(msg.tool_call_id)
+        return known is not None and known == self.fingerprint(msg)
 
 
 @functools.cache
-def _state_schema(review_key: str, held_key: str, checked_key: str) -> type:
+def _state_schema(review_key: str, held_key: str) -> type:
     """The agent state plus private keys (in neither the agent's input nor its output): a
-    response held for review, tool results held for review, and the tool results already
-    decided at the tool boundary. One set per middleware instance, so two instances never
-    write the same key in one step."""
+    response held for review, and tool results held for review. One pair per middleware
+    instance, so two instances never write the same key in one step."""
     annotations = {
         review_key: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr]],
         held_key: NotRequired[Annotated[dict[str, Any] | None, PrivateStateAttr, _merge_held]],
-        checked_key: NotRequired[Annotated[list[str] | None, PrivateStateAttr, _merge_ids]],
     }
     return types.new_class(
         "SafetyState", (AgentState,), {}, lambda ns: ns.update(__annotations__=annotations)
@@ -237,8 +256,8 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._name = name
         self.review_key = REVIEW_KEY_PREFIX + self.name
         self.held_tools_key = HELD_TOOLS_KEY_PREFIX + self.name
-        self.checked_key = CHECKED_KEY_PREFIX + self.name
-        self.state_schema = _state_schema(self.review_key, self.held_tools_key, self.checked_key)
+        self.state_schema = _state_schema(self.review_key, self.held_tools_key)
+        self._decided = _Decided()
 
     @property
     def name(self) -> str:
@@ -308,8 +327,6 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if not self.apply_to_tool_results or found is None:
             return result
         msg, rebuild = found
-        if msg.id is None:  # the placeholder and a restored original share one id
-            msg = msg.model_copy(update={"id": str(uuid4())})
         config = _config()
         tenant = lc.resolve_tenant(
             self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
@@ -318,6 +335,8 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if d.action is Action.ESCALATE and self.escalate and lc.can_interrupt():
             if self.on_block == "error":
                 raise GuardBlocked(d)
+            if msg.id is None:  # the placeholder and a restored original share one id
+                msg = msg.model_copy(update={"id": str(uuid4())})
             pending = lc.policy_of(d, self.guard).messages.review_pending
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
             record = _seal(msg, decision=d.to_dict())
@@ -326,7 +345,8 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self._raise_if_blocking(outcome)
         new = outcome.messages[0] if outcome.messages else msg
         assert isinstance(new, ToolMessage)
-        return rebuild(new, {self.checked_key: [msg.tool_call_id]})
+        self._decided.add(new)
+        return result if new is msg else rebuild(new, {})
 
     def _settle_held_tools(
         self, msgs: Sequence[BaseMessage], held: Mapping[str, Any]
@@ -370,17 +390,16 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         )
         state: Mapping[str, Any] = request.state or {}
         held_tools = state.get(self.held_tools_key) or {}
-        decided = {*(state.get(self.checked_key) or ()), *held_tools}
         settled: list[BaseMessage] = []
         if held_tools:
             settled = self._settle_held_tools(request.messages, held_tools)
             by_id = {m.id: m for m in settled}
             request = request.override(messages=[by_id.get(m.id, m) for m in request.messages])  # type: ignore[misc]
-        result = yield from self._flow_after_tools(request, tenant, config, decided)
+        result = yield from self._flow_after_tools(request, tenant, config, set(held_tools))
         if settled:
             result = _with_updates(settled, result)
-        if decided:  # the turn's tool results have been read: forget them
-            result = _with_command(result, {self.held_tools_key: None, self.checked_key: None})
+        if held_tools:  # settled: the held originals go
+            result = _with_command(result, {self.held_tools_key: None})
         return result
 
     def _flow_after_tools(
@@ -433,7 +452,11 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         # caller put in the input, or tools run outside this middleware), checked together
         # with the user's turn, in one batch.
         tools = (
-            [m for m in lc.find_tool_results(msgs) if m.tool_call_id not in decided]
+            [
+                m
+                for m in lc.find_tool_results(msgs)
+                if m.tool_call_id not in decided and m not in self._decided
+            ]
             if self.apply_to_tool_results
             else []
         )
@@ -646,7 +669,10 @@ def _tool_message_of(
     update carries it), and how to rebuild the result around a replacement and a state
     update. ``None`` when the result carries no message for this call."""
     if isinstance(result, ToolMessage):
-        return result, lambda new, update: Command(update={"messages": [new], **update})
+        return (
+            result,
+            lambda new, update: Command(update={"messages": [new], **update}) if update else new,
+        )
     update = getattr(result, "update", None) if isinstance(result, Command) else None
     if not isinstance(update, Mapping) or not isinstance(update.get("messages"), list):
         return None
