@@ -53,7 +53,29 @@ __all__ = [
     "tool_check_args",
 ]
 
-REVIEW_DECISIONS = ["approve", "edit", "reject"]
+REVIEW_DECISIONS = ["approve", "edit", "reject", "respond"]
+"""Every answer type a reviewer may give (LangChain's human-in-the-loop decision types)."""
+
+# What each kind of review request accepts; any other answer counts as a rejection.
+_ALLOWED = {
+    "tool_call": ["approve", "edit", "reject", "respond"],  # as HumanInTheLoopMiddleware
+    "text": ["approve", "edit", "reject"],  # an assistant's text: edit replaces it
+    "tool_result": ["approve", "reject", "respond"],  # respond answers for the tool
+    "input": ["approve", "reject"],
+}
+
+
+def allowed_decisions(request: Mapping[str, Any]) -> list[str]:
+    """The answer types a review request accepts, from its ``part`` or its name."""
+    part = str(request.get("part", ""))
+    if part.startswith("tool_call:"):
+        return _ALLOWED["tool_call"]
+    if part == "text":
+        return _ALLOWED["text"]
+    name = str(request.get("name", ""))
+    if name.startswith("tool_result:"):
+        return _ALLOWED["tool_result"]
+    return _ALLOWED["input"]
 
 
 @dataclass
@@ -144,14 +166,14 @@ def find_input(messages: Sequence[BaseMessage]) -> tuple[int, HumanMessage] | No
 
 
 def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
-    action = _review(
+    action, _ = _review(
         d,
         Surface.INPUT,
         [{"name": "user_message", "args": {"text": _preview(text_of(msg))}}],
         guard,
         escalate,
     )
-    if action is None or action is Action.ALLOW:
+    if action is Action.ALLOW:
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
         return Outcome([msg.model_copy(update={"content": d.replacement})], decisions=[d])
@@ -194,9 +216,12 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
     req = [
         {"name": f"tool_result:{msg.name or 'tool'}", "args": {"content": _preview(text_of(msg))}}
     ]
-    action = _review(d, Surface.TOOL, req, guard, escalate, msg.name)
-    if action is None or action is Action.ALLOW:
+    action, responded = _review(d, Surface.TOOL, req, guard, escalate, msg.name)
+    if action is Action.ALLOW:
         return Outcome(decisions=[d])
+    if responded is not None:  # the reviewer answered for the tool
+        answer = {"content": responded, "status": "success", "artifact": None}
+        return Outcome([msg.model_copy(update=answer)], decisions=[d])
     if action is Action.REWRITE:
         try:
             update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
@@ -271,13 +296,22 @@ def review_requests(ai: AIMessage, d: Decision) -> list[dict[str, Any]]:
 
 
 def answer_review(
-    ai: AIMessage, requests: list[dict[str, Any]], resume: Any, d: Decision, guard: Guard
+    ai: AIMessage,
+    requests: list[dict[str, Any]],
+    resume: Any,
+    d: Decision,
+    guard: Guard,
+    *,
+    answer_calls: bool = False,
 ) -> Outcome:
     """Apply a reviewer's resume value to an escalated response: approve keeps, edit
     replaces, reject withholds; anything malformed counts as a rejection. The answers are
-    audited against the decision."""
+    audited against the decision. With ``answer_calls`` (the agent middleware), a rejected
+    or responded tool call is answered as LangChain's human-in-the-loop answers it: the call
+    stays, with a tool message carrying the reviewer's reason or response, so the model goes
+    on; its arguments, judged unsafe, do not stay in the history."""
     answers = _decisions(resume, len(requests))
-    kinds = _kinds(answers, edits=True)
+    kinds = _kinds(answers, requests, edits=True)
     if all(k == "approve" for k in kinds):
         action = Action.ALLOW
     elif all(k == "reject" for k in kinds):
@@ -286,18 +320,27 @@ def answer_review(
         action = Action.REWRITE
     tool = next((r["name"] for r in requests if r["part"] != "text"), None)
     guard.record_review(d, kinds, action=action, tool_name=tool)
-    return _apply_review(ai, requests, answers, d, guard)
+    answers = [{**a, "type": k} for a, k in zip(answers, kinds, strict=True)]
+    return _apply_review(ai, requests, answers, d, guard, answer_calls=answer_calls)
 
 
-def _kinds(answers: Sequence[Mapping[str, Any]], *, edits: bool = False) -> list[str]:
-    """The answer types as audited, as they are applied: anything unknown counts as a
-    rejection, and so does an edit without an edited action where ``edits`` apply."""
+def _kinds(
+    answers: Sequence[Mapping[str, Any]],
+    requests: Sequence[Mapping[str, Any]],
+    *,
+    edits: bool = False,
+) -> list[str]:
+    """The answer types as audited, as they are applied: a type the request does not accept
+    counts as a rejection, and so does an edit without an edited action where ``edits``
+    apply, and a ``respond`` without a message."""
     kinds = []
-    for a in answers:
+    for a, r in zip(answers, requests, strict=True):
         kind = a.get("type")
         if edits and kind == "edit" and not isinstance(a.get("edited_action"), Mapping):
             kind = "reject"
-        kinds.append(str(kind) if kind in REVIEW_DECISIONS else "reject")
+        if kind == "respond" and not isinstance(a.get("message"), str):
+            kind = "reject"
+        kinds.append(str(kind) if kind in allowed_decisions(r) else "reject")
     return kinds
 
 
@@ -332,13 +375,19 @@ def _rebuild(
     text: str | None,
     edits: Mapping[str, Mapping[str, Any]] | None = None,
     reasons: Sequence[str] = (),
+    answered: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Outcome:
     kept: list[Any] = []
     dropped: list[str] = []
+    answers: list[BaseMessage] = []
     for call in ai.tool_calls:
         label = f"tool_call:{call.get('id')}"
         if label in drop:
             dropped.append(call["name"])
+        elif answered and label in answered:
+            # the call stays (its answer needs it), without the arguments judged unsafe
+            kept.append({**call, "args": {}})
+            answers.append(_answer(call, answered[label]))
         elif edits and label in edits:
             edited = edits[label]
             kept.append(
@@ -359,7 +408,7 @@ def _rebuild(
         body = text if text is not None else text_of(ai)
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
-    return Outcome([new], end=not kept, decisions=[d])
+    return Outcome([new, *answers], end=not kept, decisions=[d])
 
 
 def _apply_review(
@@ -368,10 +417,14 @@ def _apply_review(
     answers: list[dict[str, Any]],
     d: Decision,
     guard: Guard,
+    *,
+    answer_calls: bool = False,
 ) -> Outcome:
-    """Apply a reviewer's answers: approve keeps, edit replaces, reject withholds."""
+    """Apply a reviewer's answers: approve keeps, edit replaces, reject withholds (or, with
+    ``answer_calls``, answers the call), respond answers the call for the tool."""
     drop: set[str] = set()
     edits: dict[str, Mapping[str, Any]] = {}
+    answered: dict[str, Mapping[str, Any]] = {}
     reasons: list[str] = []
     text: str | None = None
     for req, ans in zip(requests, answers, strict=True):
@@ -384,13 +437,33 @@ def _apply_review(
                 text = str(ans.get("message") or policy_of(d, guard).messages.refusal)
         elif kind == "edit" and edited is not None:
             edits[req["part"]] = edited
+        elif kind == "respond" or (kind != "approve" and answer_calls):
+            answered[req["part"]] = ans
         elif kind != "approve":
             drop.add(req["part"])
             if ans.get("message"):
                 reasons.append(str(ans["message"]))
-    if not drop and not edits and text is None:
+    if not drop and not edits and not answered and text is None:
         return Outcome(decisions=[d])
-    return _rebuild(ai, d, guard, drop=drop, text=text, edits=edits, reasons=reasons)
+    return _rebuild(
+        ai, d, guard, drop=drop, text=text, edits=edits, reasons=reasons, answered=answered
+    )
+
+
+def _answer(call: Mapping[str, Any], ans: Mapping[str, Any]) -> ToolMessage:
+    """The tool message that answers a call a reviewer declined or answered for the tool."""
+    name, call_id = call.get("name", "tool"), call.get("id")
+    if ans.get("type") == "respond":
+        content, status = str(ans.get("message", "")), "success"
+    elif ans.get("message"):
+        content, status = f"A reviewer declined the call to `{name}`: {ans['message']}", "error"
+    else:
+        content = (
+            f"A reviewer declined the call to `{name}` (id {call_id}); it was not run. "
+            "Do not make it again unless the user asks for it."
+        )
+        status = "error"
+    return ToolMessage(content=content, name=name, tool_call_id=call_id, status=status)
 
 
 def policy_of(d: Decision, guard: Guard) -> Any:
@@ -422,7 +495,7 @@ def review_payload(
             for r in action_requests
         ],
         "review_configs": [
-            {"action_name": r["name"], "allowed_decisions": list(REVIEW_DECISIONS)}
+            {"action_name": r["name"], "allowed_decisions": list(allowed_decisions(r))}
             for r in action_requests
         ],
         "safety": {
@@ -478,17 +551,22 @@ def _review(
     guard: Guard,
     escalate: bool,
     tool_name: str | None = None,
-) -> Action | None:
+) -> tuple[Action, str | None]:
     """For ``escalate``: ask a human (interrupt) where the adapter may, else fall back. Returns
-    the action to apply. An approval returns ``ALLOW``; an edit is treated as approval of the
-    content (inputs and tool results have nothing to edit into)."""
+    the action to apply and, for a ``respond`` answer, the reviewer's text to put in place of
+    the content. Approval gives ``ALLOW``; a type the request does not accept, ``BLOCK``."""
     if d.action is not Action.ESCALATE:
-        return d.action
+        return d.action, None
     if not escalate or not can_interrupt():
-        return Action(policy_of(d, guard).escalation.fallback)
+        return Action(policy_of(d, guard).escalation.fallback), None
     answers = _decisions(interrupt(review_payload(d, surface, requests)), len(requests))
-    action = (
-        Action.ALLOW if all(a.get("type") in ("approve", "edit") for a in answers) else Action.BLOCK
-    )
-    guard.record_review(d, _kinds(answers), action=action, tool_name=tool_name)
-    return action
+    kinds = _kinds(answers, requests)
+    responded = [str(a["message"]) for a, k in zip(answers, kinds, strict=True) if k == "respond"]
+    if all(k == "approve" for k in kinds):
+        action = Action.ALLOW
+    elif responded and all(k in ("approve", "respond") for k in kinds):
+        action = Action.REWRITE
+    else:
+        action = Action.BLOCK
+    guard.record_review(d, kinds, action=action, tool_name=tool_name)
+    return action, "\n".join(responded) if action is Action.REWRITE else None

@@ -555,12 +555,14 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         """Back at the model step with a held response: ask (or, on resume, hear) the reviewer
         before anything else; the answer takes the placeholder's place."""
         resume = lc.interrupt(lc.review_payload(held.decision, Surface.RESPONSE, held.requests))
-        outcome = lc.answer_review(held.message, held.requests, resume, held.decision, self.guard)
+        outcome = lc.answer_review(
+            held.message, held.requests, resume, held.decision, self.guard, answer_calls=True
+        )
         self._raise_if_blocking(outcome)
-        final = outcome.messages[0] if outcome.messages else held.message
+        final = outcome.messages or [held.message]
         update = {"messages": [RemoveMessage(id=held.review_id)], self.review_key: None}
         return ExtendedModelResponse(
-            model_response=ModelResponse(result=[final]), command=Command(update=update)
+            model_response=ModelResponse(result=list(final)), command=Command(update=update)
         )
 
     def _refusal(self, held: _Held | None) -> str:

@@ -217,7 +217,12 @@ def test_e_escalation_interrupts_and_resumes(mode: str, answer: str) -> None:
         payload["action_requests"][0]["name"] == "send_email"
         and payload["action_requests"][0]["args"] == body
     )
-    assert payload["review_configs"][0]["allowed_decisions"] == ["approve", "edit", "reject"]
+    assert payload["review_configs"][0]["allowed_decisions"] == [
+        "approve",
+        "edit",
+        "reject",
+        "respond",
+    ]
     assert (
         payload["safety"]["categories"] == ["Harassment"]
         and payload["safety"]["surface"] == "response"
@@ -232,9 +237,12 @@ def test_e_escalation_interrupts_and_resumes(mode: str, answer: str) -> None:
     if answer == "approve":
         assert [body] == SENT  # ran exactly once
         assert out["messages"][-1].content == "All done."
-    else:
+    else:  # as HumanInTheLoopMiddleware: the call is answered and the model goes on
         assert SENT == []
-        assert "Not sent." in out["messages"][-1].content
+        answer = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+        assert "Not sent." in answer.content and answer.status == "error"
+        assert out["messages"][-1].content == "All done."
+        assert "idiot" not in str(out["messages"])  # the unsafe arguments left the history
     assert_valid_history(out["messages"])
 
 

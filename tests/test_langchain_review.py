@@ -162,8 +162,10 @@ def test_review_works_whatever_middleware_sits_around_it(others, outer) -> None:
     (intr,) = out["__interrupt__"]
     assert intr.value["safety"]["surface"] == "response" and SENT == []
     out = agent.invoke(reject(), c)
-    assert SENT == [] and "Not sent." in str(out["messages"][-1].content)
-    assert len(model.calls) == 1  # the rejected call was the turn's only action: it ends
+    answer = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert SENT == [] and "Not sent." in answer.content and answer.status == "error"
+    # as HumanInTheLoopMiddleware: the model reads the answer and goes on
+    assert len(model.calls) == 2 and out["messages"][-1].content == "All done."
     assert_valid_history(out["messages"])
 
 
@@ -243,7 +245,8 @@ def test_a_malformed_answer_counts_as_a_rejection() -> None:
     c = cfg("malformed")
     agent.invoke({"messages": [HumanMessage("email bob")]}, c)
     out = agent.invoke(Command(resume={"decisions": "yes please"}), c)
-    assert SENT == [] and "malformed review answer" in out["messages"][1].content
+    answer = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert SENT == [] and "malformed review answer" in answer.content
     assert_valid_history(out["messages"])
 
 
@@ -336,6 +339,7 @@ def test_an_edit_without_an_edited_action_is_applied_and_audited_as_a_rejection(
     c = cfg("empty-edit")
     agent.invoke({"messages": [HumanMessage("email bob")]}, c)
     out = agent.invoke(Command(resume={"decisions": [{"type": "edit"}]}), c)
-    assert SENT == [] and "not made" in out["messages"][-1].content
+    answer = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert SENT == [] and "declined the call to `send_email`" in answer.content
     (review,) = [e for e in sink.events if e.event == "review"]
     assert (review.review, review.action) == ("reject", "block")
