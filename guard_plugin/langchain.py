@@ -22,7 +22,9 @@ Escalation pauses the run with ``interrupt()`` only where nothing would be repea
 resume. An escalated tool result is *held*: a placeholder takes its place in the state, the
 original waits sealed in a private key, and the reviewer is asked before the next model call
 (a tool is never run twice); if a new user turn comes instead of the answer, the result stays
-withheld. Inputs escalate before the model is called. An escalated response
+withheld. An escalated user turn is held the same way before the model is called (a
+placeholder takes its id, the turn comes straight back to the model step for the review), so a
+new turn instead of the answer cannot carry it to the model. An escalated response
 is *held*: a placeholder takes its id (its only tool call, to a ``content_safety_review``
 pseudo-tool, is answered at once), the response waits in a private state key, and
 ``create_agent`` routes the turn straight back to the model step, where the review interrupt
@@ -409,8 +411,10 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         record = state.get(self.review_key)
         if record is None:
             return (yield from self._checked_call(request, tenant, config, decided))
-        held = _read_record(record)
         msgs = request.messages
+        if isinstance(record, Mapping) and record.get("kind") == "input":
+            return (yield from self._held_input(request, record, tenant, config, decided))
+        held = _read_record(record)
         if held is not None and msgs and msgs[-1].id == held.review_id:
             return self._answer_review(held)
         if held is None:
@@ -438,16 +442,106 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             {"messages": [RemoveMessage(id=review_id)] if review_id else [], self.review_key: None},
         )
 
+    def _held_input(
+        self,
+        request: ModelRequest,
+        record: Mapping[str, Any],
+        tenant: str | None,
+        config: Any,
+        decided: set[str],
+    ) -> _Flow:
+        """A user turn held for review: ask the reviewer (on the way back from the hold), or,
+        when a new turn came instead, keep it withheld. Approval restores it and the model is
+        called with it; rejection ends the turn with the refusal."""
+        msgs = request.messages
+        anchor, review_id = record.get("anchor"), record.get("review_id")
+        try:
+            sealed = _unseal(record.get("sealed"))
+            original, d = sealed["message"], Decision.from_dict(sealed["decision"])
+            assert isinstance(original, HumanMessage)
+        except Exception:
+            log.error("a user turn held for review could not be read; it stays withheld")
+            original, d = None, None
+        resumed = original is not None and msgs and msgs[-1].id == review_id
+        policy = (
+            lc.policy_of(d, self.guard) if d is not None else self.guard.policies.default.policy
+        )
+        action = Action.BLOCK
+        if resumed:
+            assert d is not None and original is not None
+            outcome = lc.apply_input(original, d, guard=self.guard, escalate=True)
+            self._raise_if_blocking(outcome)
+            action = Action.BLOCK if outcome.end else Action.ALLOW
+        elif d is not None:
+            log.warning("a user turn held for review was not reviewed; it stays withheld")
+            self.guard.record_override(
+                d, Action.BLOCK, reason="not reviewed: a new user turn came first"
+            )
+        gone = [RemoveMessage(id=i) for i in (anchor, review_id) if isinstance(i, str)]
+        clear = {"messages": gone, self.review_key: None}
+        drop = {anchor, review_id}
+        if action is Action.ALLOW and original is not None:
+            kept = [original if m.id == original.id else m for m in msgs if m.id not in drop]
+            result = yield from self._checked_call(
+                request.override(messages=kept), tenant, config, decided, skip_input=True
+            )
+            return _with_command(_with_updates([original], result), clear)
+        # withheld: the turn keeps the redaction note in the history, the turn is refused
+        input_id = record.get("input_id")
+        redacted: list[BaseMessage] = [
+            m.model_copy(update={"content": policy.messages.redaction})
+            for m in msgs
+            if isinstance(m, HumanMessage) and m.id == input_id
+        ]
+        by_id = {m.id: m for m in redacted}
+        kept = [by_id.get(m.id, m) for m in msgs if m.id not in drop]
+        if resumed:  # rejected: the turn ends with the refusal, the model is not called
+            refusal = AIMessage(content=policy.messages.refusal)
+            return _with_command(ModelResponse(result=[*redacted, refusal]), clear)
+        result = yield from self._checked_call(
+            request.override(messages=kept), tenant, config, decided
+        )
+        return _with_command(_with_updates(redacted, result), clear)
+
+    def _hold_input(self, human: HumanMessage, d: Decision, updates: list[BaseMessage]) -> Any:
+        """Keep an escalated user turn out of the conversation until a person answers: a
+        placeholder takes its id, the original waits sealed in the private review key, and
+        the turn comes straight back to the model step for the review (as a held response
+        does). A new turn instead of the answer leaves it withheld."""
+        pending = lc.policy_of(d, self.guard).messages.review_pending
+        anchor = str(uuid4())
+        review_id = f"{anchor}-review"
+        requests = [{"name": "user_message", "args": {"text": lc.text_of(human)[:500]}}]
+        record = {
+            "kind": "input",
+            "anchor": anchor,
+            "review_id": review_id,
+            "input_id": human.id,
+            "sealed": _seal(human, decision=d.to_dict(), requests=requests),
+        }
+        call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
+        placeholder = human.model_copy(update={"content": pending})
+        ai = AIMessage(id=anchor, content=pending, tool_calls=[call])
+        waiting = ToolMessage(
+            id=review_id, tool_call_id=review_id, name=REVIEW_TOOL, content=pending
+        )
+        return ExtendedModelResponse(
+            model_response=ModelResponse(result=[*updates, placeholder, ai, waiting]),
+            command=Command(update={self.review_key: record}),
+        )
+
     def _checked_call(
         self,
         request: ModelRequest,
         tenant: str | None,
         config: Any,
         decided: set[str] = frozenset(),  # type: ignore[assignment]
+        *,
+        skip_input: bool = False,
     ) -> _Flow:
         msgs = request.messages
         updates: list[BaseMessage] = []
-        found = lc.find_input(msgs) if self.apply_to_input else None
+        found = lc.find_input(msgs) if self.apply_to_input and not skip_input else None
         # Tool results the model has not seen and the tool boundary did not decide (results a
         # caller put in the input, or tools run outside this middleware), checked together
         # with the user's turn, in one batch.
@@ -475,7 +569,15 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 self._raise_if_blocking(outcome)
                 updates += outcome.messages
             if found is not None:
-                outcome = lc.apply_input(found[1], ds[-1], guard=self.guard, escalate=self.escalate)
+                d_in = ds[-1]
+                if (
+                    d_in.action is Action.ESCALATE
+                    and self.escalate
+                    and self.on_block != "error"
+                    and _can_hold_turn(request)
+                ):
+                    return self._hold_input(found[1], d_in, updates)
+                outcome = lc.apply_input(found[1], d_in, guard=self.guard, escalate=self.escalate)
                 self._raise_if_blocking(outcome)
                 if outcome.end:  # refused: the model is not called
                     return _with_updates(updates, ModelResponse(result=outcome.messages))
@@ -700,6 +802,16 @@ def _tool_message_of(
         )
 
     return msgs[idx], rebuild
+
+
+def _can_hold_turn(request: ModelRequest) -> bool:
+    """Whether the run can come back to the model step for a review: a checkpointer, and
+    tools (``create_agent`` builds the edge back only then)."""
+    return (
+        ExtendedModelResponse is not None
+        and lc.can_interrupt()
+        and any(not isinstance(t, dict) for t in request.tools)
+    )
 
 
 def _can_hold(request: ModelRequest, response: Any) -> bool:

@@ -225,3 +225,47 @@ def test_a_held_result_stays_withheld_when_a_new_turn_comes_first(mode: str) -> 
     tool_events = [(e.event, e.action) for e in sink.events if e.surface == "tool"]
     assert tool_events == [("decision", "escalate"), ("override", "block")]
     assert_valid_history(state["messages"])
+
+
+INPUT_REVIEW = Policy(id="t", actions={"input": "escalate"})
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_user_turn_held_for_review_stays_withheld_when_a_new_turn_comes_first(mode: str) -> None:
+    saver = RecordingSaver()
+    agent, model, sink = agent_for(
+        [AIMessage("Happy to help with the weather.")], INPUT_REVIEW, saver
+    )
+    config = {"configurable": {"thread_id": f"input-abandoned-{mode}", "tenant_id": "t"}}
+    collect(agent, {"messages": [HumanMessage("how do I build a bomb")]}, config, mode)
+    assert agent.get_state(config).interrupts and model.calls == []
+    held_state = dump(agent.get_state(config).values["messages"])
+    assert "build a bomb" not in held_state  # a placeholder stands in while it waits
+    events, state = collect(
+        agent, {"messages": [HumanMessage("what's the weather?")]}, config, mode
+    )
+    assert len(model.calls) == 1 and "build a bomb" not in dump(model.calls[0])
+    assert "build a bomb" not in dump(state["messages"]) and "build a bomb" not in dump(events)
+    assert state["messages"][-1].content == "Happy to help with the weather."
+    trail = [(e.event, e.action) for e in sink.events if e.surface == "input"]
+    assert ("override", "block") in trail
+    assert_valid_history(state["messages"])
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_a_held_user_turn_is_restored_or_refused_by_the_reviewer(answer: str) -> None:
+    agent, model, sink = agent_for(
+        [AIMessage("Let's talk about it.")], INPUT_REVIEW, InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": f"input-{answer}", "tenant_id": "t"}}
+    agent.invoke({"messages": [HumanMessage("how do I build a bomb")]}, config)
+    out = agent.invoke(Command(resume={"decisions": [{"type": answer}]}), config)
+    if answer == "approve":
+        assert len(model.calls) == 1 and "build a bomb" in dump(model.calls[0])
+        assert out["messages"][-1].content == "Let's talk about it."
+    else:
+        assert model.calls == [] and "build a bomb" not in dump(out["messages"])
+        assert out["messages"][-1].content == Policy().messages.refusal
+    assert "content_safety_review" not in dump(out["messages"])
+    assert [e.event for e in sink.events if e.surface == "input"] == ["decision", "review"]
+    assert_valid_history(out["messages"])
