@@ -11,8 +11,13 @@ the message in place: no unsafe message stays in state under another id.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +27,8 @@ try:
         BaseMessage,
         HumanMessage,
         ToolMessage,
+        message_to_dict,
+        messages_from_dict,
     )
 except ImportError as _err:  # pragma: no cover
     raise ImportError(
@@ -570,3 +577,122 @@ def _review(
         action = Action.BLOCK
     guard.record_review(d, kinds, action=action, tool_name=tool_name)
     return action, "\n".join(responded) if action is Action.REWRITE else None
+
+
+# -- shared by the tool boundary of both adapters --------------------------------------------
+
+
+class Decided:
+    """The tool results this middleware decided at the tool boundary, remembered in this
+    process (tool call id -> a fingerprint of the content as decided, the newest 4,096), so
+    the model step does not check them again. A result that is not found (another process,
+    an old one, a caller's own, or one whose content changed since) is simply checked."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._data: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def fingerprint(msg: ToolMessage) -> int:
+        return hash((msg.tool_call_id, repr(msg.content)))
+
+    def add(self, msg: ToolMessage) -> None:
+        with self._lock:
+            self._data[msg.tool_call_id] = self.fingerprint(msg)
+            if len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def __contains__(self, msg: object) -> bool:
+        if not isinstance(msg, ToolMessage):
+            return False
+        with self._lock:
+            known = self._data.get(msg.tool_call_id)
+        return known is not None and known == self.fingerprint(msg)
+
+
+_DECIDED: weakref.WeakKeyDictionary[Guard, Decided] = weakref.WeakKeyDictionary()
+_DECIDED_LOCK = threading.Lock()
+
+
+def decided_results(guard: Guard) -> Decided:
+    """The record of tool results decided at the tool boundary with ``guard`` (one per
+    Guard, shared by the middleware, the guarded tool node and the tool guard node)."""
+    with _DECIDED_LOCK:
+        found = _DECIDED.get(guard)
+        if found is None:
+            found = _DECIDED[guard] = Decided()
+        return found
+
+
+_SEALED = "guard_plugin-sealed-v1:"
+
+
+def seal(message: BaseMessage, **fields: Any) -> str:
+    """Content held for review, sealed for the state: compressed and encoded, so a UI that
+    renders the agent's state or its ``values`` stream shows an opaque string, not the unsafe
+    text or image. Not encryption: whoever reads the checkpoint can unseal it. Bytes survive;
+    other non-JSON values in an artifact come back as their text."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (bytes, bytearray)):
+            return {"__bytes__": base64.b64encode(bytes(o)).decode("ascii")}
+        return str(o)
+
+    payload = {"message": message_to_dict(message), **fields}
+    raw = zlib.compress(json.dumps(payload, default=default).encode("utf-8"))
+    return _SEALED + base64.b64encode(raw).decode("ascii")
+
+
+def unseal(sealed: Any) -> dict[str, Any]:
+    """The fields of :func:`seal` (raises on anything else: the caller fails closed)."""
+    if not isinstance(sealed, str) or not sealed.startswith(_SEALED):
+        raise ValueError("not a sealed record")
+
+    def hook(d: dict[str, Any]) -> Any:
+        return base64.b64decode(d["__bytes__"]) if set(d) == {"__bytes__"} else d
+
+    raw = zlib.decompress(base64.b64decode(sealed[len(_SEALED) :]), bufsize=1 << 16)
+    payload: dict[str, Any] = json.loads(raw, object_hook=hook)
+    payload["message"] = messages_from_dict([payload["message"]])[0]
+    return payload
+
+
+def tool_message_of(
+    result: Any, call_id: str | None
+) -> tuple[ToolMessage, Callable[[ToolMessage, dict[str, Any]], Any]] | None:
+    """The tool's message in a tool call's result (a ``ToolMessage``, or a ``Command`` whose
+    update carries it), and how to rebuild the result around a replacement and a state
+    update. ``None`` when the result carries no message for this call."""
+    from langgraph.types import Command
+
+    if isinstance(result, ToolMessage):
+        return (
+            result,
+            lambda new, update: Command(update={"messages": [new], **update}) if update else new,
+        )
+    update = getattr(result, "update", None) if isinstance(result, Command) else None
+    if not isinstance(update, Mapping) or not isinstance(update.get("messages"), list):
+        return None
+    msgs = update["messages"]
+    idx = next(
+        (
+            i
+            for i, m in enumerate(msgs)
+            if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)
+        ),
+        None,
+    )
+    if idx is None:
+        return None
+
+    def rebuild(new: ToolMessage, extra: dict[str, Any]) -> Any:
+        replaced = [new if i == idx else m for i, m in enumerate(msgs)]
+        return Command(
+            graph=result.graph,
+            update={**update, "messages": replaced, **extra},
+            resume=result.resume,
+            goto=result.goto,
+        )
+
+    return msgs[idx], rebuild

@@ -46,14 +46,9 @@ tenant's ``escalation_handler``, if given, has had its say).
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import json
 import logging
-import threading
 import types
-import zlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
@@ -78,8 +73,6 @@ try:
         RemoveMessage,
         SystemMessage,
         ToolMessage,
-        message_to_dict,
-        messages_from_dict,
     )
     from langchain_core.outputs import LLMResult
     from langchain_core.runnables import Runnable, RunnableLambda
@@ -140,35 +133,6 @@ def _merge_held(old: Any, new: Any) -> dict[str, Any]:
     if new is None:
         return {}
     return {**(old or {}), **new}
-
-
-class _Decided:
-    """The tool results this middleware decided at the tool boundary, remembered in this
-    process (tool call id -> a fingerprint of the content as decided, the newest 4,096), so
-    the model step does not check them again. A result that is not found (another process,
-    an old one, a caller's own, or one whose content changed since) is simply checked."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._data: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def fingerprint(msg: ToolMessage) -> int:
-        return hash((msg.tool_call_id, repr(msg.content)))
-
-    def add(self, msg: ToolMessage) -> None:
-        with self._lock:
-            self._data[msg.tool_call_id] = self.fingerprint(msg)
-            if len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-    def __contains__(self, msg: object) -> bool:
-        if not isinstance(msg, ToolMessage):
-            return False
-        with self._lock:
-            known = self._data.get(msg.tool_call_id)
-        return known is not None and known == self.fingerprint(msg)
 
 
 @functools.cache
@@ -259,7 +223,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self.review_key = REVIEW_KEY_PREFIX + self.name
         self.held_tools_key = HELD_TOOLS_KEY_PREFIX + self.name
         self.state_schema = _state_schema(self.review_key, self.held_tools_key)
-        self._decided = _Decided()
+        self._decided = lc.decided_results(self.guard)
 
     @property
     def name(self) -> str:
@@ -325,7 +289,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         """Decide a tool's result before it enters the state: what the state, the streams, the
         checkpoints and a ``return_direct`` caller see is already decided. An escalated result
         is held: a placeholder takes its place, and it is reviewed before the next model call."""
-        found = _tool_message_of(result, request.tool_call.get("id"))
+        found = lc.tool_message_of(result, request.tool_call.get("id"))
         if not self.apply_to_tool_results or found is None:
             return result
         msg, rebuild = found
@@ -341,7 +305,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 msg = msg.model_copy(update={"id": str(uuid4())})
             pending = lc.policy_of(d, self.guard).messages.review_pending
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
-            record = _seal(msg, decision=d.to_dict())
+            record = lc.seal(msg, decision=d.to_dict())
             return rebuild(placeholder, {self.held_tools_key: {msg.tool_call_id: record}})
         outcome = lc.apply_tool_result(msg, d, guard=self.guard, escalate=False)
         self._raise_if_blocking(outcome)
@@ -363,7 +327,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             if not isinstance(m, ToolMessage) or m.tool_call_id not in held:
                 continue
             try:
-                record = _unseal(held[m.tool_call_id])
+                record = lc.unseal(held[m.tool_call_id])
                 original = record["message"]
                 d = Decision.from_dict(record["decision"])
                 assert isinstance(original, ToolMessage)
@@ -456,7 +420,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         msgs = request.messages
         anchor, review_id = record.get("anchor"), record.get("review_id")
         try:
-            sealed = _unseal(record.get("sealed"))
+            sealed = lc.unseal(record.get("sealed"))
             original, d = sealed["message"], Decision.from_dict(sealed["decision"])
             assert isinstance(original, HumanMessage)
         except Exception:
@@ -517,7 +481,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "anchor": anchor,
             "review_id": review_id,
             "input_id": human.id,
-            "sealed": _seal(human, decision=d.to_dict(), requests=requests),
+            "sealed": lc.seal(human, decision=d.to_dict(), requests=requests),
         }
         call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
         placeholder = human.model_copy(update={"content": pending})
@@ -641,7 +605,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         record = {
             "anchor": ai.id,
             "review_id": review_id,
-            "sealed": _seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d)),
+            "sealed": lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d)),
         }
         call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
         placeholder = AIMessage(id=ai.id, content=pending, tool_calls=[call])
@@ -705,7 +669,7 @@ def _read_record(record: Any) -> _Held | None:
     """The held review in the state, or None when it cannot be read (fail closed: the caller
     keeps the response withheld)."""
     try:
-        sealed = _unseal(record["sealed"])
+        sealed = lc.unseal(record["sealed"])
         held = _Held(
             anchor=str(record["anchor"]),
             review_id=str(record["review_id"]),
@@ -720,39 +684,6 @@ def _read_record(record: Any) -> _Held | None:
     return held
 
 
-_SEALED = "guard_plugin-sealed-v1:"
-
-
-def _seal(message: BaseMessage, **fields: Any) -> str:
-    """Content held for review, sealed for the state: compressed and encoded, so a UI that
-    renders the agent's state or its ``values`` stream shows an opaque string, not the unsafe
-    text or image. Not encryption: whoever reads the checkpoint can unseal it. Bytes survive;
-    other non-JSON values in an artifact come back as their text."""
-
-    def default(o: Any) -> Any:
-        if isinstance(o, (bytes, bytearray)):
-            return {"__bytes__": base64.b64encode(bytes(o)).decode("ascii")}
-        return str(o)
-
-    payload = {"message": message_to_dict(message), **fields}
-    raw = zlib.compress(json.dumps(payload, default=default).encode("utf-8"))
-    return _SEALED + base64.b64encode(raw).decode("ascii")
-
-
-def _unseal(sealed: Any) -> dict[str, Any]:
-    """The fields of :func:`_seal` (raises on anything else: the caller fails closed)."""
-    if not isinstance(sealed, str) or not sealed.startswith(_SEALED):
-        raise ValueError("not a sealed record")
-
-    def hook(d: dict[str, Any]) -> Any:
-        return base64.b64decode(d["__bytes__"]) if set(d) == {"__bytes__"} else d
-
-    raw = zlib.decompress(base64.b64decode(sealed[len(_SEALED) :]), bufsize=1 << 16)
-    payload: dict[str, Any] = json.loads(raw, object_hook=hook)
-    payload["message"] = messages_from_dict([payload["message"]])[0]
-    return payload
-
-
 def _record_ids(record: Any, messages: Sequence[BaseMessage]) -> tuple[str | None, str | None]:
     """The placeholder's id and its pseudo-call's id: from the record, or, when the record
     cannot tell, from the last placeholder in the conversation."""
@@ -764,44 +695,6 @@ def _record_ids(record: Any, messages: Sequence[BaseMessage]) -> tuple[str | Non
         if isinstance(m, AIMessage) and [c["name"] for c in m.tool_calls] == [REVIEW_TOOL]:
             return m.id, m.tool_calls[0]["id"]
     return None, None
-
-
-def _tool_message_of(
-    result: Any, call_id: str | None
-) -> tuple[ToolMessage, Callable[[ToolMessage, dict[str, Any]], Any]] | None:
-    """The tool's message in a tool call's result (a ``ToolMessage``, or a ``Command`` whose
-    update carries it), and how to rebuild the result around a replacement and a state
-    update. ``None`` when the result carries no message for this call."""
-    if isinstance(result, ToolMessage):
-        return (
-            result,
-            lambda new, update: Command(update={"messages": [new], **update}) if update else new,
-        )
-    update = getattr(result, "update", None) if isinstance(result, Command) else None
-    if not isinstance(update, Mapping) or not isinstance(update.get("messages"), list):
-        return None
-    msgs = update["messages"]
-    idx = next(
-        (
-            i
-            for i, m in enumerate(msgs)
-            if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)
-        ),
-        None,
-    )
-    if idx is None:
-        return None
-
-    def rebuild(new: ToolMessage, extra: dict[str, Any]) -> Any:
-        replaced = [new if i == idx else m for i, m in enumerate(msgs)]
-        return Command(
-            graph=result.graph,
-            update={**update, "messages": replaced, **extra},
-            resume=result.resume,
-            goto=result.goto,
-        )
-
-    return msgs[idx], rebuild
 
 
 def _can_hold_turn(request: ModelRequest) -> bool:

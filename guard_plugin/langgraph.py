@@ -6,8 +6,13 @@ Three nodes, each returning ``Command(goto=..., update=...)`` with same-id messa
                    \\-> END (blocked)        \\-> END (no tool calls left)
 
 - :func:`input_guard_node` checks the user's turn; a block answers with a refusal and ends.
-- :func:`tool_guard_node`, placed after ``ToolNode``, checks the new tool results before the
-  model reads them (screenshots and PDFs included) and withholds or replaces them.
+- :func:`guarded_tool_node` is a ``ToolNode`` that decides each tool result as the tool
+  returns it (screenshots and PDFs included), so the state, the streams and the checkpoints
+  only carry decided results; an escalated result becomes a placeholder carrying its original,
+  sealed, for the review.
+- :func:`tool_guard_node`, placed after the tool node, asks the reviewer about held results
+  (the tool is not run again on resume) and checks any result the tool node did not decide
+  (a plain ``ToolNode``'s, or a caller's own) before the model reads it.
 - :func:`response_guard_node` checks the model's text and tool-call arguments before any tool
   runs; unsafe calls are dropped, and the node routes to the tools only if calls remain.
 
@@ -36,10 +41,20 @@ except ImportError as _err:  # pragma: no cover
     ) from _err
 
 from guard_plugin import _lc_messages as lc
+from guard_plugin.decision import Decision
 from guard_plugin.guard import Guard
-from guard_plugin.types import Surface
+from guard_plugin.types import Action, Surface
 
-__all__ = ["guarded_agent_graph", "input_guard_node", "response_guard_node", "tool_guard_node"]
+__all__ = [
+    "guarded_agent_graph",
+    "guarded_tool_node",
+    "input_guard_node",
+    "response_guard_node",
+    "tool_guard_node",
+]
+
+HELD = "guard_plugin_held"
+"""Key, in a placeholder ToolMessage's ``additional_kwargs``, of the sealed held result."""
 
 
 def _guard(guard: Guard | str) -> Guard:
@@ -117,6 +132,58 @@ def input_guard_node(
     return _node("guard_input", run, arun)
 
 
+def guarded_tool_node(
+    tools: Sequence[Any],
+    guard: Guard | str,
+    *,
+    tenant: str | None = None,
+    tenant_key: str = "tenant_id",
+    escalate: bool = True,
+    **tool_node_options: Any,
+) -> ToolNode:
+    """A ``ToolNode`` over ``tools`` that decides each result as the tool returns it: allowed
+    results pass as they are, blocked and rewritten ones are replaced before anything reads
+    them, and an escalated one becomes a placeholder (the review happens in
+    :func:`tool_guard_node`, so the tool never runs twice). Other ``ToolNode`` options pass
+    through."""
+    g = _guard(guard)
+    decided = lc.decided_results(g)
+
+    def finish(result: Any, found: Any, d: Any) -> Any:
+        msg, rebuild = found
+        if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
+            pending = lc.policy_of(d, g).messages.review_pending
+            sealed = lc.seal(msg, decision=d.to_dict())
+            extra = {**msg.additional_kwargs, HELD: sealed}
+            update = {"content": pending, "artifact": None, "additional_kwargs": extra}
+            return rebuild(msg.model_copy(update=update), {})
+        outcome = lc.apply_tool_result(msg, d, guard=g, escalate=False)
+        new = outcome.messages[0] if outcome.messages else msg
+        assert isinstance(new, ToolMessage)
+        decided.add(new)
+        return result if new is msg else rebuild(new, {})
+
+    def wrap(request: Any, execute: Callable[[Any], Any]) -> Any:
+        result = execute(request)
+        found = lc.tool_message_of(result, request.tool_call.get("id"))
+        if found is None:
+            return result
+        t, config = _run_info(tenant, tenant_key)
+        d = g.check_content(found[0].content, **lc.tool_check_args(found[0], t, config))
+        return finish(result, found, d)
+
+    async def awrap(request: Any, execute: Callable[[Any], Any]) -> Any:
+        result = await execute(request)
+        found = lc.tool_message_of(result, request.tool_call.get("id"))
+        if found is None:
+            return result
+        t, config = _run_info(tenant, tenant_key)
+        d = await g.acheck_content(found[0].content, **lc.tool_check_args(found[0], t, config))
+        return finish(result, found, d)
+
+    return ToolNode(list(tools), wrap_tool_call=wrap, awrap_tool_call=awrap, **tool_node_options)
+
+
 def tool_guard_node(
     guard: Guard | str,
     *,
@@ -125,28 +192,50 @@ def tool_guard_node(
     tenant_key: str = "tenant_id",
     escalate: bool = True,
 ) -> RunnableLambda[Any, Any]:
-    """A node for after ``ToolNode``: checks the new tool results, then goes to ``next``."""
+    """A node for after the tool node: a person decides each held result (an interrupt per
+    result), results the tool node did not decide are checked, then it goes to ``next``."""
     g = _guard(guard)
+    decided = lc.decided_results(g)
 
-    def finish(msgs: Sequence[ToolMessage], ds: Sequence[Any]) -> Command[Any]:
-        outcome = lc.Outcome()
+    def split(state: Any) -> tuple[list[ToolMessage], list[ToolMessage]]:
+        results = lc.find_tool_results(state["messages"])
+        held = [m for m in results if HELD in m.additional_kwargs]
+        return held, [m for m in results if m not in held and m not in decided]
+
+    def review(held: Sequence[ToolMessage]) -> list[Any]:
+        out: list[Any] = []
+        for m in held:
+            rest = {k: v for k, v in m.additional_kwargs.items() if k != HELD}
+            try:
+                record = lc.unseal(m.additional_kwargs[HELD])
+                original, d = record["message"], Decision.from_dict(record["decision"])
+            except Exception:  # a damaged record: the placeholder stays, without the record
+                out.append(m.model_copy(update={"additional_kwargs": rest}))
+                continue
+            outcome = lc.apply_tool_result(original, d, guard=g, escalate=escalate)
+            final = outcome.messages[0] if outcome.messages else original
+            out.append(final.model_copy(update={"id": m.id, "additional_kwargs": rest}))
+        return out
+
+    def finish(held: Sequence[ToolMessage], msgs: Sequence[ToolMessage], ds: Sequence[Any]) -> Any:
+        outcome = lc.Outcome(messages=review(held))
         for m, d in zip(msgs, ds, strict=True):
             outcome.messages += lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
         return Command(goto=next, update=_update(outcome))
 
     def run(state: Any) -> Command[Any]:
-        msgs = lc.find_tool_results(state["messages"])
+        held, msgs = split(state)
         t, config = _run_info(tenant, tenant_key)
         ds = [g.check_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs]
-        return finish(msgs, ds)
+        return finish(held, msgs, ds)
 
     async def arun(state: Any) -> Command[Any]:
-        msgs = lc.find_tool_results(state["messages"])
+        held, msgs = split(state)
         t, config = _run_info(tenant, tenant_key)
         ds = await asyncio.gather(
             *(g.acheck_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs)
         )
-        return finish(msgs, ds)
+        return finish(held, msgs, ds)
 
     return _node("guard_tools", run, arun)
 
@@ -216,7 +305,7 @@ def guarded_agent_graph(
     builder.add_node(
         "guard_response", response_guard_node(g, tools="tools", **opts), destinations=("tools", END)
     )  # type: ignore[arg-type]
-    builder.add_node("tools", ToolNode(list(tools)))
+    builder.add_node("tools", guarded_tool_node(tools, g, **opts))
     builder.add_node(
         "guard_tools", tool_guard_node(g, next="agent", **opts), destinations=("agent",)
     )  # type: ignore[arg-type]

@@ -269,3 +269,78 @@ def test_a_held_user_turn_is_restored_or_refused_by_the_reviewer(answer: str) ->
     assert "content_safety_review" not in dump(out["messages"])
     assert [e.event for e in sink.events if e.surface == "input"] == ["decision", "review"]
     assert_valid_history(out["messages"])
+
+
+# -- the same in a hand-built LangGraph graph -----------------------------------------------------
+
+
+def graph_for(replies, policy: Policy, saver=None, tools=None):
+    from guard_plugin.langgraph import guarded_agent_graph
+
+    sink = MemoryAuditSink()
+    guard = Guard(
+        ScriptedClassifier(image_rule=red_is_violent),
+        policies=PolicyStore({"t": policy}),
+        audit=sink,
+    )
+    model = ScriptedChatModel(responses=replies)
+
+    def call_model(state):
+        return {"messages": [model.invoke(state["messages"])]}
+
+    tools = tools or [search, screenshot, read_report]
+    graph = guarded_agent_graph(call_model, tools, guard).compile(checkpointer=saver)
+    return graph, model, sink
+
+
+GRAPH_CASES = [c for c in CASES if c[0] != "lookup"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("name", "args", "action"), GRAPH_CASES, ids=[c[0] for c in GRAPH_CASES])
+def test_a_state_graph_shows_no_unsafe_tool_result(
+    mode: str, name: str, args: dict, action: str
+) -> None:
+    saver = RecordingSaver()
+    graph, model, sink = graph_for(
+        [tool_call(name, args, "c1"), AIMessage("Done.")],
+        Policy(id="t", actions={"tool": action}),
+        saver,
+    )
+    config = {"configurable": {"thread_id": f"graph-{name}-{mode}", "tenant_id": "t"}}
+    events, state = collect(graph, {"messages": [HumanMessage("go")]}, config, mode)
+    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
+    shown += [dump(call) for call in model.calls]
+    for secret in SECRETS:
+        assert not any(secret in s for s in shown), f"{secret[:30]!r} leaked"
+    assert [e.action for e in sink.events if e.surface == "tool"] == [action]
+    assert state["messages"][-1].content == "Done."
+    assert_valid_history(state["messages"])
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_a_state_graph_reviews_a_held_result_without_running_the_tool_again(answer: str) -> None:
+    runs: list[str] = []
+
+    @tool
+    def probe(q: str) -> str:
+        """Probe something."""
+        runs.append(q)
+        return UNSAFE_TEXT
+
+    saver = RecordingSaver()
+    graph, model, sink = graph_for(
+        [tool_call("probe", {"q": "x"}, "c1"), AIMessage("Noted.")], ESCALATE, saver, tools=[probe]
+    )
+    config = {"configurable": {"thread_id": f"graph-held-{answer}", "tenant_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("probe")]}, config)
+    assert graph.get_state(config).interrupts and len(model.calls) == 1
+    assert UNSAFE_TEXT not in dump(graph.get_state(config).values["messages"])
+    out = graph.invoke(Command(resume={"decisions": [{"type": answer}]}), config)
+    assert runs == ["x"]  # the tool ran once
+    result = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert (result.content == UNSAFE_TEXT) is (answer == "approve")
+    assert (UNSAFE_TEXT in dump(model.calls[-1])) is (answer == "approve")
+    assert "guard_plugin_held" not in result.additional_kwargs
+    assert out["messages"][-1].content == "Noted."
+    assert [e.event for e in sink.events if e.surface == "tool"] == ["decision", "review"]
