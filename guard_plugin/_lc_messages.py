@@ -583,10 +583,11 @@ def _review(
 
 
 class Decided:
-    """The tool results this middleware decided at the tool boundary, remembered in this
-    process (tool call id -> a fingerprint of the content as decided, the newest 4,096), so
-    the model step does not check them again. A result that is not found (another process,
-    an old one, a caller's own, or one whose content changed since) is simply checked."""
+    """Messages decided where they were made (a tool result at the tool boundary, a response
+    in a guarded model node), remembered in this process (the newest 4,096: a key, the tool
+    call id or the message id, and a fingerprint of the content as decided), so the next
+    guard does not check them again. A message not found (another process, an old one, a
+    caller's own, or one changed since) is simply checked."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
@@ -594,20 +595,28 @@ class Decided:
         self._lock = threading.Lock()
 
     @staticmethod
-    def fingerprint(msg: ToolMessage) -> int:
-        return hash((msg.tool_call_id, repr(msg.content)))
+    def _key(msg: BaseMessage) -> str | None:
+        return msg.tool_call_id if isinstance(msg, ToolMessage) else msg.id
 
-    def add(self, msg: ToolMessage) -> None:
+    @staticmethod
+    def fingerprint(msg: BaseMessage) -> int:
+        calls = msg.tool_calls if isinstance(msg, AIMessage) else None
+        return hash((type(msg).__name__, Decided._key(msg), repr(msg.content), repr(calls)))
+
+    def add(self, msg: BaseMessage) -> None:
+        key = self._key(msg)
+        if key is None:
+            return
         with self._lock:
-            self._data[msg.tool_call_id] = self.fingerprint(msg)
+            self._data[key] = self.fingerprint(msg)
             if len(self._data) > self._size:
                 self._data.popitem(last=False)
 
     def __contains__(self, msg: object) -> bool:
-        if not isinstance(msg, ToolMessage):
+        if not isinstance(msg, BaseMessage) or self._key(msg) is None:
             return False
         with self._lock:
-            known = self._data.get(msg.tool_call_id)
+            known = self._data.get(self._key(msg))  # type: ignore[arg-type]
         return known is not None and known == self.fingerprint(msg)
 
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
+from uuid import uuid4
 
 try:
-    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langchain_core.runnables import RunnableLambda
     from langgraph.graph import END, START, MessagesState, StateGraph
     from langgraph.prebuilt import ToolNode
@@ -47,6 +48,7 @@ from guard_plugin.types import Action, Surface
 
 __all__ = [
     "guarded_agent_graph",
+    "guarded_model_node",
     "guarded_tool_node",
     "input_guard_node",
     "response_guard_node",
@@ -106,30 +108,107 @@ def input_guard_node(
     tenant: str | None = None,
     tenant_key: str = "tenant_id",
     escalate: bool = True,
+    name: str = "guard_input",
 ) -> RunnableLambda[Any, Any]:
-    """A node that checks the user's turn, then goes to ``next`` (or to END when blocked)."""
+    """A node that checks the user's turn, then goes to ``next`` (or to END when blocked).
+
+    An escalated turn is held: a placeholder takes its place (the original sealed in it) and
+    the node goes back to itself, ``name`` in the graph (list it in the node's
+    ``destinations``), to ask the reviewer. A new turn sent instead of the answer leaves the
+    held one withheld."""
     g = _guard(guard)
 
-    def finish(found: Any, d: Any) -> Command[Any]:
+    def hold(found: Any, d: Any) -> Command[Any] | None:
+        if not (d.action is Action.ESCALATE and escalate and lc.can_interrupt()):
+            return None
+        msg = found[1]
+        pending = lc.policy_of(d, g).messages.review_pending
+        extra = {**msg.additional_kwargs, HELD: lc.seal(msg, decision=d.to_dict())}
+        placeholder = msg.model_copy(update={"content": pending, "additional_kwargs": extra})
+        return Command(goto=name, update={"messages": [placeholder]})
+
+    def abandoned_responses(msgs: Sequence[Any]) -> list[Any]:
+        """Responses held for a review that a new turn overtook: withheld for good."""
+        out = []
+        for i, m in enumerate(msgs):
+            if isinstance(m, AIMessage) and HELD in m.additional_kwargs:
+                if not any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
+                    continue
+                try:
+                    d = Decision.from_dict(lc.unseal(m.additional_kwargs[HELD])["decision"])
+                    g.record_override(
+                        d, Action.BLOCK, reason="not reviewed: a new user turn came first"
+                    )
+                    refusal = lc.policy_of(d, g).messages.refusal
+                except Exception:
+                    refusal = g.policies.default.policy.messages.refusal
+                out.append(m.model_copy(update={"content": refusal, "additional_kwargs": {}}))
+        return out
+
+    def settle(state: Any) -> tuple[Command[Any] | None, list[Any]]:
+        """A held turn: reviewed when it is still the last turn, else withheld for good."""
+        msgs = state["messages"]
+        overtaken = abandoned_responses(msgs)
+        held = [m for m in msgs if isinstance(m, HumanMessage) and HELD in m.additional_kwargs]
+        if not held:
+            return None, overtaken
+        h = held[-1]
+        rest = {k: v for k, v in h.additional_kwargs.items() if k != HELD}
+        try:
+            record = lc.unseal(h.additional_kwargs[HELD])
+            original, d = record["message"], Decision.from_dict(record["decision"])
+        except Exception:
+            original, d = None, None
+        later = any(isinstance(m, HumanMessage) for m in msgs[msgs.index(h) + 1 :])
+        if original is None or d is None or later:
+            if d is not None:
+                g.record_override(
+                    d, Action.BLOCK, reason="not reviewed: a new user turn came first"
+                )
+            redaction = (
+                lc.policy_of(d, g) if d is not None else g.policies.default.policy
+            ).messages.redaction
+            withheld = h.model_copy(update={"content": redaction, "additional_kwargs": rest})
+            return None, [*overtaken, withheld]
+        outcome = lc.apply_input(original, d, guard=g, escalate=True)
+        if outcome.end:  # rejected
+            first, *more = outcome.messages
+            update = [first.model_copy(update={"id": h.id, "additional_kwargs": rest}), *more]
+            return Command(goto=END, update={"messages": update}), []
+        restored = original.model_copy(update={"id": h.id, "additional_kwargs": rest})
+        return Command(goto=next, update={"messages": [restored]}), []
+
+    def finish(found: Any, d: Any, settled: list[Any]) -> Command[Any]:
+        held = hold(found, d)
+        if held is not None:
+            held.update["messages"] = [*settled, *held.update["messages"]]  # type: ignore[index]
+            return held
         outcome = lc.apply_input(found[1], d, guard=g, escalate=escalate)
-        return Command(goto=END if outcome.end else next, update=_update(outcome))
+        update = {"messages": [*settled, *outcome.messages]} if settled or outcome.messages else {}
+        return Command(goto=END if outcome.end else next, update=update)
 
     def run(state: Any) -> Command[Any]:
+        done, settled = settle(state)
+        if done is not None:
+            return done
         found = lc.find_input(state["messages"])
-        if found is None:
-            return Command(goto=next)
+        if found is None or HELD in found[1].additional_kwargs:
+            return Command(goto=next, update={"messages": settled} if settled else {})
         kw = _check_args(tenant, tenant_key, found[1], Surface.INPUT)
-        return finish(found, g.check_content(found[1].content, **kw))
+        return finish(found, g.check_content(found[1].content, **kw), settled)
 
     async def arun(state: Any) -> Command[Any]:
+        done, settled = settle(state)
+        if done is not None:
+            return done
         found = lc.find_input(state["messages"])
-        if found is None:
-            return Command(goto=next)
+        if found is None or HELD in found[1].additional_kwargs:
+            return Command(goto=next, update={"messages": settled} if settled else {})
         kw = _check_args(tenant, tenant_key, found[1], Surface.INPUT)
         d = await g.acheck_content(found[1].content, **kw)
-        return finish(found, d)
+        return finish(found, d, settled)
 
-    return _node("guard_input", run, arun)
+    return _node(name, run, arun)
 
 
 def guarded_tool_node(
@@ -240,6 +319,82 @@ def tool_guard_node(
     return _node("guard_tools", run, arun)
 
 
+def guarded_model_node(
+    agent: Callable[..., Any] | Any,
+    guard: Guard | str,
+    *,
+    tenant: str | None = None,
+    tenant_key: str = "tenant_id",
+    escalate: bool = True,
+    hold_output: bool = False,
+) -> RunnableLambda[Any, Any]:
+    """Your model node (``state -> {"messages": [AIMessage]}``, a function or a runnable),
+    with its response decided before it is written: what the state, the ``updates`` and
+    ``values`` streams and the checkpoints show is already checked. ``stream_mode="messages"``
+    shows a model's tokens as they are generated, before any check; ``hold_output=True`` tags
+    the node's model calls ``nostream`` so that stream carries nothing unchecked. An escalated
+    response becomes a placeholder without tool calls, carrying the original sealed;
+    :func:`response_guard_node` asks the reviewer, so the model is not called again on
+    resume."""
+    from langchain_core.runnables.base import coerce_to_runnable
+
+    g = _guard(guard)
+    model: Any = coerce_to_runnable(agent)
+    decided = lc.decided_results(g)
+
+    def split(out: Any) -> tuple[AIMessage | None, list[Any]]:
+        msgs = out.get("messages") if isinstance(out, dict) else None
+        if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], AIMessage):
+            return None, []
+        return msgs[-1], msgs
+
+    def finish(state: Any, out: Any, ai: AIMessage, msgs: list[Any], d: Any) -> Any:
+        if ai.id is None:
+            ai = ai.model_copy(update={"id": str(uuid4())})
+        rc = lc.find_response([*state["messages"], ai])
+        assert rc is not None
+        if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
+            pending = lc.policy_of(d, g).messages.review_pending
+            sealed = lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d))
+            final = AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
+        else:
+            outcome = lc.apply_response(rc, d, guard=g, escalate=False)
+            new = outcome.messages[0] if outcome.messages else ai
+            assert isinstance(new, AIMessage)
+            final = new
+        decided.add(final)
+        return {**out, "messages": [*msgs[:-1], final]}
+
+    def check_of(state: Any, ai: AIMessage) -> tuple[Any, dict[str, Any]] | None:
+        rc = lc.find_response([*state["messages"], ai])
+        if rc is None:
+            return None
+        return rc.inputs, _check_args(tenant, tenant_key, ai, Surface.RESPONSE)
+
+    def quiet(config: Any) -> Any:
+        if not hold_output:
+            return config
+        return {**(config or {}), "tags": [*((config or {}).get("tags") or []), "nostream"]}
+
+    def run(state: Any, config: Any) -> Any:
+        out = model.invoke(state, quiet(config))
+        ai, msgs = split(out)
+        found = check_of(state, ai) if ai is not None else None
+        if ai is None or found is None:
+            return out
+        return finish(state, out, ai, msgs, g.check(found[0], **found[1]))
+
+    async def arun(state: Any, config: Any) -> Any:
+        out = await model.ainvoke(state, quiet(config))
+        ai, msgs = split(out)
+        found = check_of(state, ai) if ai is not None else None
+        if ai is None or found is None:
+            return out
+        return finish(state, out, ai, msgs, await g.acheck(found[0], **found[1]))
+
+    return RunnableLambda(run, afunc=arun, name="agent")
+
+
 def response_guard_node(
     guard: Guard | str,
     *,
@@ -248,9 +403,11 @@ def response_guard_node(
     tenant_key: str = "tenant_id",
     escalate: bool = True,
 ) -> RunnableLambda[Any, Any]:
-    """A node for after the model: checks its text and tool calls, then goes to ``tools`` when
-    tool calls remain, else to END."""
+    """A node for after the model: asks the reviewer about a held response (from
+    :func:`guarded_model_node`), or checks a response no guarded model node decided; then goes
+    to ``tools`` when tool calls remain, else to END."""
     g = _guard(guard)
+    decided = lc.decided_results(g)
 
     def route(ai: AIMessage | None) -> str:
         return tools if ai is not None and ai.tool_calls else END
@@ -260,16 +417,41 @@ def response_guard_node(
         final = outcome.messages[0] if outcome.messages else rc.message
         return Command(goto=END if outcome.end else route(final), update=_update(outcome))  # type: ignore[arg-type]
 
+    def held(state: Any) -> Command[Any] | None:
+        """A held response: the reviewer decides, and the answer takes the placeholder's id."""
+        ai = _last_ai(state)
+        if ai is None or HELD not in ai.additional_kwargs:
+            return None
+        try:
+            record = lc.unseal(ai.additional_kwargs[HELD])
+            original, d = record["message"], Decision.from_dict(record["decision"])
+            requests = [dict(r) for r in record["requests"]]
+        except Exception:  # a damaged record: the placeholder stays, without the record
+            update = ai.model_copy(update={"additional_kwargs": {}})
+            return Command(goto=END, update={"messages": [update]})
+        resume = lc.interrupt(lc.review_payload(d, Surface.RESPONSE, requests))
+        outcome = lc.answer_review(original, requests, resume, d, g)
+        final = outcome.messages[0] if outcome.messages else original
+        final = final.model_copy(update={"id": ai.id})
+        assert isinstance(final, AIMessage)
+        return Command(goto=END if outcome.end else route(final), update={"messages": [final]})
+
     def run(state: Any) -> Command[Any]:
+        reviewed = held(state)
+        if reviewed is not None:
+            return reviewed
         rc = lc.find_response(state["messages"])
-        if rc is None:
+        if rc is None or rc.message in decided:
             return Command(goto=route(_last_ai(state)))
         kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE)
         return finish(rc, g.check(rc.inputs, **kw))
 
     async def arun(state: Any) -> Command[Any]:
+        reviewed = held(state)
+        if reviewed is not None:
+            return reviewed
         rc = lc.find_response(state["messages"])
-        if rc is None:
+        if rc is None or rc.message in decided:
             return Command(goto=route(_last_ai(state)))
         kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE)
         return finish(rc, await g.acheck(rc.inputs, **kw))
@@ -291,6 +473,7 @@ def guarded_agent_graph(
     tenant: str | None = None,
     tenant_key: str = "tenant_id",
     escalate: bool = True,
+    hold_output: bool = False,
 ) -> StateGraph[Any]:
     """A tool-calling agent graph with all three guards wired in. ``agent`` is your model
     node (``state -> {"messages": [AIMessage]}``). Returns the builder: compile it with your
@@ -299,9 +482,11 @@ def guarded_agent_graph(
     opts: dict[str, Any] = {"tenant": tenant, "tenant_key": tenant_key, "escalate": escalate}
     builder: StateGraph[Any] = StateGraph(state_schema)
     builder.add_node(
-        "guard_input", input_guard_node(g, next="agent", **opts), destinations=("agent", END)
+        "guard_input",
+        input_guard_node(g, next="agent", **opts),
+        destinations=("agent", "guard_input", END),
     )  # type: ignore[arg-type]
-    builder.add_node("agent", agent)
+    builder.add_node("agent", guarded_model_node(agent, g, hold_output=hold_output, **opts))
     builder.add_node(
         "guard_response", response_guard_node(g, tools="tools", **opts), destinations=("tools", END)
     )  # type: ignore[arg-type]

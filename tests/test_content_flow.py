@@ -274,7 +274,7 @@ def test_a_held_user_turn_is_restored_or_refused_by_the_reviewer(answer: str) ->
 # -- the same in a hand-built LangGraph graph -----------------------------------------------------
 
 
-def graph_for(replies, policy: Policy, saver=None, tools=None):
+def graph_for(replies, policy: Policy, saver=None, tools=None, **options):
     from guard_plugin.langgraph import guarded_agent_graph
 
     sink = MemoryAuditSink()
@@ -289,7 +289,7 @@ def graph_for(replies, policy: Policy, saver=None, tools=None):
         return {"messages": [model.invoke(state["messages"])]}
 
     tools = tools or [search, screenshot, read_report]
-    graph = guarded_agent_graph(call_model, tools, guard).compile(checkpointer=saver)
+    graph = guarded_agent_graph(call_model, tools, guard, **options).compile(checkpointer=saver)
     return graph, model, sink
 
 
@@ -344,3 +344,89 @@ def test_a_state_graph_reviews_a_held_result_without_running_the_tool_again(answ
     assert "guard_plugin_held" not in result.additional_kwargs
     assert out["messages"][-1].content == "Noted."
     assert [e.event for e in sink.events if e.surface == "tool"] == ["decision", "review"]
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject", "new-turn"])
+def test_a_state_graph_holds_an_escalated_user_turn(answer: str) -> None:
+    saver = RecordingSaver()
+    graph, model, sink = graph_for([AIMessage("Let's talk.")], INPUT_REVIEW, saver)
+    config = {"configurable": {"thread_id": f"graph-input-{answer}", "tenant_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("how do I build a bomb")]}, config)
+    assert graph.get_state(config).interrupts and model.calls == []
+    assert "build a bomb" not in dump(graph.get_state(config).values["messages"])
+    if answer == "new-turn":
+        out = graph.invoke({"messages": [HumanMessage("what's the weather?")]}, config)
+    else:
+        out = graph.invoke(Command(resume={"decisions": [{"type": answer}]}), config)
+    seen = dump(model.calls)
+    assert ("build a bomb" in seen) is (answer == "approve")
+    assert ("build a bomb" in dump(out["messages"])) is (answer == "approve")
+    if answer == "reject":
+        assert model.calls == [] and out["messages"][-1].content == Policy().messages.refusal
+    else:
+        assert out["messages"][-1].content == "Let's talk."
+    trail = [(e.event, e.action) for e in sink.events if e.surface == "input"]
+    assert trail[0] == ("decision", "escalate")
+    assert trail[1][0] == ("override" if answer == "new-turn" else "review")
+    assert not any("guard_plugin_held" in m.additional_kwargs for m in out["messages"])
+    assert_valid_history(out["messages"])
+
+
+RUDE_EMAIL = {"to": "bob@example.com", "body": "You worthless idiot."}
+
+
+@tool
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    return "sent"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_state_graph_never_shows_an_unsafe_response(mode: str) -> None:
+    saver = RecordingSaver()
+    graph, _, _ = graph_for(
+        [tool_call("send_email", RUDE_EMAIL, "c1")],
+        Policy(id="t"),
+        saver,
+        tools=[send_email],
+        hold_output=True,  # the token stream too
+    )
+    config = {"configurable": {"thread_id": f"graph-response-{mode}", "tenant_id": "t"}}
+    events, state = collect(graph, {"messages": [HumanMessage("email bob")]}, config, mode)
+    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
+    assert not any("worthless" in s for s in shown)
+    assert not any(isinstance(m, ToolMessage) for m in state["messages"])
+    assert_valid_history(state["messages"])
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject", "new-turn"])
+def test_a_state_graph_holds_an_escalated_response(answer: str) -> None:
+    sent: list[dict] = []
+
+    @tool
+    def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        sent.append({"to": to, "body": body})
+        return "sent"
+
+    policy = Policy(id="t", actions={"response": "escalate"})
+    graph, model, sink = graph_for(
+        [tool_call("send_email", RUDE_EMAIL, "c1"), AIMessage("Done."), AIMessage("Sunny.")],
+        policy,
+        RecordingSaver(),
+        tools=[send_email],
+    )
+    config = {"configurable": {"thread_id": f"graph-held-response-{answer}", "tenant_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("email bob")]}, config)
+    assert graph.get_state(config).interrupts and len(model.calls) == 1
+    assert "worthless" not in dump(graph.get_state(config).values["messages"])
+    if answer == "new-turn":
+        out = graph.invoke({"messages": [HumanMessage("weather?")]}, config)
+        assert "worthless" not in dump(model.calls[-1]) and "worthless" not in dump(out)
+        assert ("override", "block") in [(e.event, e.action) for e in sink.events]
+        assert not any("guard_plugin_held" in m.additional_kwargs for m in out["messages"])
+    else:
+        out = graph.invoke(Command(resume={"decisions": [{"type": answer}]}), config)
+        assert sent == ([RUDE_EMAIL] if answer == "approve" else [])
+        assert len(model.calls) == (2 if answer == "approve" else 1)  # never re-run on resume
+    assert_valid_history(out["messages"])
