@@ -1,6 +1,7 @@
 """LangGraph adapters: guard nodes for a hand-built ``StateGraph``.
 
-Three nodes, each returning ``Command(goto=..., update=...)`` with same-id message updates::
+Guard nodes returning ``Command(goto=..., update=...)`` with same-id message updates, and two
+wrappers that decide content where it is made::
 
     START -> guard_input -> agent -> guard_response -> tools -> guard_tools -> agent
                    \\-> END (blocked)        \\-> END (no tool calls left)
@@ -13,8 +14,10 @@ Three nodes, each returning ``Command(goto=..., update=...)`` with same-id messa
 - :func:`tool_guard_node`, placed after the tool node, asks the reviewer about held results
   (the tool is not run again on resume) and checks any result the tool node did not decide
   (a plain ``ToolNode``'s, or a caller's own) before the model reads it.
-- :func:`response_guard_node` checks the model's text and tool-call arguments before any tool
-  runs; unsafe calls are dropped, and the node routes to the tools only if calls remain.
+- :func:`guarded_model_node` wraps your model node: the response (text and tool-call
+  arguments) is decided before it is written; :func:`response_guard_node` after it asks the
+  reviewer about a held response, or checks a response no guarded model node decided, drops
+  unsafe calls, and routes to the tools only if calls remain.
 
 Escalation calls ``interrupt()`` (the graph needs a checkpointer); these nodes do nothing
 before it that re-running them on resume could repeat. :func:`guarded_agent_graph` wires the
