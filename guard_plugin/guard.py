@@ -559,35 +559,32 @@ class Guard:
         comes back): an event ``review`` with the decision's request id and categories, the
         answers (``approve`` / ``edit`` / ``reject``, in request order) and the action that
         followed."""
-        action = Action(action)
-        accepts = getattr(self.audit, "accepts", None)
-        if accepts is not None and not accepts(decision.status, action.value):
-            return
-        self._send(
-            AuditEvent.for_decision(
-                decision,
-                "review",
-                action=action.value,
-                latency_ms=0.0,
-                cached=False,
-                reasoning=None,
-                tool_name=tool_name,
-                review=",".join(answers),
-            )
+        self._follow_up(
+            decision,
+            "review",
+            action,
+            cached=False,
+            reasoning=None,
+            tool_name=tool_name,
+            review=",".join(answers),
         )
 
     def record_override(self, decision: Decision, action: Action | str, *, reason: str) -> None:
         """Audit an adapter applying another action than ``decision``'s (say, a block where a
         regenerated response still needs rewriting): an event ``override`` under the
         decision's request id, with the action applied and the reason."""
-        action = Action(action)
+        self._follow_up(decision, "override", action, reason=reason)
+
+    def _follow_up(
+        self, decision: Decision, event: str, action: Action | str, **fields: Any
+    ) -> None:
+        """An event after a decision (a review, an override), under its request id."""
+        act = Action(action)
         accepts = getattr(self.audit, "accepts", None)
-        if accepts is not None and not accepts(decision.status, action.value):
+        if accepts is not None and not accepts(decision.status, act.value):
             return
         self._send(
-            AuditEvent.for_decision(
-                decision, "override", action=action.value, latency_ms=0.0, reason=reason
-            )
+            AuditEvent.for_decision(decision, event, action=act.value, latency_ms=0.0, **fields)
         )
 
     def ask_handler(self, decision: Decision, handler: Callable[[Decision], Any]) -> bool:

@@ -92,13 +92,14 @@ def dump(value: Any) -> str:
     return json.dumps(value, default=default)
 
 
-def agent_for(replies, policy: Policy, saver=None, tools=None):
+def guard_for(policy: Policy) -> tuple[Guard, MemoryAuditSink]:
     sink = MemoryAuditSink()
-    guard = Guard(
-        ScriptedClassifier(image_rule=red_is_violent),
-        policies=PolicyStore({"t": policy}),
-        audit=sink,
-    )
+    clf = ScriptedClassifier(image_rule=red_is_violent)
+    return Guard(clf, policies=PolicyStore({"t": policy}), audit=sink), sink
+
+
+def agent_for(replies, policy: Policy, saver=None, tools=None):
+    guard, sink = guard_for(policy)
     model = ScriptedChatModel(responses=replies)
     agent = create_agent(
         model,
@@ -277,12 +278,7 @@ def test_a_held_user_turn_is_restored_or_refused_by_the_reviewer(answer: str) ->
 def graph_for(replies, policy: Policy, saver=None, tools=None, **options):
     from guard_plugin.langgraph import guarded_agent_graph
 
-    sink = MemoryAuditSink()
-    guard = Guard(
-        ScriptedClassifier(image_rule=red_is_violent),
-        policies=PolicyStore({"t": policy}),
-        audit=sink,
-    )
+    guard, sink = guard_for(policy)
     model = ScriptedChatModel(responses=replies)
 
     def call_model(state):
