@@ -131,21 +131,29 @@ def input_guard_node(
         return Command(goto=name, update={"messages": [placeholder]})
 
     def abandoned_responses(msgs: Sequence[Any]) -> list[Any]:
-        """Responses held for a review that a new turn overtook: withheld for good."""
+        """Responses and tool results held for a review that a new turn overtook: withheld
+        for good, their sealed records gone."""
         out = []
         for i, m in enumerate(msgs):
-            if isinstance(m, AIMessage) and HELD in m.additional_kwargs:
-                if not any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
-                    continue
-                try:
-                    d = Decision.from_dict(lc.unseal(m.additional_kwargs[HELD])["decision"])
-                    g.record_override(
-                        d, Action.BLOCK, reason="not reviewed: a new user turn came first"
-                    )
-                    refusal = lc.policy_of(d, g).messages.refusal
-                except Exception:
-                    refusal = g.policies.default.policy.messages.refusal
-                out.append(m.model_copy(update={"content": refusal, "additional_kwargs": {}}))
+            if not isinstance(m, (AIMessage, ToolMessage)) or HELD not in m.additional_kwargs:
+                continue
+            if not any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
+                continue
+            policy = g.policies.default.policy
+            try:
+                d = Decision.from_dict(lc.unseal(m.additional_kwargs[HELD])["decision"])
+                g.record_override(
+                    d, Action.BLOCK, reason="not reviewed: a new user turn came first"
+                )
+                policy = lc.policy_of(d, g)
+            except Exception:
+                pass
+            rest = {k: v for k, v in m.additional_kwargs.items() if k != HELD}
+            if isinstance(m, ToolMessage):
+                update = {"content": policy.messages.tool_refusal, "status": "error"}
+            else:
+                update = {"content": policy.messages.refusal}
+            out.append(m.model_copy(update={**update, "additional_kwargs": rest}))
         return out
 
     def settle(state: Any) -> tuple[Command[Any] | None, list[Any]]:

@@ -426,3 +426,22 @@ def test_a_state_graph_holds_an_escalated_response(answer: str) -> None:
         assert sent == ([RUDE_EMAIL] if answer == "approve" else [])
         assert len(model.calls) == (2 if answer == "approve" else 1)  # never re-run on resume
     assert_valid_history(out["messages"])
+
+
+def test_a_state_graph_keeps_a_held_tool_result_withheld_when_a_new_turn_comes_first() -> None:
+    saver = RecordingSaver()
+    graph, model, _ = graph_for(
+        [tool_call("search", {"q": "x"}, "c1"), AIMessage("Something else, then.")],
+        ESCALATE,
+        saver,
+    )
+    config = {"configurable": {"thread_id": "graph-tool-abandoned", "tenant_id": "t"}}
+    graph.invoke({"messages": [HumanMessage("search")]}, config)
+    assert graph.get_state(config).interrupts
+    events, state = collect(graph, {"messages": [HumanMessage("never mind")]}, config, "sync")
+    shown = [dump(events), dump(state), *(dump(call) for call in model.calls)]
+    shown += [dump(c) for c in saver.written]
+    assert not any(UNSAFE_TEXT in s for s in shown)
+    assert state["messages"][-1].content == "Something else, then."
+    assert not any("guard_plugin_held" in m.additional_kwargs for m in state["messages"])
+    assert_valid_history(state["messages"])

@@ -85,6 +85,27 @@ def test_the_adapters_agree() -> None:
         assert (out["messages"][0].content != text) is blocked
 
 
+def test_the_agent_middleware_and_the_callback_handler_agree() -> None:
+    pytest.importorskip("langchain")
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from guard_plugin import GuardBlocked
+    from guard_plugin.langchain import SafetyCallbackHandler, SafetyMiddleware
+    from tests.lc_helpers import ScriptedChatModel
+
+    for text, blocked in ((LONG_SAFE, True), (BURIED, True), (FILLER * 10, False)):
+        g, _ = guard()
+        model = ScriptedChatModel(responses=[AIMessage("ok")])
+        agent = create_agent(model, tools=[], middleware=[SafetyMiddleware(g)])
+        agent.invoke({"messages": [HumanMessage(text)]})
+        assert (model.calls == []) is blocked  # a blocked turn never reaches the model
+        g, _ = guard()
+        chat = ScriptedChatModel(responses=[AIMessage("ok")])
+        with pytest.raises(GuardBlocked) if blocked else _nothing():
+            chat.invoke([HumanMessage(text)], {"callbacks": [SafetyCallbackHandler(g)]})
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None
