@@ -626,6 +626,8 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         )
         self._raise_if_blocking(outcome)
         final = outcome.messages or [held.message]
+        for m in final[1:]:  # the reviewer's answers to calls: a person's words, not tool output
+            self._decided.add(m)
         update = {"messages": [RemoveMessage(id=held.review_id)], self.review_key: None}
         return ExtendedModelResponse(
             model_response=ModelResponse(result=list(final)), command=Command(update=update)
