@@ -705,3 +705,60 @@ def tool_message_of(
         )
 
     return msgs[idx], rebuild
+
+
+# -- held content: read, reviewed, or withheld for good -----------------------------------------
+
+HELD_KEY = "guard_plugin_held"
+"""Key, in a placeholder's ``additional_kwargs``, of the sealed original (hand-built graphs,
+which have no private state keys)."""
+
+ABANDONED = "not reviewed: a new user turn came first"
+
+
+def read_held(sealed: Any) -> tuple[BaseMessage, Decision] | None:
+    """The original and its decision from a sealed record; ``None`` when it cannot be read
+    (the caller keeps the content withheld)."""
+    try:
+        record = unseal(sealed)
+        original, d = record["message"], Decision.from_dict(record["decision"])
+    except Exception:
+        return None
+    return (original, d) if isinstance(original, BaseMessage) else None
+
+
+def without_record(msg: BaseMessage) -> dict[str, Any]:
+    """The message's ``additional_kwargs`` without a sealed record."""
+    return {k: v for k, v in msg.additional_kwargs.items() if k != HELD_KEY}
+
+
+def withhold(placeholder: BaseMessage, d: Decision | None, guard: Guard) -> BaseMessage:
+    """Held content that a new user turn overtook (or whose record cannot be read): withheld
+    for good under the placeholder's id, audited as an override when its decision is known.
+    A tool result gets the tool refusal, a response the refusal, a user turn the redaction."""
+    policy = policy_of(d, guard) if d is not None else guard.policies.default.policy
+    if d is not None:
+        guard.record_override(d, Action.BLOCK, reason=ABANDONED)
+    update: dict[str, Any]
+    if isinstance(placeholder, ToolMessage):
+        update = {"content": policy.messages.tool_refusal, "status": "error"}
+    elif isinstance(placeholder, AIMessage):
+        update = {"content": policy.messages.refusal}
+    else:
+        update = {"content": policy.messages.redaction}
+    return placeholder.model_copy(
+        update={**update, "additional_kwargs": without_record(placeholder)}
+    )
+
+
+def review_held_tool(
+    placeholder: ToolMessage, original: BaseMessage, d: Decision, guard: Guard, *, escalate: bool
+) -> BaseMessage:
+    """A held tool result put to the reviewer (an interrupt); the answer takes the
+    placeholder's id."""
+    assert isinstance(original, ToolMessage)
+    outcome = apply_tool_result(original, d, guard=guard, escalate=escalate)
+    final = outcome.messages[0] if outcome.messages else original
+    return final.model_copy(
+        update={"id": placeholder.id, "additional_kwargs": without_record(placeholder)}
+    )

@@ -326,25 +326,14 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         for m in msgs:
             if not isinstance(m, ToolMessage) or m.tool_call_id not in held:
                 continue
-            try:
-                record = lc.unseal(held[m.tool_call_id])
-                original = record["message"]
-                d = Decision.from_dict(record["decision"])
-                assert isinstance(original, ToolMessage)
-            except Exception:  # a damaged record: the result stays withheld
+            found = lc.read_held(held[m.tool_call_id])
+            if found is None:  # a damaged record: the result stays withheld
                 log.error("a tool result held for review could not be read; it stays withheld")
                 out.append(m.model_copy(update={"content": self._refusal(None), "status": "error"}))
-                continue
-            if abandoned:
-                self.guard.record_override(
-                    d, Action.BLOCK, reason="not reviewed: a new user turn came first"
-                )
-                refusal = lc.policy_of(d, self.guard).messages.tool_refusal
-                out.append(m.model_copy(update={"content": refusal, "status": "error"}))
-                continue
-            outcome = lc.apply_tool_result(original, d, guard=self.guard, escalate=True)
-            self._raise_if_blocking(outcome)
-            out.append(outcome.messages[0] if outcome.messages else original)
+            elif abandoned:
+                out.append(lc.withhold(m, found[1], self.guard))
+            else:  # on_block="error" never holds, so nothing here raises
+                out.append(lc.review_held_tool(m, *found, self.guard, escalate=True))
         return out
 
     # -- one model call, checked ----------------------------------------------------------------
@@ -419,13 +408,13 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         called with it; rejection ends the turn with the refusal."""
         msgs = request.messages
         anchor, review_id = record.get("anchor"), record.get("review_id")
-        try:
-            sealed = lc.unseal(record.get("sealed"))
-            original, d = sealed["message"], Decision.from_dict(sealed["decision"])
-            assert isinstance(original, HumanMessage)
-        except Exception:
+        found = lc.read_held(record.get("sealed"))
+        original: HumanMessage | None = None
+        d: Decision | None = None
+        if found is not None and isinstance(found[0], HumanMessage):
+            original, d = found[0], found[1]
+        if original is None:
             log.error("a user turn held for review could not be read; it stays withheld")
-            original, d = None, None
         resumed = original is not None and msgs and msgs[-1].id == review_id
         policy = (
             lc.policy_of(d, self.guard) if d is not None else self.guard.policies.default.policy
@@ -438,9 +427,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             action = Action.BLOCK if outcome.end else Action.ALLOW
         elif d is not None:
             log.warning("a user turn held for review was not reviewed; it stays withheld")
-            self.guard.record_override(
-                d, Action.BLOCK, reason="not reviewed: a new user turn came first"
-            )
+            self.guard.record_override(d, Action.BLOCK, reason=lc.ABANDONED)
         gone = [RemoveMessage(id=i) for i in (anchor, review_id) if isinstance(i, str)]
         clear = {"messages": gone, self.review_key: None}
         drop = {anchor, review_id}
@@ -458,12 +445,12 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             if isinstance(m, HumanMessage) and m.id == input_id
         ]
         by_id = {m.id: m for m in redacted}
-        kept = [by_id.get(m.id, m) for m in msgs if m.id not in drop]
+        remaining: list[Any] = [by_id.get(m.id, m) for m in msgs if m.id not in drop]
         if resumed:  # rejected: the turn ends with the refusal, the model is not called
             refusal = AIMessage(content=policy.messages.refusal)
             return _with_command(ModelResponse(result=[*redacted, refusal]), clear)
         result = yield from self._checked_call(
-            request.override(messages=kept), tenant, config, decided
+            request.override(messages=remaining), tenant, config, decided
         )
         return _with_command(_with_updates(redacted, result), clear)
 

@@ -58,8 +58,7 @@ __all__ = [
     "tool_guard_node",
 ]
 
-HELD = "guard_plugin_held"
-"""Key, in a placeholder ToolMessage's ``additional_kwargs``, of the sealed held result."""
+HELD = lc.HELD_KEY
 
 
 def _guard(guard: Guard | str) -> Guard:
@@ -137,23 +136,9 @@ def input_guard_node(
         for i, m in enumerate(msgs):
             if not isinstance(m, (AIMessage, ToolMessage)) or HELD not in m.additional_kwargs:
                 continue
-            if not any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
-                continue
-            policy = g.policies.default.policy
-            try:
-                d = Decision.from_dict(lc.unseal(m.additional_kwargs[HELD])["decision"])
-                g.record_override(
-                    d, Action.BLOCK, reason="not reviewed: a new user turn came first"
-                )
-                policy = lc.policy_of(d, g)
-            except Exception:
-                pass
-            rest = {k: v for k, v in m.additional_kwargs.items() if k != HELD}
-            if isinstance(m, ToolMessage):
-                update = {"content": policy.messages.tool_refusal, "status": "error"}
-            else:
-                update = {"content": policy.messages.refusal}
-            out.append(m.model_copy(update={**update, "additional_kwargs": rest}))
+            if any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
+                found = lc.read_held(m.additional_kwargs[HELD])
+                out.append(lc.withhold(m, found[1] if found else None, g))
         return out
 
     def settle(state: Any) -> tuple[Command[Any] | None, list[Any]]:
@@ -164,23 +149,12 @@ def input_guard_node(
         if not held:
             return None, overtaken
         h = held[-1]
-        rest = {k: v for k, v in h.additional_kwargs.items() if k != HELD}
-        try:
-            record = lc.unseal(h.additional_kwargs[HELD])
-            original, d = record["message"], Decision.from_dict(record["decision"])
-        except Exception:
-            original, d = None, None
+        rest = lc.without_record(h)
+        found = lc.read_held(h.additional_kwargs[HELD])
         later = any(isinstance(m, HumanMessage) for m in msgs[msgs.index(h) + 1 :])
-        if original is None or d is None or later:
-            if d is not None:
-                g.record_override(
-                    d, Action.BLOCK, reason="not reviewed: a new user turn came first"
-                )
-            redaction = (
-                lc.policy_of(d, g) if d is not None else g.policies.default.policy
-            ).messages.redaction
-            withheld = h.model_copy(update={"content": redaction, "additional_kwargs": rest})
-            return None, [*overtaken, withheld]
+        if found is None or later or not isinstance(found[0], HumanMessage):
+            return None, [*overtaken, lc.withhold(h, found[1] if found else None, g)]
+        original, d = found[0], found[1]
         outcome = lc.apply_input(original, d, guard=g, escalate=True)
         if outcome.end:  # rejected
             first, *more = outcome.messages
@@ -198,26 +172,29 @@ def input_guard_node(
         update = {"messages": [*settled, *outcome.messages]} if settled or outcome.messages else {}
         return Command(goto=END if outcome.end else next, update=update)
 
-    def run(state: Any) -> Command[Any]:
+    def prepare(state: Any) -> Command[Any] | tuple[Any, dict[str, Any], list[Any]]:
+        """Everything before the check: a held turn settled, or the turn to check."""
         done, settled = settle(state)
         if done is not None:
             return done
         found = lc.find_input(state["messages"])
         if found is None or HELD in found[1].additional_kwargs:
             return Command(goto=next, update={"messages": settled} if settled else {})
-        kw = _check_args(tenant, tenant_key, found[1], Surface.INPUT)
+        return found, _check_args(tenant, tenant_key, found[1], Surface.INPUT), settled
+
+    def run(state: Any) -> Command[Any]:
+        step = prepare(state)
+        if isinstance(step, Command):
+            return step
+        found, kw, settled = step
         return finish(found, g.check_content(found[1].content, **kw), settled)
 
     async def arun(state: Any) -> Command[Any]:
-        done, settled = settle(state)
-        if done is not None:
-            return done
-        found = lc.find_input(state["messages"])
-        if found is None or HELD in found[1].additional_kwargs:
-            return Command(goto=next, update={"messages": settled} if settled else {})
-        kw = _check_args(tenant, tenant_key, found[1], Surface.INPUT)
-        d = await g.acheck_content(found[1].content, **kw)
-        return finish(found, d, settled)
+        step = prepare(state)
+        if isinstance(step, Command):
+            return step
+        found, kw, settled = step
+        return finish(found, await g.acheck_content(found[1].content, **kw), settled)
 
     return _node(name, run, arun)
 
@@ -295,16 +272,11 @@ def tool_guard_node(
     def review(held: Sequence[ToolMessage]) -> list[Any]:
         out: list[Any] = []
         for m in held:
-            rest = {k: v for k, v in m.additional_kwargs.items() if k != HELD}
-            try:
-                record = lc.unseal(m.additional_kwargs[HELD])
-                original, d = record["message"], Decision.from_dict(record["decision"])
-            except Exception:  # a damaged record: the placeholder stays, without the record
-                out.append(m.model_copy(update={"additional_kwargs": rest}))
-                continue
-            outcome = lc.apply_tool_result(original, d, guard=g, escalate=escalate)
-            final = outcome.messages[0] if outcome.messages else original
-            out.append(final.model_copy(update={"id": m.id, "additional_kwargs": rest}))
+            found = lc.read_held(m.additional_kwargs[HELD])
+            if found is None:  # a damaged record: the placeholder stays, without the record
+                out.append(m.model_copy(update={"additional_kwargs": lc.without_record(m)}))
+            else:
+                out.append(lc.review_held_tool(m, *found, g, escalate=escalate))
         return out
 
     def finish(held: Sequence[ToolMessage], msgs: Sequence[ToolMessage], ds: Sequence[Any]) -> Any:

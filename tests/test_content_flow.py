@@ -98,6 +98,13 @@ def guard_for(policy: Policy) -> tuple[Guard, MemoryAuditSink]:
     return Guard(clf, policies=PolicyStore({"t": policy}), audit=sink), sink
 
 
+def everything_shown(events: Any, state: Any, saver: Any, model: Any = None) -> list[str]:
+    """What a run showed: its stream events, the final state, every checkpoint's messages
+    and, given the model, every call it received."""
+    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
+    return shown + [dump(call) for call in (model.calls if model is not None else [])]
+
+
 def agent_for(replies, policy: Policy, saver=None, tools=None):
     guard, sink = guard_for(policy)
     model = ScriptedChatModel(responses=replies)
@@ -142,8 +149,7 @@ def test_an_unsafe_tool_result_is_nowhere(mode: str, name: str, args: dict, acti
     agent, model, sink = agent_for([tool_call(name, args, "c1"), AIMessage("Done.")], policy, saver)
     config = {"configurable": {"thread_id": f"{name}-{mode}", "tenant_id": "t"}}
     events, state = collect(agent, {"messages": [HumanMessage("go")]}, config, mode)
-    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
-    shown += [dump(call) for call in model.calls]
+    shown = everything_shown(events, state, saver, model)
     for secret in SECRETS:
         assert not any(secret in s for s in shown), f"{secret[:30]!r} leaked"
     tool_events = [e for e in sink.events if e.surface == "tool"]
@@ -219,8 +225,7 @@ def test_a_held_result_stays_withheld_when_a_new_turn_comes_first(mode: str) -> 
     events, state = collect(
         agent, {"messages": [HumanMessage("never mind, something else")]}, config, mode
     )
-    shown = [dump(events), dump(state), *(dump(call) for call in model.calls)]
-    shown += [dump(c) for c in saver.written]
+    shown = everything_shown(events, state, saver, model)
     assert not any(UNSAFE_TEXT in s for s in shown)
     assert state["messages"][-1].content == "Something else, then."
     tool_events = [(e.event, e.action) for e in sink.events if e.surface == "tool"]
@@ -305,8 +310,7 @@ def test_a_state_graph_shows_no_unsafe_tool_result(
     )
     config = {"configurable": {"thread_id": f"graph-{name}-{mode}", "tenant_id": "t"}}
     events, state = collect(graph, {"messages": [HumanMessage("go")]}, config, mode)
-    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
-    shown += [dump(call) for call in model.calls]
+    shown = everything_shown(events, state, saver, model)
     for secret in SECRETS:
         assert not any(secret in s for s in shown), f"{secret[:30]!r} leaked"
     assert [e.action for e in sink.events if e.surface == "tool"] == [action]
@@ -389,7 +393,7 @@ def test_a_state_graph_never_shows_an_unsafe_response(mode: str) -> None:
     )
     config = {"configurable": {"thread_id": f"graph-response-{mode}", "tenant_id": "t"}}
     events, state = collect(graph, {"messages": [HumanMessage("email bob")]}, config, mode)
-    shown = [dump(events), dump(state), *(dump(c) for c in saver.written)]
+    shown = everything_shown(events, state, saver)
     assert not any("worthless" in s for s in shown)
     assert not any(isinstance(m, ToolMessage) for m in state["messages"])
     assert_valid_history(state["messages"])
@@ -439,8 +443,7 @@ def test_a_state_graph_keeps_a_held_tool_result_withheld_when_a_new_turn_comes_f
     graph.invoke({"messages": [HumanMessage("search")]}, config)
     assert graph.get_state(config).interrupts
     events, state = collect(graph, {"messages": [HumanMessage("never mind")]}, config, "sync")
-    shown = [dump(events), dump(state), *(dump(call) for call in model.calls)]
-    shown += [dump(c) for c in saver.written]
+    shown = everything_shown(events, state, saver, model)
     assert not any(UNSAFE_TEXT in s for s in shown)
     assert state["messages"][-1].content == "Something else, then."
     assert not any("guard_plugin_held" in m.additional_kwargs for m in state["messages"])
