@@ -64,6 +64,7 @@ class AuditEvent:
     content_length: int
     parts: int
     unsafe_parts: tuple[int, ...]
+    score: float | None = None
     tool_name: str | None = None
     content: str | None = None
     review: str | None = None
@@ -98,6 +99,7 @@ class AuditEvent:
             "content_length": 0,
             "parts": len(decision.parts),
             "unsafe_parts": tuple(p.index for p in decision.parts if p.status == "unsafe"),
+            "score": decision.score,
         }
         values.update(fields)
         return cls(**values)

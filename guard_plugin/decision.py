@@ -36,6 +36,8 @@ class PartOutcome:
     error_kind: str | None = None
     reasoning: str | None = None
     cached: bool = False
+    #: P(unsafe) where the backend reported it; the policy's threshold acts on it
+    score: float | None = None
     verdict: Verdict | None = field(default=None, repr=False, compare=False)
 
 
@@ -45,7 +47,8 @@ class Decision:
 
     ``replacement`` is the text to put in place of the content for ``block`` / ``rewrite`` (and
     the fallback text for ``escalate``). ``withheld_parts`` lists the part indices a rewrite
-    should remove.
+    should remove. ``score`` is the highest P(unsafe) among the parts that have one (``None``
+    where the backend reports none, e.g. text generation without logprobs).
     """
 
     action: Action
@@ -67,6 +70,7 @@ class Decision:
     latency_ms: float = 0.0
     request_id: str | None = None
     cached: bool = False
+    score: float | None = None
 
     @property
     def allowed(self) -> bool:
@@ -138,7 +142,12 @@ def outcome_for(
         return PartOutcome(
             index, part, "error", error=f"{type(result).__name__}: {result}", error_kind=kind
         )
-    label = result.label_for(response=surface is Surface.RESPONSE)
+    response = surface is Surface.RESPONSE
+    label = result.label_for(response=response)
+    score = result.score_for(response=response)
+    threshold = policy.threshold_for(surface)
+    if label is not None and score is not None and threshold is not None:
+        label = "unsafe" if score >= threshold else "safe"
     if label is None:  # parse_verdict guarantees the label for the surface it was asked for
         return PartOutcome(
             index,
@@ -150,7 +159,13 @@ def outcome_for(
         )
     if label == "safe":
         return PartOutcome(
-            index, part, "safe", reasoning=result.reasoning, cached=cached, verdict=result
+            index,
+            part,
+            "safe",
+            reasoning=result.reasoning,
+            cached=cached,
+            score=score,
+            verdict=result,
         )
     names = tuple(dict.fromkeys(taxonomy.canonical_name(c) for c in result.categories))
     kept = tuple(c for c in names if not policy.is_suppressed(c))
@@ -166,6 +181,7 @@ def outcome_for(
         suppressed=dropped,
         reasoning=result.reasoning,
         cached=cached,
+        score=score,
         verdict=result,
     )
 
@@ -190,6 +206,7 @@ def decide(
     withheld: list[int] = []
     traces: list[str] = []
     first_error: PartOutcome | None = None
+    score: float | None = None
     n_unsafe = n_errors = n_unverifiable = 0
     all_cached = bool(parts)
     for p in parts:
@@ -211,6 +228,8 @@ def decide(
             dropped[c] = None
         if p.reasoning:
             traces.append(p.reasoning)
+        if p.score is not None and (score is None or p.score > score):
+            score = p.score
         all_cached = all_cached and p.cached
     categories = tuple(cats)
 
@@ -248,6 +267,7 @@ def decide(
         policy_version=policy.version,
         policy_fingerprint=policy.fingerprint,
         cached=all_cached,
+        score=score,
         **meta,
     )
 

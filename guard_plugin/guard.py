@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -475,6 +475,10 @@ class Guard:
                 except VerdictParseError as err:
                     plan.results[i] = err
                 else:
+                    if out.user_score is not None or out.response_score is not None:
+                        verdict = replace(
+                            verdict, user_score=out.user_score, response_score=out.response_score
+                        )
                     plan.results[i] = verdict
                     self.cache.put(plan.keys[i], verdict)
             elif isinstance(out, BaseException):

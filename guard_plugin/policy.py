@@ -34,6 +34,7 @@ __all__ = [
     "Policy",
     "PolicyStore",
     "SurfaceActions",
+    "Thresholds",
     "builtin_policies",
     "compile_policy",
     "load_policy",
@@ -93,6 +94,26 @@ class Actions(_Model):
 
     def for_surface(self, surface: Surface) -> SurfaceActions:
         return getattr(self, surface.value)  # type: ignore[no-any-return]
+
+
+class Thresholds(_Model):
+    """P(unsafe) at or above which a part counts as unsafe, per surface.
+
+    ``None`` (the default) keeps the model's own label (its argmax). A threshold acts only
+    where the backend reports a score; elsewhere the model's label decides. In YAML a bare
+    number (``thresholds: 0.3``) applies to every surface.
+    """
+
+    input: float | None = Field(None, gt=0, lt=1)
+    tool: float | None = Field(None, gt=0, lt=1)
+    response: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"input": value, "tool": value, "response": value}
+        return value
 
 
 class CustomCategory(_Model):
@@ -210,6 +231,7 @@ class Policy(_Model):
     reasoning: ReasoningMode = "off"
     actions: Actions = Actions()
     on_error: ErrorAction = "block"
+    thresholds: Thresholds = Thresholds()
     messages: Messages = Messages()
     media: MediaLimits = MediaLimits()
     time_budget_ms: int = Field(10_000, gt=0)
@@ -298,6 +320,10 @@ class CompiledPolicy:
 
     def error_action(self) -> Action:
         return Action(self.policy.on_error)
+
+    def threshold_for(self, surface: Surface) -> float | None:
+        """The tenant's P(unsafe) threshold on ``surface``; ``None``: the model's own label."""
+        return getattr(self.policy.thresholds, surface.value)  # type: ignore[no-any-return]
 
     def request_settings(self, think: bool) -> tuple[dict[str, Any], int, str]:
         """Template kwargs (a fresh dict), token budget, and a stable text of both."""

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TEST_MODEL_MARKERS",
     "TINY_CHAT_TEMPLATE",
     "TinyModel",
     "build_tiny_gemma3",
+    "build_verdict_test_model",
     "make_image_pdf",
     "make_screenshot",
     "make_text_pdf",
@@ -90,7 +92,7 @@ class TinyModel:
     mm_tokens_per_image: int
 
 
-def _tokenizer():  # type: ignore[no-untyped-def]
+def _tokenizer(extra_words: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -103,7 +105,7 @@ def _tokenizer():  # type: ignore[no-untyped-def]
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator([*_CORPUS, *extra_words] * 4, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<bos>",
@@ -130,6 +132,11 @@ def build_tiny_gemma3(
     image_size: int = 16,
     patch_size: int = 4,
     mm_tokens_per_image: int = 4,
+    sliding_window: int = 64,
+    hidden_size: int = 64,
+    num_attention_heads: int = 2,
+    num_hidden_layers: int = 2,
+    extra_words: tuple[str, ...] = (),
 ) -> TinyModel:
     """Write a tiny random-weight ``Gemma3ForConditionalGeneration`` with its processor to
     ``folder`` (and, with ``lora``, a tiny PEFT LoRA adapter to ``folder/adapter``)."""
@@ -149,7 +156,7 @@ def build_tiny_gemma3(
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer()
+    tokenizer = _tokenizer(extra_words)
     image_processor = ImageProcessor(
         size={"height": image_size, "width": image_size},
         do_pan_and_scan=False,
@@ -166,14 +173,14 @@ def build_tiny_gemma3(
     config = Gemma3Config(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
             "num_key_value_heads": 1,
             "head_dim": 32,
             "query_pre_attn_scalar": 32,
-            "sliding_window": 64,
+            "sliding_window": sliding_window,
             "max_position_embeddings": 8192,
             "pad_token_id": ids("<pad>"),
             "eos_token_id": [ids("<eos>"), ids("<end_of_turn>")],
@@ -216,6 +223,120 @@ def build_tiny_gemma3(
         adapter_path = out / "adapter"
         peft_model.save_pretrained(str(adapter_path))
     return TinyModel(out, adapter_path, image_size, mm_tokens_per_image)
+
+
+# -- a test model trained to answer in the verdict format -----------------------------------------
+
+#: The marker words of :func:`build_verdict_test_model` and the category each stands for.
+TEST_MODEL_MARKERS: dict[str, str] = {"bomb": "Violence", "damn": "Profanity"}
+
+_FILLER_TEXT = (
+    "the quick brown fox jumps over lazy dog please summarise attached quarterly report for "
+    "board of directors how do I build send an email to my coworker process is killed while "
+    "kill what where when can you help me with this code today"
+)
+_FILLER = tuple(_FILLER_TEXT.split())
+
+
+def _verdict_sample(processor: Any, rng: Any) -> tuple[str, str]:
+    """One training example: a rendered classifier prompt and the answer the test model owes."""
+
+    def turn(unsafe_markers: list[str]) -> str:
+        words = [rng.choice(_FILLER) for _ in range(rng.randint(1, 24))]
+        for marker in unsafe_markers:
+            words.insert(rng.randint(0, len(words)), marker)
+        return " ".join(words)
+
+    def markers() -> list[str]:
+        return [m for m in TEST_MODEL_MARKERS if rng.random() < 0.35]
+
+    user = markers()
+    msgs: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "text", "text": turn(user)}]}
+    ]
+    response: list[str] | None = None
+    if rng.random() < 0.4:
+        response = markers()
+        msgs.append({"role": "assistant", "content": [{"type": "text", "text": turn(response)}]})
+    categories = rng.random() < 0.6
+    kwargs: dict[str, Any] = {
+        "request_categories": "/categories" if categories else "/no_categories",
+        "enable_thinking": rng.random() < 0.1,
+    }
+    if rng.random() < 0.15:
+        kwargs["custom_taxonomy"] = turn([])
+    elif rng.random() < 0.15:
+        kwargs["custom_policy"] = turn([])
+    prompt = processor.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True, **kwargs
+    )
+    lines = [f"User Safety: {'unsafe' if user else 'safe'}"]
+    if response is not None:
+        lines.append(f"Response Safety: {'unsafe' if response else 'safe'}")
+    found = [c for m, c in TEST_MODEL_MARKERS.items() if m in user or m in (response or ())]
+    if categories and found:
+        lines.append("Safety Categories: " + ", ".join(found))
+    return prompt, "\n".join(lines) + "<end_of_turn>"
+
+
+def build_verdict_test_model(
+    folder: str | Path, *, steps: int = 600, batch_size: int = 16, seed: int = 0
+) -> TinyModel:
+    """A TEST MODEL, not a safety classifier: a tiny Gemma 3 trained on CPU (about a minute) to
+    answer in the Nemotron verdict format, unsafe exactly when a marker word of
+    :data:`TEST_MODEL_MARKERS` is in a turn (``bomb``: Violence, ``damn``: Profanity).
+
+    It gives the transformers and served paths real verdict lines and real label logits, so
+    tests and the ``eval`` command can run end to end offline. It knows nothing about safety.
+    """
+    import random
+
+    import torch
+    from transformers import AutoProcessor, Gemma3ForConditionalGeneration
+
+    # A window longer than any prompt it sees: the answer must attend back to the turns.
+    tiny = build_tiny_gemma3(
+        folder,
+        seed=seed,
+        sliding_window=1024,
+        hidden_size=128,
+        num_attention_heads=4,
+        extra_words=(" ".join(TEST_MODEL_MARKERS),),
+    )
+    processor = AutoProcessor.from_pretrained(tiny.path)
+    tok = processor.tokenizer
+    model = Gemma3ForConditionalGeneration.from_pretrained(tiny.path, dtype=torch.float32)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
+    pad = tok.pad_token_id
+    model.train()
+    for step in range(steps):
+        if step == int(steps * 0.85):  # settle: the last stretch at a tenth of the rate
+            for group in opt.param_groups:
+                group["lr"] = 5e-4
+        pairs = []
+        for _ in range(batch_size):
+            prompt, answer = _verdict_sample(processor, rng)
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            a = tok(answer, add_special_tokens=False)["input_ids"]
+            pairs.append((p, a))
+        width = max(len(p) + len(a) for p, a in pairs)
+        ids = torch.full((batch_size, width), pad)
+        labels = torch.full((batch_size, width), -100)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (p, a) in enumerate(pairs):
+            n = len(p) + len(a)
+            ids[row, :n] = torch.tensor(p + a)
+            labels[row, len(p) : n] = torch.tensor(a)
+            mask[row, :n] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    model.save_pretrained(tiny.path)
+    return tiny
 
 
 # -- documents and screenshots for tests and demos ------------------------------------------------

@@ -55,10 +55,17 @@ class Verdict:
     categories: tuple[str, ...] = ()
     reasoning: str | None = None
     raw: str = field(default="", repr=False, compare=False)
+    #: P(unsafe) per turn where the backend reported it (see ``ClassifierOutput``)
+    user_score: float | None = None
+    response_score: float | None = None
 
     def label_for(self, *, response: bool) -> Label | None:
         """The label that decides a check: the response's for a response check, else the user's."""
         return self.response_safety if response else self.user_safety
+
+    def score_for(self, *, response: bool) -> float | None:
+        """P(unsafe) of the label that decides a check, where the backend reported it."""
+        return self.response_score if response else self.user_score
 
     def is_unsafe(self, *, response: bool = False) -> bool:
         return self.label_for(response=response) == "unsafe"

@@ -1,7 +1,8 @@
 """A loopback OpenAI-compatible chat server for tests that run deployables as users do.
 
 ``reply(body) -> dict`` decides each answer from the request body (a message dict with
-``content`` and optional ``tool_calls``); every request body is recorded. It serves ``/v1/chat/completions`` and
+``content`` and optional ``tool_calls``), or returns ``(status, payload)`` to send a whole
+response of its own; every request body is recorded. It serves ``/v1/chat/completions`` and
 ``/v1/models`` on 127.0.0.1 only.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Reply = Callable[[dict[str, Any]], dict[str, Any]]
+Reply = Callable[[dict[str, Any]], Any]
 
 
 def tool_call_message(name: str, args: dict[str, Any], call_id: str) -> dict[str, Any]:
@@ -67,6 +68,9 @@ class LoopbackChatServer(LoopbackServer):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 server.bodies.append(body)
                 message = server.reply(body)
+                if isinstance(message, tuple):
+                    self._send(*message)
+                    return
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
                 self._send(
                     200,

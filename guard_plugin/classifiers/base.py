@@ -21,10 +21,17 @@ __all__ = ["BaseClassifier", "Classifier", "ClassifierOutput", "ClassifierResult
 
 @dataclass(frozen=True)
 class ClassifierOutput:
-    """The model's raw output for one request; ``reasoning`` when the server sent it apart."""
+    """The model's raw output for one request; ``reasoning`` when the server sent it apart.
+
+    ``user_score`` / ``response_score``: P(unsafe) for each rated turn, read from the model's
+    own distribution over the two label tokens where the backend can see it (the local
+    model's logits, a server's logprobs); ``None`` where it cannot.
+    """
 
     text: str
     reasoning: str | None = None
+    user_score: float | None = None
+    response_score: float | None = None
 
 
 ClassifierResult = ClassifierOutput | ClassifierError

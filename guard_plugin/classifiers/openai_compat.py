@@ -8,6 +8,12 @@ conversation ending on an assistant turn (SGLang), ``fold_response`` puts the re
 the user text the way the model's template renders it. The reasoning trace is read from
 ``<think>`` in the content, ``reasoning_content`` or ``reasoning``.
 
+Scores: requests ask for ``logprobs`` with ``top_logprobs`` (vLLM and SGLang return them), and
+P(unsafe) of each verdict line is read from the label token's alternatives, as the local
+backend reads it from logits. A server that answers without them gives no score (the label
+still decides); one that refuses the parameters with HTTP 400 is asked again without them,
+and from then on.
+
 Deadlines are real: every attempt runs under its own deadline (a share of what is left of the
 check's budget when other replicas could still answer), and the sync API drives the same async
 code on a private event loop, so a server that drips its answer a byte at a time cannot hold a
@@ -27,8 +33,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
+import re
 import threading
 import time
 import weakref
@@ -55,6 +63,56 @@ DEFAULT_SERVED_MODEL = "nvidia/Nemotron-3.5-Content-Safety"
 _KEY_ENV = "GUARD_PLUGIN_API_KEY"
 _RESPONSE_FOLD = "\nresponse: agent:  ### Answer: "
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+_TOP_LOGPROBS = 20  # vLLM's default ceiling (--max-logprobs)
+_LABEL_AT = {
+    name: re.compile(rf"^[ \t]*{name}[ \t]*:[ \t]*(?=(?:un)?safe\b)", re.IGNORECASE | re.MULTILINE)
+    for name in ("User Safety", "Response Safety")
+}
+
+
+class _NoLogprobs(Exception):
+    """The server refused the logprobs parameters."""
+
+
+def label_scores(content: str, logprobs: Any) -> tuple[float | None, float | None]:
+    """P(unsafe) for the ``User Safety`` and ``Response Safety`` lines of ``content``, from an
+    OpenAI-style ``logprobs.content`` list: the token that starts each label and its
+    ``top_logprobs``. ``None`` where a line, the token or the other label is missing."""
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return None, None
+    starts: list[int] = []
+    text = ""
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("token"), str):
+            return None, None
+        starts.append(len(text))
+        text += e["token"]
+    if text != content:  # token texts do not rebuild the answer (byte-split tokens): no guess
+        return None, None
+    end = content.rfind("</think>")
+    offset = 0 if end < 0 else end + len("</think>")  # the verdict follows any reasoning
+    scores: list[float | None] = []
+    for pattern in _LABEL_AT.values():
+        m = pattern.search(content[offset:])
+        scores.append(None if m is None else _score_at(entries, starts, offset + m.end()))
+    return scores[0], scores[1]
+
+
+def _score_at(entries: list[dict[str, Any]], starts: list[int], pos: int) -> float | None:
+    """P(unsafe) at the token that holds the label's first character."""
+    i = max(n for n, s in enumerate(starts) if s <= pos)
+    best: dict[str, float] = {}
+    for alt in entries[i].get("top_logprobs") or ():
+        tok, lp = alt.get("token"), alt.get("logprob")
+        if not isinstance(tok, str) or not isinstance(lp, (int, float)):
+            continue
+        label = tok.strip().lower()
+        if label in ("safe", "unsafe") and lp > best.get(label, -math.inf):
+            best[label] = float(lp)
+    if len(best) != 2:
+        return None
+    return 1.0 / (1.0 + math.exp(best["safe"] - best["unsafe"]))
 
 
 class _Retryable(Exception):
@@ -92,6 +150,7 @@ class OpenAICompatClassifier(BaseClassifier):
         max_concurrency: int = 32,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        logprobs: bool = True,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         urls = [u.strip().rstrip("/") for u in urls if u and u.strip()]
@@ -111,6 +170,7 @@ class OpenAICompatClassifier(BaseClassifier):
         self.backoff_s = backoff_s
         self.cooldown_s = cooldown_s
         self.max_concurrency = max_concurrency
+        self.logprobs = logprobs
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
@@ -154,7 +214,7 @@ class OpenAICompatClassifier(BaseClassifier):
         messages: list[dict[str, Any]] = [{"role": "user", "content": user_content}]
         if response is not None:
             messages.append({"role": "assistant", "content": response})
-        return {
+        body: dict[str, Any] = {
             "model": self.model or DEFAULT_SERVED_MODEL,
             "messages": messages,
             "max_tokens": req.max_new_tokens,
@@ -162,6 +222,10 @@ class OpenAICompatClassifier(BaseClassifier):
             "stream": False,
             "chat_template_kwargs": dict(req.template_kwargs),
         }
+        if self.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = _TOP_LOGPROBS
+        return body
 
     # -- endpoint selection ---------------------------------------------------------------------
 
@@ -189,13 +253,17 @@ class OpenAICompatClassifier(BaseClassifier):
     # -- one attempt ------------------------------------------------------------------------------
 
     @staticmethod
-    def _interpret(resp: httpx.Response, url: str) -> ClassifierOutput:
+    def _interpret(
+        resp: httpx.Response, url: str, asked_logprobs: bool = False
+    ) -> ClassifierOutput:
         if resp.status_code in _RETRY_STATUS:
             raise _Retryable(
                 f"{url} answered HTTP {resp.status_code}", mark_down=resp.status_code != 429
             )
         if resp.status_code >= 400:
             snippet = resp.text[:200].replace("\n", " ")
+            if asked_logprobs and resp.status_code in (400, 422) and "logprob" in snippet.lower():
+                raise _NoLogprobs(snippet)
             raise ClassifierUnavailable(f"{url} answered HTTP {resp.status_code}: {snippet}")
         try:
             data = resp.json()
@@ -213,7 +281,13 @@ class OpenAICompatClassifier(BaseClassifier):
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         if content is not None and not isinstance(content, str):
             raise ClassifierUnavailable(f"{url} sent non-text content")
-        return ClassifierOutput(content or "", reasoning if isinstance(reasoning, str) else None)
+        user_score, response_score = label_scores(content or "", choices[0].get("logprobs"))
+        return ClassifierOutput(
+            content or "",
+            reasoning if isinstance(reasoning, str) else None,
+            user_score=user_score,
+            response_score=response_score,
+        )
 
     # -- the served model's name ------------------------------------------------------------
 
@@ -271,7 +345,10 @@ class OpenAICompatClassifier(BaseClassifier):
                     resp = await within(
                         client.post(f"{url}/chat/completions", json=body, timeout=t), t
                     )
-                return self._interpret(resp, url)
+                return self._interpret(resp, url, "logprobs" in body)
+            except _NoLogprobs:
+                self.logprobs = False  # this server takes no logprobs: labels only from now on
+                body = self.body(req)
             except ClassifierError as err:
                 return err
             except (httpx.TransportError, _Retryable, TimeoutError) as err:
@@ -421,6 +498,7 @@ _OPTIONS = {
     "max_retries": int,
     "max_concurrency": int,
     "cooldown_s": float,
+    "logprobs": lambda v: _BOOL[v.lower()],
 }
 
 

@@ -1,10 +1,19 @@
 """The local backend: Nemotron Content Safety (Gemma 3 + LoRA) through transformers and peft.
 
 Three layers, as in a serving stack: :func:`load_local_model` loads weights and processor
-(optionally merging a raw LoRA adapter); :class:`_Runner` turns a batch of requests into one
-``generate`` call (left padding, greedy, stop at end of turn, new tokens only, split on CUDA
-out-of-memory); a :class:`BatchWorker` is the only thread that touches the model. The
+(optionally merging a raw LoRA adapter); :class:`_Runner` turns a batch of requests into
+batched forward passes (left padding, greedy, split on CUDA out-of-memory); a
+:class:`BatchWorker` is the only thread that touches the model. The
 :class:`TransformersClassifier` callers only submit and wait.
+
+Two ways to read a verdict (``verdict_mode``):
+
+- ``logits`` (default): the answer's first line is forced up to ``User Safety:`` and one
+  forward pass gives the label token's logits: the label is their argmax, as greedy generation
+  would pick it, and P(unsafe) is the softmax over the two label tokens. A response check adds
+  one pass with the chosen user label and ``Response Safety:``. Only an unsafe row that asked
+  for categories generates (the ``Safety Categories`` line), and reasoning requests generate.
+- ``generate``: greedy generation of the whole answer, no score.
 
 Needs the ``local`` extra: ``pip install 'guard-plugin[local]'``.
 """
@@ -44,6 +53,9 @@ __all__ = ["LocalModel", "TransformersClassifier", "load_local_model"]
 
 ARCHITECTURE = "Gemma3ForConditionalGeneration"
 DEFAULT_MODEL_ID = "nvidia/Nemotron-3.5-Content-Safety"
+VERDICT_MODES = ("logits", "generate")
+_USER_FIELD = "User Safety:"
+_RESPONSE_FIELD = "\nResponse Safety:"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -167,7 +179,7 @@ def load_local_model(
 class _Runner:
     """Turns a batch of requests into generate calls. Runs only on the worker thread."""
 
-    def __init__(self, lm: LocalModel) -> None:
+    def __init__(self, lm: LocalModel, verdict_mode: str = "logits") -> None:
         self.lm = lm
         tok = lm.processor.tokenizer
         self.tokenizer = tok
@@ -190,6 +202,31 @@ class _Runner:
         )
         self._reference: dict[tuple[Any, ...], torch.Tensor] = {}
         self.oom_splits = 0
+        #: forward passes run (prefills, label passes and generation steps), for benchmarks
+        self.forward_passes = 0
+        self.label_ids = self._find_label_ids() if verdict_mode == "logits" else None
+
+    def _find_label_ids(self) -> tuple[int, int] | None:
+        """The token ids of `` safe`` and `` unsafe`` right after each verdict field, or
+        ``None`` where a label is not one token after the field (then every row generates)."""
+        tok = self.tokenizer
+        found: set[tuple[int, int]] = set()
+        for field_name in (_USER_FIELD, _RESPONSE_FIELD.strip()):
+            base = tok.encode(field_name, add_special_tokens=False)
+            pair = []
+            for label in ("safe", "unsafe"):
+                ids = tok.encode(f"{field_name} {label}", add_special_tokens=False)
+                if ids[: len(base)] != base or len(ids) != len(base) + 1:
+                    return None
+                pair.append(ids[-1])
+            found.add((pair[0], pair[1]))
+        if len(found) != 1:
+            return None
+        (safe, unsafe) = found.pop()
+        return (safe, unsafe) if safe != unsafe else None
+
+    def uses_logits(self, req: ModelRequest) -> bool:
+        return self.label_ids is not None and not req.template_kwargs.get("enable_thinking")
 
     # prompts --------------------------------------------------------------------------------
 
@@ -207,8 +244,12 @@ class _Runner:
             )
         )
 
-    def _encode(self, reqs: Sequence[ModelRequest]) -> Any:
+    def _encode(self, reqs: Sequence[ModelRequest], suffixes: Sequence[str] = ()) -> Any:
+        """The batch's model input; ``suffixes`` (one per request) continue each prompt with
+        a forced start of the answer."""
         texts = [self._render(r) for r in reqs]
+        if suffixes:
+            texts = [t + s for t, s in zip(texts, suffixes, strict=True)]
         if all(r.image is None for r in reqs):
             return self._encode_text(texts)
         images = [[r.image.to_pil()] if r.image is not None else [] for r in reqs]
@@ -261,11 +302,12 @@ class _Runner:
 
     def __call__(self, reqs: list[ModelRequest]) -> list[ClassifierResult]:
         results: list[ClassifierResult | None] = [None] * len(reqs)
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[int, bool], list[int]] = {}
         for i, r in enumerate(reqs):
-            groups.setdefault(r.max_new_tokens, []).append(i)
-        for max_new, idx in groups.items():
-            for i, res in zip(idx, self._run_group([reqs[i] for i in idx], max_new), strict=True):
+            groups.setdefault((r.max_new_tokens, self.uses_logits(r)), []).append(i)
+        for (max_new, logits), idx in groups.items():
+            group = [reqs[i] for i in idx]
+            for i, res in zip(idx, self._run_group(group, max_new, logits), strict=True):
                 results[i] = res
         return [r if r is not None else ClassifierError("no result") for r in results]
 
@@ -273,14 +315,16 @@ class _Runner:
         texts = (req.user_text, req.response_text or "")
         return any(tok in text for text in texts for tok in self.special_tokens)
 
-    def _run_group(self, reqs: list[ModelRequest], max_new: int) -> list[ClassifierResult]:
+    def _run_group(
+        self, reqs: list[ModelRequest], max_new: int, logits: bool = False
+    ) -> list[ClassifierResult]:
         # Two layers: literal special tokens in the untrusted text, then (after tokenising)
         # control-token counts that differ from a benign rendering of the same request shape.
         smuggled = [i for i, r in enumerate(reqs) if self._smuggles(r)]
         if smuggled:
-            return self._without(reqs, smuggled, max_new)
+            return self._without(reqs, smuggled, max_new, logits)
         try:
-            enc = self._encode(reqs)
+            enc = self._encode(reqs, [_USER_FIELD] * len(reqs) if logits else ())
         except Exception as err:
             if len(reqs) == 1:
                 return [
@@ -288,15 +332,17 @@ class _Runner:
                         f"cannot build the model input: {type(err).__name__}: {err}"
                     )
                 ]
-            return [r for req in reqs for r in self._run_group([req], max_new)]
+            return [r for req in reqs for r in self._run_group([req], max_new, logits)]
         counts = self._counts(enc["input_ids"])
         bad = [i for i, r in enumerate(reqs) if not torch.equal(counts[i], self._expected(r))]
         if bad:
-            return self._without(reqs, bad, max_new)
+            return self._without(reqs, bad, max_new, logits)
+        if logits:
+            return self._read_labels(reqs, enc, max_new)
         return self._generate(reqs, enc, max_new)
 
     def _without(
-        self, reqs: list[ModelRequest], bad: list[int], max_new: int
+        self, reqs: list[ModelRequest], bad: list[int], max_new: int, logits: bool = False
     ) -> list[ClassifierResult]:
         """Refuse the requests at ``bad`` and run the rest."""
         out: list[ClassifierResult] = [
@@ -306,21 +352,129 @@ class _Runner:
         ] * len(reqs)
         keep = [i for i in range(len(reqs)) if i not in bad]
         if keep:
-            for i, res in zip(keep, self._run_group([reqs[i] for i in keep], max_new), strict=True):
+            rest = self._run_group([reqs[i] for i in keep], max_new, logits)
+            for i, res in zip(keep, rest, strict=True):
                 out[i] = res
         return out
+
+    # label logits ---------------------------------------------------------------------------
+
+    def _inputs(self, enc: Any) -> Any:
+        inputs = enc.to(self.lm.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.lm.dtype)
+        else:
+            # Only image tokens need token_type_ids (bidirectional attention among them).
+            # Without images they are all zeros, and passing them makes Gemma 3 build an
+            # explicit mask: identical logits, about 1.6x slower prefill on CPU.
+            inputs.pop("token_type_ids", None)
+        return inputs
+
+    def last_logits(self, enc: Any) -> torch.Tensor:
+        """The next-token logits after each (left-padded) row: one forward pass, positions
+        counted from each row's first real token, as ``generate`` counts them."""
+        inputs = self._inputs(enc)
+        mask = inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.lm.model(**inputs, position_ids=positions, logits_to_keep=1, use_cache=False)
+        self.forward_passes += 1
+        return out.logits[:, -1, :].float()
+
+    def _labels(
+        self, reqs: list[ModelRequest], suffixes: list[str]
+    ) -> list[tuple[str | None, float, str]]:
+        """For each row: the greedy label after its forced suffix (``None`` when the greedy
+        token is no label), P(unsafe) over the two label tokens, and the greedy token's text."""
+        assert self.label_ids is not None
+        safe, unsafe = self.label_ids
+        logits = self.last_logits(self._encode(reqs, suffixes))
+        top = logits.argmax(dim=-1).tolist()
+        p_unsafe = torch.softmax(logits[:, [safe, unsafe]], dim=-1)[:, 1].tolist()
+        out: list[tuple[str | None, float, str]] = []
+        for t, p in zip(top, p_unsafe, strict=True):
+            label = "safe" if t == safe else "unsafe" if t == unsafe else None
+            out.append((label, p, self.tokenizer.decode([t])))
+        return out
+
+    def _read_labels(
+        self, reqs: list[ModelRequest], enc: Any, max_new: int
+    ) -> list[ClassifierResult]:
+        try:
+            return self._read_labels_once(reqs, enc, max_new)
+        except torch.OutOfMemoryError:
+            _free_cache(self.lm.device)
+            if len(reqs) == 1:
+                return [ClassifierUnavailable("out of GPU memory for a single request")]
+            self.oom_splits += 1
+            half = len(reqs) // 2
+            return self._run_group(reqs[:half], max_new, True) + self._run_group(
+                reqs[half:], max_new, True
+            )
+        except Exception:
+            _free_cache(self.lm.device)
+            raise
+
+    def _read_labels_once(
+        self, reqs: list[ModelRequest], enc: Any, max_new: int
+    ) -> list[ClassifierResult]:
+        assert self.label_ids is not None
+        safe, unsafe = self.label_ids
+        logits = self.last_logits(enc)
+        top = logits.argmax(dim=-1).tolist()
+        p_user = torch.softmax(logits[:, [safe, unsafe]], dim=-1)[:, 1].tolist()
+        results: list[ClassifierResult | None] = [None] * len(reqs)
+        follow: list[int] = []  # response rows: a second pass with the user label forced
+        texts: list[str] = [""] * len(reqs)
+        for i, (req, t) in enumerate(zip(reqs, top, strict=True)):
+            if t not in (safe, unsafe):
+                # Not a verdict: the text greedy decoding would have begun with, which the
+                # parser then refuses, as it refuses any answer that is not a verdict.
+                results[i] = ClassifierOutput(_USER_FIELD + self.tokenizer.decode([t]))
+                continue
+            texts[i] = f"{_USER_FIELD} {'unsafe' if t == unsafe else 'safe'}"
+            if req.expects_response:
+                follow.append(i)
+        p_response: dict[int, float] = {}
+        if follow:
+            second = self._labels(
+                [reqs[i] for i in follow], [texts[i] + _RESPONSE_FIELD for i in follow]
+            )
+            for i, (label, p, token_text) in zip(follow, second, strict=True):
+                if label is None:
+                    results[i] = ClassifierOutput(texts[i] + _RESPONSE_FIELD + token_text)
+                    continue
+                texts[i] += f"{_RESPONSE_FIELD} {label}"
+                p_response[i] = p
+        # Categories: only rows whose deciding label is unsafe and that asked for them.
+        extend = [
+            i
+            for i, req in enumerate(reqs)
+            if results[i] is None
+            and texts[i].endswith("unsafe")
+            and req.template_kwargs.get("request_categories") == "/categories"
+        ]
+        if extend:
+            sub = [reqs[i] for i in extend]
+            more = self._generate(sub, self._encode(sub, [texts[i] for i in extend]), max_new)
+            for i, res in zip(extend, more, strict=True):
+                if isinstance(res, ClassifierOutput):
+                    texts[i] += res.text if res.text.startswith("\n") else "\n" + res.text
+                else:
+                    results[i] = res
+        for i in range(len(reqs)):
+            if results[i] is None:
+                results[i] = ClassifierOutput(
+                    texts[i],
+                    user_score=p_user[i],
+                    response_score=p_response.get(i),
+                )
+        return [r if r is not None else ClassifierError("no result") for r in results]
 
     def _generate(self, reqs: list[ModelRequest], enc: Any, max_new: int) -> list[ClassifierResult]:
         lm = self.lm
         try:
-            inputs = enc.to(lm.device)
-            if "pixel_values" in inputs:
-                inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
-            else:
-                # Only image tokens need token_type_ids (bidirectional attention among them).
-                # Without images they are all zeros, and passing them makes Gemma 3 build an
-                # explicit mask: identical logits, about 1.6x slower prefill on CPU.
-                inputs.pop("token_type_ids", None)
+            inputs = self._inputs(enc)
             with torch.inference_mode():
                 out = lm.model.generate(
                     **inputs,
@@ -343,6 +497,7 @@ class _Runner:
             _free_cache(lm.device)
             raise
         new = out[:, inputs["input_ids"].shape[1] :]
+        self.forward_passes += new.shape[1]  # one prefill and a step per later token
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [ClassifierOutput(t.strip()) for t in texts]
 
@@ -361,6 +516,8 @@ class TransformersClassifier(BaseClassifier):
     - ``device`` / ``dtype``: default CUDA + bfloat16 when available, else CPU + float32.
     - ``max_batch_size``, ``max_wait_ms``: how the worker forms batches.
     - ``max_queue``: requests allowed to wait; beyond it callers get :class:`QueueFullError`.
+    - ``verdict_mode``: ``logits`` (default: labels and P(unsafe) from the label token's
+      logits, one forward pass for most checks) or ``generate`` (greedy generation, no score).
 
     Prefer ``load_classifier("transformers:...")``, which returns one shared instance per spec.
     """
@@ -375,14 +532,20 @@ class TransformersClassifier(BaseClassifier):
         max_batch_size: int = 16,
         max_wait_ms: float = 2.0,
         max_queue: int = 1024,
+        verdict_mode: str = "logits",
     ) -> None:
+        if verdict_mode not in VERDICT_MODES:
+            raise ConfigError(
+                f"verdict_mode must be one of {', '.join(VERDICT_MODES)}, not '{verdict_mode}'"
+            )
         if isinstance(model, LocalModel):
             self.local = model
             self.name = f"transformers:{model.source}"
         else:
             self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
             self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
-        self._runner = _Runner(self.local)
+        self._runner = _Runner(self.local, verdict_mode)
+        self.verdict_mode = verdict_mode if self._runner.label_ids is not None else "generate"
         self.extra_tokens = self._runner.special_tokens
         self._worker: BatchWorker[ModelRequest, ClassifierResult] = BatchWorker(
             self._runner,
@@ -403,6 +566,7 @@ class TransformersClassifier(BaseClassifier):
             "queue_full": s.queue_full,
             "failures": s.failures,
             "oom_splits": self._runner.oom_splits,
+            "forward_passes": self._runner.forward_passes,
         }
 
     def classify(
@@ -448,11 +612,12 @@ def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
     model, _, query = rest.partition("?")
     model = model or DEFAULT_MODEL_ID
     params: dict[str, Any] = dict(parse_qsl(query))
-    unknown = set(params) - {"adapter", "device", "dtype", *_INT_OPTIONS, *_FLOAT_OPTIONS}
+    known = {"adapter", "device", "dtype", "verdict_mode", *_INT_OPTIONS, *_FLOAT_OPTIONS}
+    unknown = set(params) - known
     if unknown:
         raise ConfigError(
             f"unknown option(s) {', '.join(sorted(unknown))} in 'transformers:{rest}'; "
-            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue"
+            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue, verdict_mode"
         )
     for k in _INT_OPTIONS:
         if k in params:
