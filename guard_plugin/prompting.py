@@ -355,6 +355,11 @@ def build_request(
     kwargs, max_new, settings = policy.request_settings(think)
     extra = tuple(extra_tokens)
     user_text = neutralize(inp.text, extra_tokens=extra)
+    if inp.image is not None and (not user_text or user_text[0] in "\r\n"):
+        # Gemma 3 expands the image to "\n\n<start_of_image>...<end_of_image>\n\n". A newline
+        # right after it merges into one token, and vLLM then cannot find the image's
+        # placeholder (HTTP 500). A leading space keeps every backend's tokens the same.
+        user_text = " " + user_text
     response_text = None if inp.response is None else neutralize(inp.response, extra_tokens=extra)
     # The request key: the content digest and the request settings (kwargs, token budget).
     key = hashlib.sha256(f"{inp.content_digest()}|{settings}".encode()).hexdigest()

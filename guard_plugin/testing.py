@@ -93,7 +93,7 @@ class TinyModel:
 
 
 def _tokenizer(extra_words: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -106,6 +106,9 @@ def _tokenizer(extra_words: tuple[str, ...] = ()):  # type: ignore[no-untyped-de
         show_progress=False,
     )
     tok.train_from_iterator([*_CORPUS, *extra_words] * 4, trainer=trainer)
+    # Runs of newlines are tokens of their own, as in Gemma's vocabulary; vLLM's Gemma 3
+    # processor looks them up by their text when it places image tokens.
+    tok.add_tokens([AddedToken("\n" * n, normalized=False) for n in (1, 2, 3, 4)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<bos>",
@@ -205,6 +208,7 @@ def build_tiny_gemma3(
     model.generation_config.eos_token_id = [ids("<eos>"), ids("<end_of_turn>")]
     model.generation_config.bos_token_id = ids("<bos>")
     model.save_pretrained(out)
+    _published_layout(out)
     processor.save_pretrained(out)
 
     adapter_path = None
@@ -223,6 +227,26 @@ def build_tiny_gemma3(
         adapter_path = out / "adapter"
         peft_model.save_pretrained(str(adapter_path))
     return TinyModel(out, adapter_path, image_size, mm_tokens_per_image)
+
+
+def _published_layout(folder: Path) -> None:
+    """Rename the saved weights to the layout of the published Gemma 3 checkpoints
+    (``vision_tower.vision_model.*``), which newer transformers still loads and which vLLM
+    requires; transformers 5.2x writes the vision tower without ``vision_model``."""
+    from safetensors.torch import load_file, save_file
+
+    for f in folder.glob("*.safetensors"):
+        tensors = load_file(f)
+        renamed = {
+            (
+                "vision_tower.vision_model." + k.removeprefix("vision_tower.")
+                if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.")
+                else k
+            ): v
+            for k, v in tensors.items()
+        }
+        if renamed.keys() != tensors.keys():
+            save_file(renamed, f, metadata={"format": "pt"})
 
 
 # -- a test model trained to answer in the verdict format -----------------------------------------
@@ -336,6 +360,7 @@ def build_verdict_test_model(
         opt.zero_grad()
     model.eval()
     model.save_pretrained(tiny.path)
+    _published_layout(tiny.path)
     return tiny
 
 
@@ -438,3 +463,29 @@ def make_screenshot(
     buf = io.BytesIO()
     im.save(buf, fmt)
     return buf.getvalue()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m guard_plugin.testing verdict-model DIR`` (the trained TEST MODEL) or
+    ``tiny-model DIR`` (random weights): write a test model folder for trying the local and
+    served paths offline."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m guard_plugin.testing", description=_main.__doc__)
+    p.add_argument("kind", choices=["verdict-model", "tiny-model"])
+    p.add_argument("folder", type=Path)
+    args = p.parse_args(argv)
+    if args.kind == "verdict-model":
+        tiny = build_verdict_test_model(args.folder)
+        print(
+            f"{tiny.path}: a TEST MODEL (unsafe iff a marker word: {TEST_MODEL_MARKERS}), "
+            "not a safety classifier"
+        )
+    else:
+        tiny = build_tiny_gemma3(args.folder)
+        print(f"{tiny.path}: random weights (no verdicts; for loading and fail-closed tests)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

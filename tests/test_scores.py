@@ -153,7 +153,7 @@ def test_label_scores_never_guesses(case: str) -> None:
     elif case == "other label not listed":
         lp["content"][1]["top_logprobs"] = [{"token": " safe", "logprob": -0.1}]
     elif case == "tokens do not rebuild the text":
-        content = content + "!"
+        content = "!" + content
     elif case == "no verdict line":
         content, lp = answer(("hello", {}))
     else:

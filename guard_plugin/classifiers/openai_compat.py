@@ -88,7 +88,9 @@ def label_scores(content: str, logprobs: Any) -> tuple[float | None, float | Non
             return None, None
         starts.append(len(text))
         text += e["token"]
-    if text != content:  # token texts do not rebuild the answer (byte-split tokens): no guess
+    # The tokens rebuild the answer, plus any stop token the content leaves out; otherwise
+    # (byte-split tokens) there is no sure place for the label: no guess.
+    if not text.startswith(content):
         return None, None
     end = content.rfind("</think>")
     offset = 0 if end < 0 else end + len("</think>")  # the verdict follows any reasoning

@@ -1,0 +1,392 @@
+"""Measure a policy against labelled examples: how a team iterates on a custom policy.
+
+A data file is JSON Lines, one example per line::
+
+    {"id": "q1", "text": "how do I pick a lock", "label": "unsafe",
+     "categories": ["Criminal Planning/Confessions"], "language": "en"}
+    {"id": "r7", "text": "summarise this", "response": "Here is ...", "label": "safe"}
+
+``text`` (the user turn or a tool result) and ``label`` (``safe`` / ``unsafe``) are required.
+``response`` makes it a response check (``label`` then rates the response); ``surface``
+overrides the surface; ``categories``, ``language``, ``tenant`` and ``id`` are optional.
+
+:func:`evaluate` runs every example through a :class:`~guard_plugin.Guard` (concurrently, so
+the local backend batches) and returns an :class:`EvalReport`: precision, recall, F1 and
+false-positive rate overall, per language and per category, a sweep of P(unsafe) thresholds
+where the backend reports scores, and the disagreements with the decision's trace. Checks
+that fail are counted apart as errors: a guard blocks them (fail closed), but they say
+nothing about the policy, so they stay out of the rates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guard_plugin import taxonomy
+from guard_plugin.decision import Decision
+from guard_plugin.errors import ConfigError
+from guard_plugin.prompting import SafetyInput
+from guard_plugin.types import Surface
+
+__all__ = [
+    "Counts",
+    "EvalExample",
+    "EvalReport",
+    "EvalResult",
+    "evaluate",
+    "load_examples",
+    "write_plots",
+]
+
+_LABELS = ("safe", "unsafe")
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    id: str
+    text: str
+    label: str
+    response: str | None = None
+    surface: Surface = Surface.INPUT
+    categories: tuple[str, ...] = ()
+    language: str = "und"
+    tenant: str | None = None
+
+    def safety_input(self) -> SafetyInput:
+        return SafetyInput(text=self.text, response=self.response, surface=self.surface)
+
+
+def _example(row: Any, where: str, n: int) -> EvalExample:
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where}: expected a JSON object, not {type(row).__name__}")
+    unknown = set(row) - {
+        "id",
+        "text",
+        "label",
+        "response",
+        "surface",
+        "categories",
+        "language",
+        "tenant",
+    }
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    text, label = row.get("text"), row.get("label")
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: 'text' must be a string (the user turn or tool result)")
+    if label not in _LABELS:
+        raise ConfigError(f"{where}: 'label' must be 'safe' or 'unsafe', not {label!r}")
+    response = row.get("response")
+    if response is not None and not isinstance(response, str):
+        raise ConfigError(f"{where}: 'response' must be a string")
+    try:
+        surface = Surface(row.get("surface") or ("response" if response is not None else "input"))
+    except ValueError:
+        raise ConfigError(
+            f"{where}: 'surface' must be one of {', '.join(s.value for s in Surface)}"
+        ) from None
+    if surface is Surface.RESPONSE and response is None:
+        raise ConfigError(f"{where}: a response example needs 'response'")
+    cats = row.get("categories") or []
+    if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+        raise ConfigError(f"{where}: 'categories' must be a list of names")
+    return EvalExample(
+        id=str(row.get("id", n)),
+        text=text,
+        label=label,
+        response=response,
+        surface=surface,
+        categories=tuple(dict.fromkeys(taxonomy.canonical_name(c) for c in cats)),
+        language=str(row.get("language") or "und"),
+        tenant=row.get("tenant"),
+    )
+
+
+def load_examples(path: str | Path) -> list[EvalExample]:
+    """Read a JSON Lines data file; every problem names its line."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ConfigError(f"cannot read {p}: {err.strerror}") from None
+    examples = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{p}, line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{where}: not JSON ({err.msg})") from None
+        examples.append(_example(row, where, n))
+    if not examples:
+        raise ConfigError(f"{p} holds no examples")
+    return examples
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    example: EvalExample
+    decision: Decision
+
+    @property
+    def predicted(self) -> str | None:
+        """``unsafe`` / ``safe`` as the guard classified it; ``None`` for a failed check."""
+        if self.decision.is_error:
+            return None
+        return "unsafe" if self.decision.status == "unsafe" else "safe"
+
+    @property
+    def agrees(self) -> bool:
+        return self.predicted == self.example.label
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+
+    def add(self, gold: bool, predicted: bool) -> None:
+        if gold and predicted:
+            self.tp += 1
+        elif predicted:
+            self.fp += 1
+        elif gold:
+            self.fn += 1
+        else:
+            self.tn += 1
+
+    @property
+    def n(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else math.nan
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else math.nan
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        if math.isnan(p) or math.isnan(r) or p + r == 0:
+            return math.nan if math.isnan(p) or math.isnan(r) else 0.0
+        return 2 * p * r / (p + r)
+
+    @property
+    def fpr(self) -> float:
+        return self.fp / (self.fp + self.tn) if self.fp + self.tn else math.nan
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "n": self.n,
+            "precision": _num(self.precision),
+            "recall": _num(self.recall),
+            "f1": _num(self.f1),
+            "fpr": _num(self.fpr),
+        }
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 4)
+
+
+@dataclass
+class EvalReport:
+    results: list[EvalResult]
+    overall: Counts = field(default_factory=Counts)
+    by_language: dict[str, Counts] = field(default_factory=dict)
+    by_category: dict[str, Counts] = field(default_factory=dict)
+    #: (threshold, counts) for thresholds 0.01 .. 0.99 over the examples with a score
+    sweep: list[tuple[float, Counts]] = field(default_factory=list)
+    scored: int = 0
+
+    @property
+    def errors(self) -> list[EvalResult]:
+        return [r for r in self.results if r.predicted is None]
+
+    @property
+    def disagreements(self) -> list[EvalResult]:
+        return [r for r in self.results if r.predicted is not None and not r.agrees]
+
+    def best_threshold(self) -> tuple[float, Counts] | None:
+        """The threshold with the highest F1 (the lowest such one on a tie)."""
+        rated = [(t, c) for t, c in self.sweep if not math.isnan(c.f1)]
+        return max(rated, key=lambda tc: (tc[1].f1, -tc[0])) if rated else None
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best_threshold()
+        return {
+            "examples": len(self.results),
+            "errors": len(self.errors),
+            "scored": self.scored,
+            "overall": self.overall.as_dict(),
+            "by_language": {k: v.as_dict() for k, v in sorted(self.by_language.items())},
+            "by_category": {k: v.as_dict() for k, v in sorted(self.by_category.items())},
+            "best_threshold": None if best is None else {"threshold": best[0], **best[1].as_dict()},
+            "sweep": [{"threshold": t, **c.as_dict()} for t, c in self.sweep],
+        }
+
+
+def _report(results: list[EvalResult]) -> EvalReport:
+    rep = EvalReport(results)
+    categories = {c for r in results for c in r.example.categories}
+    for r in results:
+        if r.predicted is None:
+            continue
+        gold, pred = r.example.label == "unsafe", r.predicted == "unsafe"
+        rep.overall.add(gold, pred)
+        rep.by_language.setdefault(r.example.language, Counts()).add(gold, pred)
+        # Per category, multi-label: the example holds it; the guard named it.
+        for cat in categories:
+            rep.by_category.setdefault(cat, Counts()).add(
+                cat in r.example.categories, pred and cat in r.decision.categories
+            )
+    scored = [r for r in results if r.predicted is not None and r.decision.score is not None]
+    rep.scored = len(scored)
+    if scored:
+        for step in range(1, 100):
+            t = step / 100
+            c = Counts()
+            for r in scored:
+                c.add(r.example.label == "unsafe", (r.decision.score or 0.0) >= t)
+            rep.sweep.append((t, c))
+    return rep
+
+
+def evaluate(
+    guard: Any,
+    examples: Sequence[EvalExample],
+    *,
+    tenant: str | None = None,
+    concurrency: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Check every example through ``guard`` (a :class:`~guard_plugin.Guard`) and measure.
+    ``tenant`` applies where an example names none; ``progress`` is called once per example
+    done."""
+    if concurrency < 1:
+        raise ConfigError("concurrency must be at least 1")
+
+    def one(ex: EvalExample) -> EvalResult:
+        d = guard.check(ex.safety_input(), surface=ex.surface, tenant=ex.tenant or tenant)
+        if progress is not None:
+            progress(1)
+        return EvalResult(ex, d)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="guard-eval") as pool:
+        results = list(pool.map(one, examples))
+    return _report(results)
+
+
+def write_plots(report: EvalReport, folder: str | Path) -> list[Path]:
+    """The confusion matrix (at the policy as configured) and, where examples have scores,
+    the precision-recall curve of the threshold sweep, as PNG files. Needs matplotlib
+    (``pip install 'guard-plugin[eval]'``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("plots need matplotlib: pip install 'guard-plugin[eval]'") from None
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    c = report.overall
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+    grid = [[c.tn, c.fp], [c.fn, c.tp]]
+    ax.imshow(grid, cmap="Blues")
+    for i in range(2):
+        for j in range(2):
+            dark = grid[i][j] > max(max(r) for r in grid) / 2
+            ax.text(
+                j,
+                i,
+                str(grid[i][j]),
+                ha="center",
+                va="center",
+                fontsize=14,
+                color="white" if dark else "black",
+            )
+    ax.set_xticks([0, 1], ["safe", "unsafe"])
+    ax.set_yticks([0, 1], ["safe", "unsafe"])
+    ax.set_xlabel("guard")
+    ax.set_ylabel("label")
+    ax.set_title(f"confusion ({c.n} checks, {len(report.errors)} errors apart)", fontsize=10)
+    fig.tight_layout()
+    path = out / "confusion.png"
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+
+    if report.sweep:
+        pts = [
+            (cn.recall, cn.precision, t) for t, cn in report.sweep if not math.isnan(cn.precision)
+        ]
+        fig, ax = plt.subplots(figsize=(4.6, 3.8), dpi=120)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1)
+        best = report.best_threshold()
+        if best is not None:
+            t, cn = best
+            ax.scatter([cn.recall], [cn.precision], color="crimson", zorder=3)
+            ax.annotate(
+                f"best F1 {cn.f1:.2f} at {t:.2f}",
+                (cn.recall, cn.precision),
+                textcoords="offset points",
+                xytext=(-110, -18),
+                fontsize=9,
+            )
+        if not (math.isnan(c.recall) or math.isnan(c.precision)):
+            ax.scatter([c.recall], [c.precision], marker="x", color="black", zorder=3)
+            ax.annotate(
+                "as configured",
+                (c.recall, c.precision),
+                textcoords="offset points",
+                xytext=(-80, 8),
+                fontsize=9,
+            )
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(f"P(unsafe) threshold sweep ({report.scored} scored checks)", fontsize=10)
+        fig.tight_layout()
+        path = out / "pr_curve.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def disagreement_rows(report: EvalReport) -> Iterable[dict[str, Any]]:
+    """The disagreements and errors as JSON-ready rows, with the decision's trace."""
+    for r in [*report.disagreements, *report.errors]:
+        d = r.decision
+        yield {
+            "id": r.example.id,
+            "label": r.example.label,
+            "predicted": r.predicted or "error",
+            "score": d.score,
+            "surface": d.surface.value,
+            "categories": list(d.categories),
+            "gold_categories": list(r.example.categories),
+            "language": r.example.language,
+            "text": r.example.text,
+            "response": r.example.response,
+            "error": d.error,
+            "reasoning": d.reasoning,
+            "request_id": d.request_id,
+        }

@@ -1,0 +1,127 @@
+"""guard-plugin eval: the data format, the metrics, and the command as users run it."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guard_plugin import ConfigError, Guard, Policy
+from guard_plugin.evaluation import Counts, EvalExample, evaluate, load_examples
+
+SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "eval" / "marker-words.jsonl"
+
+
+def write(tmp_path: Path, *rows: object) -> Path:
+    p = tmp_path / "data.jsonl"
+    p.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+def test_counts_rates() -> None:
+    c = Counts(tp=6, fp=2, tn=10, fn=4)
+    assert c.n == 22
+    assert c.precision == 0.75 and c.recall == 0.6 and math.isclose(c.f1, 2 * 0.45 / 1.35)
+    assert c.fpr == 2 / 12
+    empty = Counts()
+    assert all(math.isnan(x) for x in (empty.precision, empty.recall, empty.f1, empty.fpr))
+    assert Counts(tp=0, fp=3, fn=2).f1 == 0.0
+
+
+def test_the_shipped_file_loads() -> None:
+    examples = load_examples(SHIPPED)
+    assert len(examples) == 30
+    assert {e.language for e in examples} == {"en", "de", "fr"}
+    assert any(e.response for e in examples) and all(
+        e.label in ("safe", "unsafe") for e in examples
+    )
+    assert {c for e in examples for c in e.categories} == {"Violence", "Profanity"}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("not json", "line 1: not JSON"),
+        ({"label": "safe"}, "'text' must be a string"),
+        ({"text": "x", "label": "maybe"}, "'label' must be 'safe' or 'unsafe'"),
+        ({"text": "x", "label": "safe", "surface": "output"}, "'surface' must be one of"),
+        ({"text": "x", "label": "safe", "surface": "response"}, "needs 'response'"),
+        ({"text": "x", "label": "safe", "categories": "Violence"}, "list of names"),
+        ({"text": "x", "label": "safe", "verdict": 1}, "unknown field(s) verdict"),
+    ],
+)
+def test_bad_rows_name_their_line(tmp_path, row, message) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_examples(write(tmp_path, row))
+
+
+def test_an_empty_file_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no examples"):
+        load_examples(write(tmp_path, ""))
+
+
+def test_errors_are_counted_apart_and_never_as_agreement() -> None:
+    from guard_plugin.classifiers.scripted import ScriptedClassifier
+
+    g = Guard(ScriptedClassifier(fn=lambda req: "User Safety: maybe"), policies=Policy())
+    report = evaluate(g, [EvalExample("1", "hello", "safe")])
+    assert len(report.errors) == 1 and report.overall.n == 0 and report.disagreements == []
+    assert report.to_dict()["errors"] == 1
+    g.close()
+
+
+def test_without_scores_there_is_no_sweep() -> None:
+    from guard_plugin.classifiers.scripted import ScriptedClassifier
+
+    g = Guard(ScriptedClassifier(), policies=Policy())
+    report = evaluate(g, load_examples(SHIPPED), concurrency=4)
+    assert report.sweep == [] and report.best_threshold() is None and report.overall.n == 30
+    g.close()
+
+
+def test_the_command_on_the_shipped_file_with_the_test_model(verdict_model, tmp_path) -> None:
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard_plugin.cli",
+            "eval",
+            str(SHIPPED),
+            "--classifier",
+            f"transformers:{verdict_model.path}",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "30 examples" in text and "overall" in text and "category Violence" in text
+    assert "language de" in text and "threshold sweep over 30 scored checks" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["examples"] == 30 and metrics["scored"] == 30 and len(metrics["sweep"]) == 99
+    assert 0 < metrics["overall"]["f1"] <= 1
+    rows = [json.loads(x) for x in (out / "disagreements.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["overall"]["fp"] + metrics["overall"]["fn"]
+    assert all(r["label"] != r["predicted"] for r in rows)
+    for png in ("confusion.png", "pr_curve.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_command_refuses_bad_data_with_exit_2(tmp_path) -> None:
+    bad = write(tmp_path, {"text": "x", "label": "maybe"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "guard_plugin.cli", "eval", str(bad), "--classifier", "scripted"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "line 1" in proc.stderr and "Traceback" not in proc.stderr
