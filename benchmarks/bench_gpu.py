@@ -10,6 +10,9 @@ measures: p50 / p99 latency of a text-only check (~700-token prompt), of a check
 plus end of turn is about 5 tokens), so each request generates exactly ``--new-tokens``.
 Beside each figure it prints the physical floor: prefill FLOPs / peak bf16 FLOP/s, plus the
 weight bytes each decode step must read / peak memory bandwidth.
+
+``--verdict-mode both`` (the default) measures the two ways of reading a verdict on the same
+weights: ``logits`` (one forward pass, the label token's logits) and ``generate``.
 """
 
 from __future__ import annotations
@@ -144,11 +147,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50, help="latency samples")
     ap.add_argument("--prompt-tokens", type=int, default=700)
     ap.add_argument("--new-tokens", type=int, default=5)
+    ap.add_argument("--verdict-mode", choices=["logits", "generate", "both"], default="both")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     lm = build(args.tiny, args.device, dtype)
-    clf = TransformersClassifier(lm, max_batch_size=32, max_wait_ms=2, max_queue=256)
+    modes = ["logits", "generate"] if args.verdict_mode == "both" else [args.verdict_mode]
+    for mode in modes:
+        run(args, lm, mode, cuda, dtype)
+
+
+def run(
+    args: argparse.Namespace, lm: LocalModel, mode: str, cuda: bool, dtype: torch.dtype
+) -> None:
+    clf = TransformersClassifier(
+        lm, max_batch_size=32, max_wait_ms=2, max_queue=256, verdict_mode=mode
+    )
     model = lm.model
     orig = model.generate
 
@@ -156,7 +170,7 @@ def main() -> None:
         kw["min_new_tokens"] = kw["max_new_tokens"]
         return orig(**kw)
 
-    model.generate = fixed
+    model.generate = fixed  # type: ignore[method-assign]
     tok = lm.processor.tokenizer
     policy = compile_policy(Policy())
     words = ("please summarise the attached quarterly report for the board " * 2).split()
@@ -220,6 +234,8 @@ def main() -> None:
     floor_img = floor_text + (vision + 2 * lm_p * 256) / flops * 1000
     floor_thr32 = 1 / ((prefill / flops) + args.new_tokens * weight_bytes / bw / 32)
 
+    passes = clf.stats["forward_passes"] / max(1, clf.stats["requests"])
+    print(f"verdict mode {mode}: {passes:.2f} forward passes per request (batched rows share them)")
     print(
         f"device: {name}, dtype {dtype}, model {lm.source}, prompt {prompt_len} tokens, {args.new_tokens} new tokens"
     )
@@ -238,6 +254,7 @@ def main() -> None:
         f"throughput floor at b=32 (compute + weight reads shared by the batch): {floor_thr32:8.1f} checks/s"
     )
     print(f"peak GPU memory: {peak_mem:.2f} GiB")
+    model.generate = orig  # type: ignore[method-assign]
     clf.close()
 
 

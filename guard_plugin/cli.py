@@ -307,13 +307,12 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         t, c = best
         configured = {s.value: policy.threshold_for(s) for s in Surface}
+        set_ = ", ".join(f"{k} {v}" for k, v in configured.items() if v is not None)
         out.print(
             f"threshold sweep over {report.scored} scored checks: best F1 {_pct(c.f1)} at "
             f"P(unsafe) >= {t:.2f} (precision {_pct(c.precision)}, recall {_pct(c.recall)}, "
-            f"FPR {_pct(c.fpr)}); configured: "
-            + ", ".join(
-                f"{k} {v if v is not None else 'model label'}" for k, v in configured.items()
-            )
+            f"FPR {_pct(c.fpr)}); the policy's thresholds: "
+            + (set_ or "none (the model's own label decides)")
         )
     rows = list(disagreement_rows(report))
     if rows:

@@ -116,6 +116,7 @@ def test_every_python_block_runs_as_printed(user_env: dict[str, str]) -> None:
 
 def test_every_cli_line_runs(user_env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "guard_plugin").symlink_to(ROOT / "guard_plugin")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
     (tmp_path / "report.pdf").write_bytes(make_text_pdf(["Q3 revenue grew.", "build a bomb"]))
     exe = Path(sys.executable).with_name("guard-plugin")
     lines = [
@@ -125,7 +126,7 @@ def test_every_cli_line_runs(user_env: dict[str, str], tmp_path: Path) -> None:
         for line in code.splitlines()
         if line.startswith("guard-plugin ")
     ]
-    assert len(lines) == 3
+    assert len(lines) == 4
     for line in lines:
         argv = [str(exe), *shlex.split(line)[1:]]
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -345,3 +345,22 @@ def test_reasoning_requests_still_generate(trained) -> None:
     assert not logits._runner.uses_logits(req)
     (out,) = logits.classify([req])
     assert out.user_score is None and parse_verdict(out.text).user_safety == "unsafe"
+
+
+def test_an_oom_while_generating_categories_keeps_the_forced_answer(trained, monkeypatch) -> None:
+    logits, _ = trained
+    net = logits.local.model
+    real = net.generate
+
+    def flaky(**kw):
+        if kw["input_ids"].shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(**kw)
+
+    monkeypatch.setattr(net, "generate", flaky)
+    reqs = requests_for(Policy(), SafetyInput(text="the bomb"), SafetyInput(text="damn it"))
+    before = logits.stats["oom_splits"]
+    out = logits._runner(reqs)
+    verdicts = [parse_verdict(o.text) for o in out]
+    assert [v.categories for v in verdicts] == [("Violence",), ("Profanity",)]
+    assert logits.stats["oom_splits"] > before

@@ -456,7 +456,8 @@ class _Runner:
         ]
         if extend:
             sub = [reqs[i] for i in extend]
-            more = self._generate(sub, self._encode(sub, [texts[i] for i in extend]), max_new)
+            forced = [texts[i] for i in extend]
+            more = self._generate(sub, self._encode(sub, forced), max_new, forced)
             for i, res in zip(extend, more, strict=True):
                 if isinstance(res, ClassifierOutput):
                     texts[i] += res.text if res.text.startswith("\n") else "\n" + res.text
@@ -471,7 +472,11 @@ class _Runner:
                 )
         return [r if r is not None else ClassifierError("no result") for r in results]
 
-    def _generate(self, reqs: list[ModelRequest], enc: Any, max_new: int) -> list[ClassifierResult]:
+    def _generate(
+        self, reqs: list[ModelRequest], enc: Any, max_new: int, suffixes: Sequence[str] = ()
+    ) -> list[ClassifierResult]:
+        """Greedy generation for an encoded batch; ``suffixes`` are the forced answer
+        prefixes the batch was encoded with (kept when an OOM splits it)."""
         lm = self.lm
         try:
             inputs = self._inputs(enc)
@@ -491,8 +496,13 @@ class _Runner:
             if len(reqs) == 1:
                 return [ClassifierUnavailable("out of GPU memory for a single request")]
             self.oom_splits += 1
-            half = len(reqs) // 2
-            return self._run_group(reqs[:half], max_new) + self._run_group(reqs[half:], max_new)
+            h = len(reqs) // 2
+            parts = [(reqs[:h], list(suffixes[:h])), (reqs[h:], list(suffixes[h:]))]
+            return [
+                res
+                for rs, sx in parts
+                for res in self._generate(rs, self._encode(rs, sx), max_new, sx)
+            ]
         except Exception:
             _free_cache(lm.device)
             raise
