@@ -168,6 +168,8 @@ def _summary(decision: Any) -> list[str]:
     head = f"{d.action.value.upper()}  {d.surface.value}  {d.status}"
     if d.categories:
         head += f"  {', '.join(d.categories)}"
+    if d.score is not None:
+        head += f"  P(unsafe) {d.score:.3f}"
     if d.error:
         head += f"  ({d.error_kind}: {d.error})"
     head += f"  [policy {d.policy_id} v{d.policy_version}, {d.model}, {d.latency_ms:.1f} ms]"

@@ -364,3 +364,21 @@ def test_an_oom_while_generating_categories_keeps_the_forced_answer(trained, mon
     verdicts = [parse_verdict(o.text) for o in out]
     assert [v.categories for v in verdicts] == [("Violence",), ("Profanity",)]
     assert logits.stats["oom_splits"] > before
+
+
+def test_the_response_pass_on_the_cache_equals_a_full_recompute(trained) -> None:
+    """The response label is read after feeding ``<label>\\nResponse Safety:`` on top of the
+    cached prompt; recomputing the whole forced prompt gives the same P(unsafe)."""
+    logits, _ = trained
+    runner = logits._runner
+    reqs = requests_for(
+        Policy(),
+        *(SafetyInput(text=u, response=r, surface="response") for u, r in RESPONSE_CASES),
+    )
+    out = logits.classify(reqs)
+    forced = [o.text.split("\n")[0] + "\nResponse Safety:" for o in out]
+    full = runner.last_logits(runner._encode(reqs, forced))
+    safe, unsafe = runner.label_ids
+    p = torch.softmax(full[:, [safe, unsafe]], dim=-1)[:, 1]
+    for o, want in zip(out, p.tolist(), strict=True):
+        assert o.response_score == pytest.approx(want, abs=1e-4)

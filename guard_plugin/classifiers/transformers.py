@@ -55,6 +55,13 @@ ARCHITECTURE = "Gemma3ForConditionalGeneration"
 DEFAULT_MODEL_ID = "nvidia/Nemotron-3.5-Content-Safety"
 VERDICT_MODES = ("logits", "generate")
 _USER_FIELD = "User Safety:"
+# The model and generate() take a KV cache as `cache` from transformers 5.24 (as
+# `past_key_values`, deprecated there, before)
+_CACHE_KWARG = (
+    "cache"
+    if tuple(int(x) for x in re.findall(r"\d+", transformers.__version__)[:2]) >= (5, 24)
+    else "past_key_values"
+)
 _RESPONSE_FIELD = "\nResponse Safety:"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -205,6 +212,9 @@ class _Runner:
         #: forward passes run (prefills, label passes and generation steps), for benchmarks
         self.forward_passes = 0
         self.label_ids = self._find_label_ids() if verdict_mode == "logits" else None
+        self.response_field_ids = self._find_response_field_ids() if self.label_ids else None
+        if self.response_field_ids is None:
+            self.label_ids = None  # the extension cannot be fed as tokens: generate instead
 
     def _find_label_ids(self) -> tuple[int, int] | None:
         """The token ids of `` safe`` and `` unsafe`` right after each verdict field, or
@@ -224,6 +234,20 @@ class _Runner:
             return None
         (safe, unsafe) = found.pop()
         return (safe, unsafe) if safe != unsafe else None
+
+    def _find_response_field_ids(self) -> torch.Tensor | None:
+        """The tokens of ``\\nResponse Safety:`` as they follow a label, when the tokenizer
+        writes the whole answer as label token + those tokens (then the response pass feeds
+        them after the cached prompt without re-tokenising)."""
+        assert self.label_ids is not None
+        tok = self.tokenizer
+        field_ids = tok.encode(_RESPONSE_FIELD, add_special_tokens=False)
+        head = tok.encode(_USER_FIELD, add_special_tokens=False)
+        for label, lid in zip(("safe", "unsafe"), self.label_ids, strict=True):
+            whole = tok.encode(f"{_USER_FIELD} {label}{_RESPONSE_FIELD}", add_special_tokens=False)
+            if whole != [*head, lid, *field_ids]:
+                return None
+        return torch.tensor([field_ids], dtype=torch.long)
 
     def uses_logits(self, req: ModelRequest) -> bool:
         return self.label_ids is not None and not req.template_kwargs.get("enable_thinking")
@@ -302,10 +326,11 @@ class _Runner:
 
     def __call__(self, reqs: list[ModelRequest]) -> list[ClassifierResult]:
         results: list[ClassifierResult | None] = [None] * len(reqs)
-        groups: dict[tuple[int, bool], list[int]] = {}
+        groups: dict[tuple[int, bool, bool], list[int]] = {}
         for i, r in enumerate(reqs):
-            groups.setdefault((r.max_new_tokens, self.uses_logits(r)), []).append(i)
-        for (max_new, logits), idx in groups.items():
+            key = (r.max_new_tokens, self.uses_logits(r), r.expects_response)
+            groups.setdefault(key, []).append(i)
+        for (max_new, logits, _), idx in groups.items():
             group = [reqs[i] for i in idx]
             for i, res in zip(idx, self._run_group(group, max_new, logits), strict=True):
                 results[i] = res
@@ -374,28 +399,24 @@ class _Runner:
         """The next-token logits after each (left-padded) row: one forward pass, positions
         counted from each row's first real token, as ``generate`` counts them."""
         inputs = self._inputs(enc)
-        mask = inputs["attention_mask"]
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            out = self.lm.model(**inputs, position_ids=positions, logits_to_keep=1, use_cache=False)
-        self.forward_passes += 1
-        return out.logits[:, -1, :].float()
+        positions = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        logits, _ = self._forward(inputs, positions, None, keep=False)
+        return logits
 
-    def _labels(
-        self, reqs: list[ModelRequest], suffixes: list[str]
-    ) -> list[tuple[str | None, float, str]]:
-        """For each row: the greedy label after its forced suffix (``None`` when the greedy
-        token is no label), P(unsafe) over the two label tokens, and the greedy token's text."""
-        assert self.label_ids is not None
-        safe, unsafe = self.label_ids
-        logits = self.last_logits(self._encode(reqs, suffixes))
-        top = logits.argmax(dim=-1).tolist()
-        p_unsafe = torch.softmax(logits[:, [safe, unsafe]], dim=-1)[:, 1].tolist()
-        out: list[tuple[str | None, float, str]] = []
-        for t, p in zip(top, p_unsafe, strict=True):
-            label = "safe" if t == safe else "unsafe" if t == unsafe else None
-            out.append((label, p, self.tokenizer.decode([t])))
-        return out
+    def _forward(
+        self, inputs: Any, positions: torch.Tensor, cache: Any, *, keep: bool = True
+    ) -> tuple[torch.Tensor, Any]:
+        """One forward pass; the last position's logits and (``keep``) the KV cache."""
+        with torch.inference_mode():
+            out = self.lm.model(
+                **inputs,
+                position_ids=positions,
+                **{_CACHE_KWARG: cache},
+                logits_to_keep=1,
+                use_cache=keep,
+            )
+        self.forward_passes += 1
+        return out.logits[:, -1, :].float(), getattr(out, _CACHE_KWARG) if keep else None
 
     def _read_labels(
         self, reqs: list[ModelRequest], enc: Any, max_new: int
@@ -418,34 +439,53 @@ class _Runner:
     def _read_labels_once(
         self, reqs: list[ModelRequest], enc: Any, max_new: int
     ) -> list[ClassifierResult]:
-        assert self.label_ids is not None
+        """Labels from logits, reusing the KV cache: the label pass over the prompts, for
+        response rows one short pass over ``<user label>\nResponse Safety:``, and for unsafe
+        rows that asked for categories a generation that starts after the label token."""
+        assert self.label_ids is not None and self.response_field_ids is not None
         safe, unsafe = self.label_ids
-        logits = self.last_logits(enc)
-        top = logits.argmax(dim=-1).tolist()
-        p_user = torch.softmax(logits[:, [safe, unsafe]], dim=-1)[:, 1].tolist()
-        results: list[ClassifierResult | None] = [None] * len(reqs)
-        follow: list[int] = []  # response rows: a second pass with the user label forced
-        texts: list[str] = [""] * len(reqs)
-        for i, (req, t) in enumerate(zip(reqs, top, strict=True)):
-            if t not in (safe, unsafe):
-                # Not a verdict: the text greedy decoding would have begun with, which the
-                # parser then refuses, as it refuses any answer that is not a verdict.
-                results[i] = ClassifierOutput(_USER_FIELD + self.tokenizer.decode([t]))
-                continue
-            texts[i] = f"{_USER_FIELD} {'unsafe' if t == unsafe else 'safe'}"
-            if req.expects_response:
-                follow.append(i)
-        p_response: dict[int, float] = {}
-        if follow:
-            second = self._labels(
-                [reqs[i] for i in follow], [texts[i] + _RESPONSE_FIELD for i in follow]
-            )
-            for i, (label, p, token_text) in zip(follow, second, strict=True):
-                if label is None:
-                    results[i] = ClassifierOutput(texts[i] + _RESPONSE_FIELD + token_text)
+        dev = self.lm.device
+        inputs = self._inputs(enc)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(inputs, positions, None)
+        n = len(reqs)
+        results: list[ClassifierResult | None] = [None] * n
+        texts = [_USER_FIELD] * n
+        scores: list[list[float | None]] = [[None, None] for _ in range(n)]
+        fields = 2 if reqs[0].expects_response else 1  # groups never mix the two
+        chosen = torch.full((n,), safe, device=dev)  # each row's label token so far
+        for step in range(fields):
+            if step:  # the response field, after each row's greedy user label
+                ext = torch.cat(
+                    [chosen.unsqueeze(1), self.response_field_ids.to(dev).expand(n, -1)], dim=1
+                )
+                ext_mask = torch.ones_like(ext)
+                ext_pos = positions[:, -1:] + 1 + torch.arange(ext.shape[1], device=dev)
+                logits, cache = self._forward(
+                    {"input_ids": ext, "attention_mask": torch.cat([mask, ext_mask], dim=1)},
+                    ext_pos,
+                    cache,
+                )
+                ids = torch.cat([ids, ext], dim=1)
+                mask = torch.cat([mask, ext_mask], dim=1)
+                positions = torch.cat([positions, ext_pos], dim=1)
+            top = logits.argmax(dim=-1)
+            p = torch.softmax(logits[:, [safe, unsafe]], dim=-1)[:, 1].tolist()
+            for i, t in enumerate(top.tolist()):
+                if results[i] is not None:
                     continue
-                texts[i] += f"{_RESPONSE_FIELD} {label}"
-                p_response[i] = p
+                if t not in (safe, unsafe):
+                    # Not a verdict: the text greedy decoding would have begun with, which
+                    # the parser then refuses, as it refuses any answer that is no verdict.
+                    results[i] = ClassifierOutput(texts[i] + self.tokenizer.decode([t]))
+                    continue
+                texts[i] += f" {'unsafe' if t == unsafe else 'safe'}"
+                scores[i][step] = p[i]
+                if step + 1 < fields:
+                    texts[i] += _RESPONSE_FIELD
+            # rows that are no verdict go on with a label token too; their result is final
+            chosen = torch.where((top == safe) | (top == unsafe), top, safe)
         # Categories: only rows whose deciding label is unsafe and that asked for them.
         extend = [
             i
@@ -455,22 +495,45 @@ class _Runner:
             and req.template_kwargs.get("request_categories") == "/categories"
         ]
         if extend:
-            sub = [reqs[i] for i in extend]
-            forced = [texts[i] for i in extend]
-            more = self._generate(sub, self._encode(sub, forced), max_new, forced)
-            for i, res in zip(extend, more, strict=True):
-                if isinstance(res, ClassifierOutput):
-                    texts[i] += res.text if res.text.startswith("\n") else "\n" + res.text
-                else:
-                    results[i] = res
-        for i in range(len(reqs)):
-            if results[i] is None:
-                results[i] = ClassifierOutput(
-                    texts[i],
-                    user_score=p_user[i],
-                    response_score=p_response.get(i),
-                )
-        return [r if r is not None else ClassifierError("no result") for r in results]
+            rows = torch.tensor(extend, device=dev)
+            cache.batch_select_indices(rows)
+            more = self._continue(
+                torch.cat([ids[rows], chosen[rows].unsqueeze(1)], dim=1),
+                torch.cat([mask[rows], torch.ones_like(rows).unsqueeze(1)], dim=1),
+                cache,
+                max_new,
+            )
+            for i, text in zip(extend, more, strict=True):
+                texts[i] += text if text.startswith("\n") else "\n" + text
+        return [
+            r
+            if r is not None
+            else ClassifierOutput(texts[i], user_score=scores[i][0], response_score=scores[i][1])
+            for i, r in enumerate(results)
+        ]
+
+    def _continue(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, max_new: int
+    ) -> list[str]:
+        """Greedy generation after a forced answer whose every token but the last is in
+        ``cache``: the ``Safety Categories`` line, without a second prefill."""
+        with torch.inference_mode():
+            out = self.lm.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                **{_CACHE_KWARG: cache},
+                max_new_tokens=max_new,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                cache_implementation=None,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.stop_ids,
+            )
+        new = out[:, ids.shape[1] :]
+        self.forward_passes += new.shape[1]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def _generate(
         self, reqs: list[ModelRequest], enc: Any, max_new: int, suffixes: Sequence[str] = ()

@@ -158,6 +158,7 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
             "guard_plugin": {
                 "action": d.action.value,
                 "status": d.status,
+                "score": d.score,
                 "request_id": d.request_id,
             },
         }
