@@ -382,3 +382,17 @@ def test_the_response_pass_on_the_cache_equals_a_full_recompute(trained) -> None
     p = torch.softmax(full[:, [safe, unsafe]], dim=-1)[:, 1]
     for o, want in zip(out, p.tolist(), strict=True):
         assert o.response_score == pytest.approx(want, abs=1e-4)
+
+
+def test_the_test_model_command_labels_what_it_writes(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "guard_plugin.testing", "tiny-model", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "random weights" in done.stdout and (tmp_path / "m" / "config.json").is_file()
