@@ -517,21 +517,27 @@ class _Runner:
     ) -> list[str]:
         """Greedy generation after a forced answer whose every token but the last is in
         ``cache``: the ``Safety Categories`` line, without a second prefill."""
+        kwargs = {_CACHE_KWARG: cache, "cache_implementation": None}
+        out = self._greedy(max_new, input_ids=ids, attention_mask=mask, **kwargs)
+        return self._new_text(out, ids.shape[1])
+
+    def _greedy(self, max_new: int, **inputs: Any) -> torch.Tensor:
         with torch.inference_mode():
-            out = self.lm.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                **{_CACHE_KWARG: cache},
+            return self.lm.model.generate(  # type: ignore[no-any-return]
+                **inputs,
                 max_new_tokens=max_new,
                 do_sample=False,
                 temperature=None,
                 top_p=None,
                 top_k=None,
-                cache_implementation=None,
                 pad_token_id=self.pad_id,
                 eos_token_id=self.stop_ids,
             )
-        new = out[:, ids.shape[1] :]
+
+    def _new_text(self, out: torch.Tensor, prompt_width: int) -> list[str]:
+        """The generated tokens of each row as text (one forward pass counted per token:
+        the prefill makes the first)."""
+        new = out[:, prompt_width:]
         self.forward_passes += new.shape[1]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -543,17 +549,7 @@ class _Runner:
         lm = self.lm
         try:
             inputs = self._inputs(enc)
-            with torch.inference_mode():
-                out = lm.model.generate(
-                    **inputs,
-                    max_new_tokens=max_new,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=self.stop_ids,
-                )
+            out = self._greedy(max_new, **inputs)
         except torch.OutOfMemoryError:
             _free_cache(lm.device)
             if len(reqs) == 1:
@@ -569,10 +565,7 @@ class _Runner:
         except Exception:
             _free_cache(lm.device)
             raise
-        new = out[:, inputs["input_ids"].shape[1] :]
-        self.forward_passes += new.shape[1]  # one prefill and a step per later token
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [ClassifierOutput(t.strip()) for t in texts]
+        return [ClassifierOutput(t) for t in self._new_text(out, inputs["input_ids"].shape[1])]
 
 
 def _free_cache(device: torch.device) -> None:
