@@ -6,7 +6,7 @@
                        [--surface S] [--tenant T] [--policies DIR|FILE|builtin]
                        [--classifier SPEC] [--json]
     guard-plugin eval DATA.jsonl [--policies P] [--tenant T] [--classifier SPEC]
-                      [--out DIR] [--concurrency N] [--show N]
+                      [--out DIR] [--concurrency N] [--show N] [--json]
     guard-plugin policy validate PATH [PATH ...]
     guard-plugin demo [--classifier SPEC] [--svg PATH]
     guard-plugin --version
@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--concurrency", type=int, default=16, help="checks in flight (default 16)")
     e.add_argument(
         "--show", type=int, default=20, help="disagreements to print (default 20; all in --out)"
+    )
+    e.add_argument(
+        "--json", action="store_true", help="print only the metrics as JSON (for scripts)"
     )
 
     d = sub.add_parser("demo", help="run a guarded agent: tool call, screenshot, PDF, escalation")
@@ -270,6 +273,9 @@ def _eval(args: argparse.Namespace) -> int:
                 progress=lambda n: bar.advance(task, n),
             )
         policy = guard.policies.get(args.tenant)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return EXIT_OK
     out = Console(width=110)
     o = report.overall
     out.print(

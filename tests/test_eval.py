@@ -116,6 +116,28 @@ def test_the_command_on_the_shipped_file_with_the_test_model(verdict_model, tmp_
     assert "Traceback" not in proc.stderr
 
 
+def test_json_prints_only_the_metrics() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard_plugin.cli",
+            "eval",
+            str(SHIPPED),
+            "--classifier",
+            "scripted",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["examples"] == 30 and data["scored"] == 0 and data["best_threshold"] is None
+    assert "test double" in proc.stderr
+
+
 def test_the_command_refuses_bad_data_with_exit_2(tmp_path) -> None:
     bad = write(tmp_path, {"text": "x", "label": "maybe"})
     proc = subprocess.run(
