@@ -341,23 +341,9 @@ def write_plots(report: EvalReport, folder: str | Path) -> list[Path]:
         best = report.best_threshold()
         if best is not None:
             t, cn = best
-            ax.scatter([cn.recall], [cn.precision], color="crimson", zorder=3)
-            ax.annotate(
-                f"best F1 {cn.f1:.2f} at {t:.2f}",
-                (cn.recall, cn.precision),
-                textcoords="offset points",
-                xytext=(-110, -18),
-                fontsize=9,
-            )
+            _mark(ax, cn, f"best F1 {cn.f1:.2f} at {t:.2f}", (-110, -18), color="crimson")
         if not (math.isnan(c.recall) or math.isnan(c.precision)):
-            ax.scatter([c.recall], [c.precision], marker="x", color="black", zorder=3)
-            ax.annotate(
-                "as configured",
-                (c.recall, c.precision),
-                textcoords="offset points",
-                xytext=(-80, 8),
-                fontsize=9,
-            )
+            _mark(ax, c, "as configured", (-80, 8), marker="x", color="black")
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
@@ -369,6 +355,14 @@ def write_plots(report: EvalReport, folder: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _mark(ax: Any, c: Counts, label: str, offset: tuple[int, int], **style: Any) -> None:
+    """One operating point on the precision-recall plot, with its label."""
+    ax.scatter([c.recall], [c.precision], zorder=3, **style)
+    ax.annotate(
+        label, (c.recall, c.precision), textcoords="offset points", xytext=offset, fontsize=9
+    )
 
 
 def disagreement_rows(report: EvalReport) -> Iterable[dict[str, Any]]:

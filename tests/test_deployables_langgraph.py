@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ pytest.importorskip("langchain_openai")
 from langgraph_sdk import get_sync_client
 
 from guard_plugin.policy import builtin_policies
-from tests.loopback_openai import LoopbackChatServer, tool_call_message
+from tests.loopback_openai import LoopbackChatServer, free_port, tool_call_message
 
 APP = Path(__file__).resolve().parents[1] / "integrations" / "langgraph"
 LANGGRAPH = Path(sys.executable).with_name("langgraph")
@@ -48,12 +47,6 @@ def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
         return {"role": "assistant", "content": "The email is on its way."}
     args = {"to": "bob@example.com", "subject": "hello", "body": UNSAFE_BODY}
     return tool_call_message("send_email", args, "call_1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,16 @@ from guard_plugin.evaluation import Counts, EvalExample, evaluate, load_examples
 SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "eval" / "marker-words.jsonl"
 
 
+def run_eval(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``guard-plugin eval ARGS`` in a fresh interpreter, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "guard_plugin.cli", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def write(tmp_path: Path, *rows: object) -> Path:
     p = tmp_path / "data.jsonl"
     p.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
@@ -85,20 +95,12 @@ def test_without_scores_there_is_no_sweep() -> None:
 
 def test_the_command_on_the_shipped_file_with_the_test_model(verdict_model, tmp_path) -> None:
     out = tmp_path / "report"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "guard_plugin.cli",
-            "eval",
-            str(SHIPPED),
-            "--classifier",
-            f"transformers:{verdict_model.path}",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_eval(
+        str(SHIPPED),
+        "--classifier",
+        f"transformers:{verdict_model.path}",
+        "--out",
+        str(out),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -117,21 +119,7 @@ def test_the_command_on_the_shipped_file_with_the_test_model(verdict_model, tmp_
 
 
 def test_json_prints_only_the_metrics() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "guard_plugin.cli",
-            "eval",
-            str(SHIPPED),
-            "--classifier",
-            "scripted",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_eval(str(SHIPPED), "--classifier", "scripted", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["examples"] == 30 and data["scored"] == 0 and data["best_threshold"] is None
@@ -140,10 +128,5 @@ def test_json_prints_only_the_metrics() -> None:
 
 def test_the_command_refuses_bad_data_with_exit_2(tmp_path) -> None:
     bad = write(tmp_path, {"text": "x", "label": "maybe"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "guard_plugin.cli", "eval", str(bad), "--classifier", "scripted"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_eval(str(bad), "--classifier", "scripted", timeout=120)
     assert proc.returncode == 2 and "line 1" in proc.stderr and "Traceback" not in proc.stderr

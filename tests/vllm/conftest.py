@@ -9,7 +9,6 @@ float32, with a small KV cache, offline.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.loopback_openai import free_port
+
 pytest.importorskip("vllm", reason="needs vLLM: make test-vllm")
+
+__all__ = ["SERVED", "Server", "free_port"]
 
 SERVED = "tiny-guard"
 
@@ -40,12 +43,6 @@ class Server:
     @property
     def hostport(self) -> str:
         return self.url.removeprefix("http://").removesuffix("/v1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(model: Path, log: Path) -> Server:
