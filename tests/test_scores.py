@@ -161,6 +161,25 @@ def test_label_scores_never_guesses(case: str) -> None:
     assert label_scores(content, lp) == (None, None)
 
 
+@pytest.mark.parametrize(
+    "alts",
+    [
+        [{"token": " safe", "logprob": -9999.0}, {"token": " unsafe", "logprob": -0.001}],
+        [{"token": " safe", "logprob": -0.001}, {"token": " unsafe", "logprob": -9999.0}],
+        ["not an entry", {"token": " safe", "logprob": -0.1}, {"token": " unsafe", "logprob": -3}],
+        {"token": " safe"},
+        [{"token": " safe", "logprob": float("nan")}, {"token": " unsafe", "logprob": -3.0}],
+    ],
+)
+def test_label_scores_survive_odd_logprobs(alts) -> None:
+    """Floor values, malformed alternatives and NaN give a score in [0, 1] or none, never an
+    exception that would cost a check its verdict."""
+    content, lp = answer(("User Safety:", {}), (" safe", {}))
+    lp["content"][1]["top_logprobs"] = alts
+    user, _ = label_scores(content, lp)
+    assert user is None or 0.0 <= user <= 1.0
+
+
 def test_remote_scores_reach_the_decision_and_a_refusing_server_is_asked_without() -> None:
     from guard_plugin import Guard
     from tests.loopback_openai import LoopbackChatServer

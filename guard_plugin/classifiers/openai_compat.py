@@ -104,17 +104,22 @@ def label_scores(content: str, logprobs: Any) -> tuple[float | None, float | Non
 def _score_at(entries: list[dict[str, Any]], starts: list[int], pos: int) -> float | None:
     """P(unsafe) at the token that holds the label's first character."""
     i = max(n for n, s in enumerate(starts) if s <= pos)
+    alts = entries[i].get("top_logprobs")
     best: dict[str, float] = {}
-    for alt in entries[i].get("top_logprobs") or ():
-        tok, lp = alt.get("token"), alt.get("logprob")
-        if not isinstance(tok, str) or not isinstance(lp, (int, float)):
+    for alt in alts if isinstance(alts, list) else ():
+        tok = alt.get("token") if isinstance(alt, dict) else None
+        lp = alt.get("logprob") if isinstance(alt, dict) else None
+        if not isinstance(tok, str) or not isinstance(lp, (int, float)) or math.isnan(lp):
             continue
         label = tok.strip().lower()
         if label in ("safe", "unsafe") and lp > best.get(label, -math.inf):
             best[label] = float(lp)
     if len(best) != 2:
         return None
-    return 1.0 / (1.0 + math.exp(best["safe"] - best["unsafe"]))
+    # the logistic of the difference, written so that a floor value (vLLM's -9999) cannot
+    # overflow
+    d = best["unsafe"] - best["safe"]
+    return 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
 
 
 class _Retryable(Exception):
