@@ -415,3 +415,31 @@ def test_the_test_model_command_labels_what_it_writes(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "random weights" in done.stdout and (tmp_path / "m" / "config.json").is_file()
+
+
+def test_categories_without_row_selection_in_the_cache_prefill_again(trained, monkeypatch) -> None:
+    """A cache type that cannot keep a subset of rows (older transformers) still gets the
+    categories line, by prefilling the forced answer again."""
+    logits, generate = trained
+    runner = logits._runner
+    real = runner._forward
+
+    def plain_cache(*args, **kw):
+        out, cache = real(*args, **kw)
+
+        class NoSelect:
+            def __getattr__(self, name):
+                if name == "batch_select_indices":
+                    raise AttributeError(name)
+                return getattr(cache, name)
+
+        return out, NoSelect() if cache is not None else None
+
+    monkeypatch.setattr(runner, "_forward", plain_cache)
+    reqs = requests_for(Policy(), SafetyInput(text="the bomb"), SafetyInput(text="the report"))
+    fast, slow = logits.classify(reqs), generate.classify(reqs)
+    assert (
+        [parse_verdict(o.text).categories for o in fast]
+        == [parse_verdict(o.text).categories for o in slow]
+        == [("Violence",), ()]
+    )

@@ -494,17 +494,27 @@ class _Runner:
             and texts[i].endswith("unsafe")
             and req.template_kwargs.get("request_categories") == "/categories"
         ]
-        if extend:
+        more: list[ClassifierResult] = []
+        if extend and hasattr(cache, "batch_select_indices"):
             rows = torch.tensor(extend, device=dev)
             cache.batch_select_indices(rows)
-            more = self._continue(
-                torch.cat([ids[rows], chosen[rows].unsqueeze(1)], dim=1),
-                torch.cat([mask[rows], torch.ones_like(rows).unsqueeze(1)], dim=1),
-                cache,
-                max_new,
-            )
-            for i, text in zip(extend, more, strict=True):
-                texts[i] += text if text.startswith("\n") else "\n" + text
+            more = [
+                ClassifierOutput(t)
+                for t in self._continue(
+                    torch.cat([ids[rows], chosen[rows].unsqueeze(1)], dim=1),
+                    torch.cat([mask[rows], torch.ones_like(rows).unsqueeze(1)], dim=1),
+                    cache,
+                    max_new,
+                )
+            ]
+        elif extend:  # a cache type without row selection: prefill the forced answer again
+            sub, forced = [reqs[i] for i in extend], [texts[i] for i in extend]
+            more = self._generate(sub, self._encode(sub, forced), max_new, forced)
+        for i, res in zip(extend, more, strict=True):
+            if isinstance(res, ClassifierOutput):
+                texts[i] += res.text if res.text.startswith("\n") else "\n" + res.text
+            else:
+                results[i] = res
         return [
             r
             if r is not None
