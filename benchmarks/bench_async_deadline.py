@@ -28,7 +28,7 @@ async def _wait_for(call: Any, seconds: float) -> Any:
 
 
 async def main(rounds: int, calls: int) -> None:
-    import guard_plugin.guard as guard_module
+    import guard_plugin.check.guard as guard_module
 
     if sys.version_info < (3, 11):
         raise SystemExit("asyncio.timeout needs Python 3.11+")

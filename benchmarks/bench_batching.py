@@ -22,8 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from benchmarks._util import machine
-from guard_plugin import ModelRequest, Policy, SafetyInput, build_request, compile_policy
+from guard_plugin import Policy, SafetyInput
 from guard_plugin.classifiers.transformers import TransformersClassifier
+from guard_plugin.policy import compile_policy
+from guard_plugin.prompting import ModelRequest, build_request
 from guard_plugin.testing import build_tiny_gemma3
 
 WORDS = [
@@ -93,7 +95,7 @@ def main() -> None:
         model = clf.local.model
 
         def gen(batch: list[ModelRequest]) -> None:
-            enc = runner._encode(batch)
+            enc = runner.prompts.encode(batch)
             enc.pop("token_type_ids", None)  # text only: the same inputs the runner passes
             with torch.inference_mode():
                 model.generate(
@@ -104,8 +106,8 @@ def main() -> None:
                     temperature=None,
                     top_p=None,
                     top_k=None,
-                    pad_token_id=runner.pad_id,
-                    eos_token_id=runner.stop_ids,
+                    pad_token_id=runner.prompts.pad_id,
+                    eos_token_id=runner.decoder.stop_ids,
                 )
 
         gen(reqs[:2])  # warm-up

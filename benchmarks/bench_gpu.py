@@ -23,9 +23,11 @@ import time
 
 import torch
 
-from guard_plugin import ImageData, ModelRequest, Policy, SafetyInput, build_request, compile_policy
+from guard_plugin import ImageData, Policy, SafetyInput
 from guard_plugin.classifiers.transformers import LocalModel, TransformersClassifier
-from guard_plugin.testing import TINY_CHAT_TEMPLATE, _tokenizer
+from guard_plugin.policy import compile_policy
+from guard_plugin.prompting import ModelRequest, build_request
+from guard_plugin.testing.models import TINY_CHAT_TEMPLATE, _tokenizer
 
 # Peak dense bf16 FLOP/s and HBM bandwidth (bytes/s) by device name fragment.
 PEAKS = {"H100": (989e12, 3.35e12), "H200": (989e12, 4.8e12), "A100": (312e12, 2.0e12)}
@@ -222,7 +224,7 @@ def run(
         thr[b] = b * rounds / (time.perf_counter() - t0)
     peak_mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
-    prompt_len = len(clf._runner._encode([request(0)])["input_ids"][0])
+    prompt_len = len(clf._runner.prompts.encode([request(0)])["input_ids"][0])
     lm_p, head_p, vis_p = matmul_params(model)
     prefill = 2 * lm_p * prompt_len + 2 * head_p  # logits for the last position only
     patches = (896 // 14) ** 2

@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks._util import machine, summary, time_each
-from guard_plugin import ClassifierOutput, Guard, JsonlAuditSink, ModelRequest
+from guard_plugin import Guard, JsonlAuditSink
+from guard_plugin.classifiers import ClassifierOutput
 from guard_plugin.classifiers.base import BaseClassifier
+from guard_plugin.prompting import ModelRequest
 
 
 class ZeroLatency(BaseClassifier):

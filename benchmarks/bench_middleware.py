@@ -32,9 +32,11 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 
 from benchmarks._util import machine
-from guard_plugin import ClassifierOutput, Guard, ModelRequest
+from guard_plugin import Guard
+from guard_plugin.classifiers import ClassifierOutput
 from guard_plugin.classifiers.base import BaseClassifier
 from guard_plugin.langchain import SafetyMiddleware
+from guard_plugin.prompting import ModelRequest
 from tests.lc_helpers import ScriptedChatModel
 
 

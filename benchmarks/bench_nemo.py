@@ -23,8 +23,10 @@ from nemoguardrails.types import LLMResponse
 
 import guard_plugin.nemo as gn
 from benchmarks._util import machine
-from guard_plugin import ClassifierOutput, Guard, ModelRequest
+from guard_plugin import Guard
+from guard_plugin.classifiers import ClassifierOutput
 from guard_plugin.classifiers.base import BaseClassifier
+from guard_plugin.prompting import ModelRequest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "integrations" / "nemoguardrails"
 

@@ -20,8 +20,10 @@ import time
 import torch
 
 from benchmarks._util import machine
-from guard_plugin import Policy, SafetyInput, build_request, compile_policy
+from guard_plugin import Policy, SafetyInput
 from guard_plugin.classifiers.transformers import TransformersClassifier, load_local_model
+from guard_plugin.policy import compile_policy
+from guard_plugin.prompting import build_request
 
 
 def main() -> None:

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from guard_plugin import taxonomy
 from guard_plugin.errors import GuardError
 from guard_plugin.policy import CompiledPolicy
-from guard_plugin.types import Action, Surface, strictest
+from guard_plugin.types import Action, PartRef, Status, Surface, strictest
 from guard_plugin.verdict import Verdict
 
-__all__ = ["Decision", "PartOutcome", "Status", "decide", "error_decision"]
-
-Status = Literal["safe", "unsafe", "error", "empty"]
+__all__ = ["Decision", "PartOutcome", "Status", "decide", "error_decision", "outcome_for"]
 
 
 @dataclass(frozen=True)
 class PartOutcome:
-    """The result for one part of the checked content."""
+    """The result for one part of the checked content; ``ref`` says which part (``part`` is
+    its label, as it reads in JSON and in the audit log)."""
 
     index: int
-    part: str
+    ref: PartRef
     status: Status
     categories: tuple[str, ...] = ()
     suppressed: tuple[str, ...] = ()
@@ -39,6 +38,35 @@ class PartOutcome:
     #: P(unsafe) where the backend reported it; the policy's threshold acts on it
     score: float | None = None
     verdict: Verdict | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ref, str):  # a label, as JSON and hand-built outcomes give it
+            object.__setattr__(self, "ref", PartRef.parse(self.ref))
+
+    @property
+    def part(self) -> str:
+        return self.ref.label
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["ref"], d["verdict"]
+        return {
+            "index": self.index,
+            "part": self.part,
+            **{k: v for k, v in d.items() if k != "index"},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PartOutcome:
+        p = {k: v for k, v in data.items() if k != "part"}
+        return cls(
+            **{
+                **p,
+                "ref": PartRef.parse(str(data.get("part", "content"))),
+                "categories": tuple(p.get("categories") or ()),
+                "suppressed": tuple(p.get("suppressed") or ()),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -88,8 +116,7 @@ class Decision:
         d = asdict(self)
         d["action"] = self.action.value
         d["surface"] = self.surface.value
-        for p in d["parts"]:
-            p.pop("verdict", None)
+        d["parts"] = [p.to_dict() for p in self.parts]
         return d
 
     @classmethod
@@ -101,16 +128,7 @@ class Decision:
         d["surface"] = Surface(d["surface"])
         for key in ("categories", "suppressed", "withheld_parts"):
             d[key] = tuple(d.get(key) or ())
-        d["parts"] = tuple(
-            PartOutcome(
-                **{
-                    **p,
-                    "categories": tuple(p.get("categories") or ()),
-                    "suppressed": tuple(p.get("suppressed") or ()),
-                }
-            )
-            for p in d.get("parts") or ()
-        )
+        d["parts"] = tuple(PartOutcome.from_dict(p) for p in d.get("parts") or ())
         return cls(**d)
 
 
@@ -129,7 +147,7 @@ def _replacement(action: Action, surface: Surface, policy: CompiledPolicy) -> st
 
 def outcome_for(
     index: int,
-    part: str,
+    part: PartRef,
     result: Verdict | BaseException,
     policy: CompiledPolicy,
     surface: Surface,
@@ -186,6 +204,61 @@ def outcome_for(
     )
 
 
+@dataclass
+class _Tally:
+    """One pass over the parts of a check (this runs on every check, so it stays lean)."""
+
+    media: str  # what an unverifiable part does (media.unverifiable)
+    on_error: str
+    cats: dict[str, None] = field(default_factory=dict)
+    dropped: dict[str, None] = field(default_factory=dict)
+    withheld: list[int] = field(default_factory=list)
+    traces: list[str] = field(default_factory=list)
+    first_error: PartOutcome | None = None
+    score: float | None = None
+    n_unsafe: int = 0
+    n_errors: int = 0
+    n_unverifiable: int = 0
+
+    def add(self, p: PartOutcome) -> None:
+        if p.status == "unsafe":
+            self.n_unsafe += 1
+            self.withheld.append(p.index)
+            for c in p.categories:
+                self.cats[c] = None
+        elif p.status == "error":
+            self._error(p)
+        for c in p.suppressed:
+            self.dropped[c] = None
+        if p.reasoning:
+            self.traces.append(p.reasoning)
+        if p.score is not None and (self.score is None or p.score > self.score):
+            self.score = p.score
+
+    def _error(self, p: PartOutcome) -> None:
+        self.n_errors += 1
+        self.first_error = self.first_error or p
+        unverifiable = p.error_kind == "unverifiable"
+        self.n_unverifiable += unverifiable
+        if (self.media if unverifiable else self.on_error) != "allow":
+            self.withheld.append(p.index)
+
+    def action(self, policy: CompiledPolicy, surface: Surface) -> Action:
+        action = policy.action_for(surface, tuple(self.cats)) if self.n_unsafe else Action.ALLOW
+        if self.n_unverifiable < self.n_errors:
+            action = strictest(action, policy.error_action())
+        if self.n_unverifiable:
+            action = strictest(action, Action(self.media))
+        return action
+
+    def status(self, any_parts: bool) -> Status:
+        if self.n_errors:
+            return "error"
+        if self.n_unsafe:
+            return "unsafe"
+        return "safe" if any_parts else "empty"
+
+
 def decide(
     parts: Sequence[PartOutcome],
     policy: CompiledPolicy,
@@ -198,76 +271,28 @@ def decide(
     """
     if not isinstance(surface, Surface):
         surface = Surface(surface)
-    # One pass over the parts (this runs on every check, so it stays lean).
-    media = policy.policy.media.unverifiable
-    on_error = policy.policy.on_error
-    cats: dict[str, None] = {}
-    dropped: dict[str, None] = {}
-    withheld: list[int] = []
-    traces: list[str] = []
-    first_error: PartOutcome | None = None
-    score: float | None = None
-    n_unsafe = n_errors = n_unverifiable = 0
-    all_cached = bool(parts)
+    t = _Tally(policy.policy.media.unverifiable, policy.policy.on_error)
     for p in parts:
-        if p.status == "unsafe":
-            n_unsafe += 1
-            withheld.append(p.index)
-            for c in p.categories:
-                cats[c] = None
-        elif p.status == "error":
-            n_errors += 1
-            first_error = first_error or p
-            if p.error_kind == "unverifiable":
-                n_unverifiable += 1
-                if media != "allow":
-                    withheld.append(p.index)
-            elif on_error != "allow":
-                withheld.append(p.index)
-        for c in p.suppressed:
-            dropped[c] = None
-        if p.reasoning:
-            traces.append(p.reasoning)
-        if p.score is not None and (score is None or p.score > score):
-            score = p.score
-        all_cached = all_cached and p.cached
-    categories = tuple(cats)
-
-    action = Action.ALLOW
-    if n_unsafe:
-        action = policy.action_for(surface, categories)
-    if n_unverifiable < n_errors:
-        action = strictest(action, policy.error_action())
-    if n_unverifiable:
-        action = strictest(action, Action(media))
-
-    status: Status
-    if n_errors:
-        status = "error"
-    elif n_unsafe:
-        status = "unsafe"
-    elif parts:
-        status = "safe"
-    else:
-        status = "empty"
-    reasoning = "\n\n".join(traces) or None
+        t.add(p)
+    action = t.action(policy, surface)
+    first_error = t.first_error
     return Decision(
         action=action,
         surface=surface,
-        status=status,
-        categories=categories,
-        suppressed=tuple(dropped),
+        status=t.status(bool(parts)),
+        categories=tuple(t.cats),
+        suppressed=tuple(t.dropped),
         replacement=_replacement(action, surface, policy),
         parts=tuple(parts),
-        withheld_parts=tuple(sorted(withheld)) if action is not Action.ALLOW else (),
+        withheld_parts=tuple(sorted(t.withheld)) if action is not Action.ALLOW else (),
         error=first_error.error if first_error else None,
         error_kind=first_error.error_kind if first_error else None,
-        reasoning=reasoning,
+        reasoning="\n\n".join(t.traces) or None,
         policy_id=policy.id,
         policy_version=policy.version,
         policy_fingerprint=policy.fingerprint,
-        cached=all_cached,
-        score=score,
+        cached=bool(parts) and all(p.cached for p in parts),
+        score=t.score,
         **meta,
     )
 
@@ -276,4 +301,4 @@ def error_decision(
     error: BaseException, policy: CompiledPolicy, surface: Surface, **meta: Any
 ) -> Decision:
     """A decision for a check that failed as a whole (every part counts as failed)."""
-    return decide([outcome_for(0, "all", error, policy, surface)], policy, surface, **meta)
+    return decide([outcome_for(0, PartRef("all"), error, policy, surface)], policy, surface, **meta)

@@ -49,7 +49,7 @@ import asyncio
 import functools
 import logging
 import types
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
@@ -87,10 +87,11 @@ try:  # LangChain >= 1.2: state updates from wrap_model_call (needed to hold a r
 except ImportError:  # pragma: no cover
     ExtendedModelResponse = None  # type: ignore[assignment,misc]
 
-from guard_plugin import _lc_messages as lc
+from guard_plugin import lc_messages as lc
+from guard_plugin.check import Guard, as_guard
 from guard_plugin.decision import Decision
 from guard_plugin.errors import ConfigError, GuardBlocked
-from guard_plugin.guard import Guard
+from guard_plugin.policy import resolve_tenant
 from guard_plugin.types import Action, Surface
 
 __all__ = ["SafetyCallbackHandler", "SafetyMiddleware", "guard_runnable"]
@@ -115,19 +116,6 @@ HELD_TOOLS_KEY_PREFIX = "guard_plugin_held_tools:"
 """State key of tool results held for review, by tool call id (prefix plus name)."""
 
 
-def _as_guard(guard: Guard | str) -> Guard:
-    return Guard(guard) if isinstance(guard, str) else guard
-
-
-def _config() -> Any:
-    try:
-        from langgraph.config import get_config
-
-        return get_config()
-    except Exception:  # outside a graph run
-        return None
-
-
 def _merge_held(old: Any, new: Any) -> dict[str, Any]:
     """Reducer of held tool results: parallel tool calls each add theirs; ``None`` clears."""
     if new is None:
@@ -149,14 +137,45 @@ def _state_schema(review_key: str, held_key: str) -> type:
     )
 
 
-# The steps of a check, run by a sync or an async driver (the logic is written once):
-# ("checks", [(kind, content, kwargs), ...]) -> one Decision per entry, kind "content" for
-# Guard.check_content and "inputs" for Guard.check; ("model", request) -> the model's response.
-_Step = tuple[str, Any]
-_Flow = Generator[_Step, Any, Any]
+# A middleware hook is written once, as a generator of steps that a sync or an async driver
+# runs: `RunChecks` is answered with one Decision per check, `CallModel` with the model's
+# response.
 
 
-class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
+@dataclass(frozen=True)
+class Check:
+    """One guard call: message content (``Guard.check_content``) or, with ``inputs``, inputs
+    built by hand (``Guard.check``)."""
+
+    content: Any
+    kwargs: dict[str, Any]
+    inputs: bool = False
+
+    def run(self, guard: Guard) -> Decision:
+        if self.inputs:
+            return guard.check(self.content, **self.kwargs)
+        return guard.check_content(self.content, **self.kwargs)
+
+    async def arun(self, guard: Guard) -> Decision:
+        if self.inputs:
+            return await guard.acheck(self.content, **self.kwargs)
+        return await guard.acheck_content(self.content, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class RunChecks:
+    checks: list[Check]
+
+
+@dataclass(frozen=True)
+class CallModel:
+    request: ModelRequest
+
+
+_Flow = Generator[RunChecks | CallModel, Any, Any]
+
+
+class SafetyMiddleware(AgentMiddleware):
     """Content safety for ``create_agent``: user input, tool results, responses and tool calls.
 
     - ``guard``: a :class:`~guard_plugin.Guard` or a classifier spec.
@@ -209,7 +228,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
                 raise ConfigError(f"SafetyMiddleware({option}=...) takes True or False")
         if not isinstance(tenant_key, str) or not tenant_key:
             raise ConfigError("SafetyMiddleware(tenant_key=...) is the name of a config key")
-        self.guard = _as_guard(guard)
+        self.guard = as_guard(guard)
         self.apply_to_input = apply_to_input
         self.apply_to_tool_results = apply_to_tool_results
         self.apply_to_output = apply_to_output
@@ -251,37 +270,29 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         value: Any = None
         while True:
             try:
-                kind, arg = flow.send(value)
+                step = flow.send(value)
             except StopIteration as done:
                 return done.value
-            if kind == "model" and model is not None:
-                value = model(arg)
+            if isinstance(step, CallModel):
+                assert model is not None, "a tool flow never calls the model"
+                value = model(step.request)
             else:
-                value = [self._check(*c) for c in arg]
+                value = [c.run(self.guard) for c in step.checks]
 
     async def _adrive(self, flow: _Flow, model: Callable[[Any], Awaitable[Any]] | None) -> Any:
         value: Any = None
         while True:
             try:
-                kind, arg = flow.send(value)
+                step = flow.send(value)
             except StopIteration as done:
                 return done.value
-            if kind == "model" and model is not None:
-                value = await model(arg)
-            elif len(arg) == 1:
-                value = [await self._acheck(*arg[0])]
+            if isinstance(step, CallModel):
+                assert model is not None, "a tool flow never calls the model"
+                value = await model(step.request)
+            elif len(step.checks) == 1:
+                value = [await step.checks[0].arun(self.guard)]
             else:
-                value = list(await asyncio.gather(*(self._acheck(*c) for c in arg)))
-
-    def _check(self, kind: str, content: Any, kwargs: dict[str, Any]) -> Decision:
-        if kind == "inputs":
-            return self.guard.check(content, **kwargs)
-        return self.guard.check_content(content, **kwargs)
-
-    async def _acheck(self, kind: str, content: Any, kwargs: dict[str, Any]) -> Decision:
-        if kind == "inputs":
-            return await self.guard.acheck(content, **kwargs)
-        return await self.guard.acheck_content(content, **kwargs)
+                value = list(await asyncio.gather(*(c.arun(self.guard) for c in step.checks)))
 
     # -- one tool result, decided as the tool returns it ------------------------------------------
 
@@ -293,11 +304,11 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if not self.apply_to_tool_results or found is None:
             return result
         msg, rebuild = found
-        config = _config()
-        tenant = lc.resolve_tenant(
+        config = lc.run_config()
+        tenant = resolve_tenant(
             self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
         )
-        (d,) = yield "checks", [("content", msg.content, lc.tool_check_args(msg, tenant, config))]
+        (d,) = yield RunChecks([Check(msg.content, lc.tool_check_args(msg, tenant, config))])
         if d.action is Action.ESCALATE and self.escalate and lc.can_interrupt():
             if self.on_block == "error":
                 raise GuardBlocked(d)
@@ -339,8 +350,8 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     # -- one model call, checked ----------------------------------------------------------------
 
     def _flow(self, request: ModelRequest) -> _Flow:
-        config = _config()
-        tenant = lc.resolve_tenant(
+        config = lc.run_config()
+        tenant = resolve_tenant(
             self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
         )
         state: Mapping[str, Any] = request.state or {}
@@ -486,7 +497,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         request: ModelRequest,
         tenant: str | None,
         config: Any,
-        decided: set[str] = frozenset(),  # type: ignore[assignment]
+        decided: Collection[str] = frozenset(),
         *,
         skip_input: bool = False,
     ) -> _Flow:
@@ -505,16 +516,16 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             if self.apply_to_tool_results
             else []
         )
-        checks = [("content", m.content, lc.tool_check_args(m, tenant, config)) for m in tools]
+        checks = [Check(m.content, lc.tool_check_args(m, tenant, config)) for m in tools]
         if found is not None:
             kwargs = {
                 "surface": Surface.INPUT,
                 "tenant": tenant,
                 "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
             }
-            checks.append(("content", found[1].content, kwargs))
+            checks.append(Check(found[1].content, kwargs))
         if checks:
-            ds = yield "checks", checks
+            ds = yield RunChecks(checks)
             for m, d in zip(tools, ds, strict=False):
                 outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
                 self._raise_if_blocking(outcome)
@@ -538,7 +549,7 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             request = request.override(messages=[by_id.get(m.id, m) for m in msgs])  # type: ignore[misc]
         if self.hold_output:
             request = request.override(model=_nostream(request.model))
-        response = yield "model", request
+        response = yield CallModel(request)
         if self.apply_to_output:
             response = yield from self._checked_response(request, response, tenant, config)
         return _with_updates(updates, response)
@@ -554,14 +565,14 @@ class SafetyMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             "tenant": tenant,
             "request_id": lc.check_id(config, rc.message.id, Surface.RESPONSE),
         }
-        (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
+        (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
         if d.action is Action.REWRITE and self.regenerate_on_rewrite:
-            response = yield "model", self._regenerate_request(request)
+            response = yield CallModel(self._regenerate_request(request))
             rc = _check_of(request, response)
             if rc is None:
                 return response
             kwargs["request_id"] = lc.check_id(config, rc.message.id, Surface.RESPONSE)
-            (d,) = yield "checks", [("inputs", rc.inputs, kwargs)]
+            (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
             if d.action is Action.REWRITE:  # one regeneration only: still unsafe is a block
                 self.guard.record_override(
                     d, Action.BLOCK, reason="still to be rewritten after one regeneration"
@@ -666,7 +677,7 @@ def _read_record(record: Any) -> _Held | None:
             decision=Decision.from_dict(sealed["decision"]),
             requests=[dict(r) for r in sealed["requests"]],
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 (an unreadable record is withheld)
         return None
     if not isinstance(held.message, AIMessage) or not all("part" in r for r in held.requests):
         return None
@@ -764,7 +775,7 @@ def _with_command(result: Any, update: dict[str, Any]) -> Any:
     """Add a state update to the model step's result; the result's own update wins, and
     message updates from both are kept (``update``'s first)."""
     if isinstance(result, ExtendedModelResponse):
-        own = dict(result.command.update or {}) if result.command is not None else {}  # type: ignore[arg-type]
+        own = dict(result.command.update or {}) if result.command is not None else {}
         merged = {**update, **own}
         if "messages" in update and "messages" in own:
             merged["messages"] = [*update["messages"], *own["messages"]]
@@ -802,7 +813,7 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         check_tools: bool = True,
         escalation_handler: EscalationHandler | None = None,
     ) -> None:
-        self.guard = _as_guard(guard)
+        self.guard = as_guard(guard)
         self.tenant = tenant
         self.check_inputs = check_inputs
         self.check_outputs = check_outputs
@@ -912,11 +923,11 @@ def guard_runnable(
     on the response surface a message list's last message is checked with the preceding user
     turn as context. The tenant comes from ``tenant`` or ``config["configurable"]["tenant_id"]``.
     """
-    g = _as_guard(guard)
+    g = as_guard(guard)
     surf = Surface(surface)
 
     def _tenant(config: Any) -> str | None:
-        return lc.resolve_tenant(tenant, None, config, "tenant_id")
+        return resolve_tenant(tenant, None, config, "tenant_id")
 
     def check(value: Any, config: Any = None) -> Any:
         content, context = _content_of(value)

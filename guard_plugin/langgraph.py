@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -44,9 +45,9 @@ except ImportError as _err:  # pragma: no cover
         "guard_plugin.langgraph needs LangGraph 1.x: pip install 'guard-plugin[langgraph]'"
     ) from _err
 
-from guard_plugin import _lc_messages as lc
+from guard_plugin import lc_messages as lc
+from guard_plugin.check import Guard, as_guard
 from guard_plugin.decision import Decision
-from guard_plugin.guard import Guard
 from guard_plugin.types import Action, Surface
 
 __all__ = [
@@ -61,31 +62,9 @@ __all__ = [
 HELD = lc.HELD_KEY
 
 
-def _guard(guard: Guard | str) -> Guard:
-    return Guard(guard) if isinstance(guard, str) else guard
-
-
-def _run_info(explicit: str | None, key: str) -> tuple[str | None, Any]:
-    """The tenant of a check made inside a graph run, and the run's config."""
-    from langgraph.config import get_config
-
-    try:
-        config = get_config()
-    except RuntimeError:
-        config = None
-    context = None
-    try:
-        from langgraph.runtime import get_runtime
-
-        context = get_runtime().context
-    except Exception:
-        pass
-    return lc.resolve_tenant(explicit, context, config, key), config
-
-
 def _check_args(explicit: str | None, key: str, msg: Any, surface: Surface) -> dict[str, Any]:
     """Surface, tenant and request id of a check of ``msg`` inside a graph run."""
-    tenant, config = _run_info(explicit, key)
+    tenant, config = lc.run_tenant(explicit, key)
     return {
         "surface": surface,
         "tenant": tenant,
@@ -103,6 +82,12 @@ def _update(outcome: lc.Outcome) -> dict[str, Any]:
     return {"messages": outcome.messages} if outcome.messages else {}
 
 
+def _messages(cmd: Command[Any]) -> list[Any]:
+    """The messages a command's update carries."""
+    update = cmd.update if isinstance(cmd.update, dict) else {}
+    return list(update.get("messages") or [])
+
+
 def input_guard_node(
     guard: Guard | str,
     *,
@@ -118,18 +103,31 @@ def input_guard_node(
     the node goes back to itself, ``name`` in the graph (list it in the node's
     ``destinations``), to ask the reviewer. A new turn sent instead of the answer leaves the
     held one withheld."""
-    g = _guard(guard)
+    node = _InputNode(as_guard(guard), next, tenant, tenant_key, escalate, name)
+    return _node(name, node.run, node.arun)
 
-    def hold(found: Any, d: Any) -> Command[Any] | None:
-        if not (d.action is Action.ESCALATE and escalate and lc.can_interrupt()):
+
+@dataclass
+class _InputNode:
+    """The steps of :func:`input_guard_node`."""
+
+    g: Guard
+    next: str
+    tenant: str | None
+    tenant_key: str
+    escalate: bool
+    name: str
+
+    def hold(self, found: Any, d: Any) -> Command[Any] | None:
+        if not (d.action is Action.ESCALATE and self.escalate and lc.can_interrupt()):
             return None
         msg = found[1]
-        pending = lc.policy_of(d, g).messages.review_pending
+        pending = lc.policy_of(d, self.g).messages.review_pending
         extra = {**msg.additional_kwargs, HELD: lc.seal(msg, decision=d.to_dict())}
         placeholder = msg.model_copy(update={"content": pending, "additional_kwargs": extra})
-        return Command(goto=name, update={"messages": [placeholder]})
+        return Command(goto=self.name, update={"messages": [placeholder]})
 
-    def abandoned_responses(msgs: Sequence[Any]) -> list[Any]:
+    def abandoned_responses(self, msgs: Sequence[Any]) -> list[Any]:
         """Responses and tool results held for a review that a new turn overtook: withheld
         for good, their sealed records gone."""
         out = []
@@ -138,13 +136,13 @@ def input_guard_node(
                 continue
             if any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
                 found = lc.read_held(m.additional_kwargs[HELD])
-                out.append(lc.withhold(m, found[1] if found else None, g))
+                out.append(lc.withhold(m, found[1] if found else None, self.g))
         return out
 
-    def settle(state: Any) -> tuple[Command[Any] | None, list[Any]]:
+    def settle(self, state: Any) -> tuple[Command[Any] | None, list[Any]]:
         """A held turn: reviewed when it is still the last turn, else withheld for good."""
         msgs = state["messages"]
-        overtaken = abandoned_responses(msgs)
+        overtaken = self.abandoned_responses(msgs)
         held = [m for m in msgs if isinstance(m, HumanMessage) and HELD in m.additional_kwargs]
         if not held:
             return None, overtaken
@@ -153,50 +151,47 @@ def input_guard_node(
         found = lc.read_held(h.additional_kwargs[HELD])
         later = any(isinstance(m, HumanMessage) for m in msgs[msgs.index(h) + 1 :])
         if found is None or later or not isinstance(found[0], HumanMessage):
-            return None, [*overtaken, lc.withhold(h, found[1] if found else None, g)]
+            return None, [*overtaken, lc.withhold(h, found[1] if found else None, self.g)]
         original, d = found[0], found[1]
-        outcome = lc.apply_input(original, d, guard=g, escalate=True)
+        outcome = lc.apply_input(original, d, guard=self.g, escalate=True)
         if outcome.end:  # rejected
             first, *more = outcome.messages
             update = [first.model_copy(update={"id": h.id, "additional_kwargs": rest}), *more]
             return Command(goto=END, update={"messages": update}), []
         restored = original.model_copy(update={"id": h.id, "additional_kwargs": rest})
-        return Command(goto=next, update={"messages": [restored]}), []
+        return Command(goto=self.next, update={"messages": [restored]}), []
 
-    def finish(found: Any, d: Any, settled: list[Any]) -> Command[Any]:
-        held = hold(found, d)
+    def finish(self, found: Any, d: Any, settled: list[Any]) -> Command[Any]:
+        held = self.hold(found, d)
         if held is not None:
-            held.update["messages"] = [*settled, *held.update["messages"]]  # type: ignore[index]
-            return held
-        outcome = lc.apply_input(found[1], d, guard=g, escalate=escalate)
+            return Command(goto=held.goto, update={"messages": [*settled, *_messages(held)]})
+        outcome = lc.apply_input(found[1], d, guard=self.g, escalate=self.escalate)
         update = {"messages": [*settled, *outcome.messages]} if settled or outcome.messages else {}
-        return Command(goto=END if outcome.end else next, update=update)
+        return Command(goto=END if outcome.end else self.next, update=update)
 
-    def prepare(state: Any) -> Command[Any] | tuple[Any, dict[str, Any], list[Any]]:
+    def prepare(self, state: Any) -> Command[Any] | tuple[Any, dict[str, Any], list[Any]]:
         """Everything before the check: a held turn settled, or the turn to check."""
-        done, settled = settle(state)
+        done, settled = self.settle(state)
         if done is not None:
             return done
         found = lc.find_input(state["messages"])
         if found is None or HELD in found[1].additional_kwargs:
-            return Command(goto=next, update={"messages": settled} if settled else {})
-        return found, _check_args(tenant, tenant_key, found[1], Surface.INPUT), settled
+            return Command(goto=self.next, update={"messages": settled} if settled else {})
+        return found, _check_args(self.tenant, self.tenant_key, found[1], Surface.INPUT), settled
 
-    def run(state: Any) -> Command[Any]:
-        step = prepare(state)
+    def run(self, state: Any) -> Command[Any]:
+        step = self.prepare(state)
         if isinstance(step, Command):
             return step
         found, kw, settled = step
-        return finish(found, g.check_content(found[1].content, **kw), settled)
+        return self.finish(found, self.g.check_content(found[1].content, **kw), settled)
 
-    async def arun(state: Any) -> Command[Any]:
-        step = prepare(state)
+    async def arun(self, state: Any) -> Command[Any]:
+        step = self.prepare(state)
         if isinstance(step, Command):
             return step
         found, kw, settled = step
-        return finish(found, await g.acheck_content(found[1].content, **kw), settled)
-
-    return _node(name, run, arun)
+        return self.finish(found, await self.g.acheck_content(found[1].content, **kw), settled)
 
 
 def guarded_tool_node(
@@ -213,7 +208,7 @@ def guarded_tool_node(
     them, and an escalated one becomes a placeholder (the review happens in
     :func:`tool_guard_node`, so the tool never runs twice). Other ``ToolNode`` options pass
     through."""
-    g = _guard(guard)
+    g = as_guard(guard)
     decided = lc.decided_results(g)
 
     def finish(result: Any, found: Any, d: Any) -> Any:
@@ -235,7 +230,7 @@ def guarded_tool_node(
         found = lc.tool_message_of(result, request.tool_call.get("id"))
         if found is None:
             return result
-        t, config = _run_info(tenant, tenant_key)
+        t, config = lc.run_tenant(tenant, tenant_key)
         d = g.check_content(found[0].content, **lc.tool_check_args(found[0], t, config))
         return finish(result, found, d)
 
@@ -244,7 +239,7 @@ def guarded_tool_node(
         found = lc.tool_message_of(result, request.tool_call.get("id"))
         if found is None:
             return result
-        t, config = _run_info(tenant, tenant_key)
+        t, config = lc.run_tenant(tenant, tenant_key)
         d = await g.acheck_content(found[0].content, **lc.tool_check_args(found[0], t, config))
         return finish(result, found, d)
 
@@ -261,7 +256,7 @@ def tool_guard_node(
 ) -> RunnableLambda[Any, Any]:
     """A node for after the tool node: a person decides each held result (an interrupt per
     result), results the tool node did not decide are checked, then it goes to ``next``."""
-    g = _guard(guard)
+    g = as_guard(guard)
     decided = lc.decided_results(g)
 
     def split(state: Any) -> tuple[list[ToolMessage], list[ToolMessage]]:
@@ -287,19 +282,36 @@ def tool_guard_node(
 
     def run(state: Any) -> Command[Any]:
         held, msgs = split(state)
-        t, config = _run_info(tenant, tenant_key)
+        t, config = lc.run_tenant(tenant, tenant_key)
         ds = [g.check_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs]
         return finish(held, msgs, ds)
 
     async def arun(state: Any) -> Command[Any]:
         held, msgs = split(state)
-        t, config = _run_info(tenant, tenant_key)
+        t, config = lc.run_tenant(tenant, tenant_key)
         ds = await asyncio.gather(
             *(g.acheck_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs)
         )
         return finish(held, msgs, ds)
 
     return _node("guard_tools", run, arun)
+
+
+def _decided_response(g: Guard, state: Any, ai: AIMessage, d: Any, escalate: bool) -> AIMessage:
+    """The response as its decision leaves it; an escalated one becomes a placeholder without
+    tool calls, carrying the original sealed for :func:`response_guard_node`'s review."""
+    if ai.id is None:
+        ai = ai.model_copy(update={"id": str(uuid4())})
+    rc = lc.find_response([*state["messages"], ai])
+    assert rc is not None
+    if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
+        pending = lc.policy_of(d, g).messages.review_pending
+        sealed = lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d))
+        return AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
+    outcome = lc.apply_response(rc, d, guard=g, escalate=False)
+    new = outcome.messages[0] if outcome.messages else ai
+    assert isinstance(new, AIMessage)
+    return new
 
 
 def guarded_model_node(
@@ -321,7 +333,7 @@ def guarded_model_node(
     resume."""
     from langchain_core.runnables.base import coerce_to_runnable
 
-    g = _guard(guard)
+    g = as_guard(guard)
     model: Any = coerce_to_runnable(agent)
     decided = lc.decided_results(g)
 
@@ -332,19 +344,7 @@ def guarded_model_node(
         return msgs[-1], msgs
 
     def finish(state: Any, out: Any, ai: AIMessage, msgs: list[Any], d: Any) -> Any:
-        if ai.id is None:
-            ai = ai.model_copy(update={"id": str(uuid4())})
-        rc = lc.find_response([*state["messages"], ai])
-        assert rc is not None
-        if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
-            pending = lc.policy_of(d, g).messages.review_pending
-            sealed = lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d))
-            final = AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
-        else:
-            outcome = lc.apply_response(rc, d, guard=g, escalate=False)
-            new = outcome.messages[0] if outcome.messages else ai
-            assert isinstance(new, AIMessage)
-            final = new
+        final = _decided_response(g, state, ai, d, escalate)
         decided.add(final)
         return {**out, "messages": [*msgs[:-1], final]}
 
@@ -389,7 +389,7 @@ def response_guard_node(
     """A node for after the model: asks the reviewer about a held response (from
     :func:`guarded_model_node`), or checks a response no guarded model node decided; then goes
     to ``tools`` when tool calls remain, else to END."""
-    g = _guard(guard)
+    g = as_guard(guard)
     decided = lc.decided_results(g)
 
     def route(ai: AIMessage | None) -> str:
@@ -409,7 +409,7 @@ def response_guard_node(
             record = lc.unseal(ai.additional_kwargs[HELD])
             original, d = record["message"], Decision.from_dict(record["decision"])
             requests = [dict(r) for r in record["requests"]]
-        except Exception:  # a damaged record: the placeholder stays, without the record
+        except Exception:  # noqa: BLE001 (a damaged record: the placeholder stays, without the record)
             update = ai.model_copy(update={"additional_kwargs": {}})
             return Command(goto=END, update={"messages": [update]})
         resume = lc.interrupt(lc.review_payload(d, Surface.RESPONSE, requests))
@@ -461,22 +461,22 @@ def guarded_agent_graph(
     """A tool-calling agent graph with all three guards wired in. ``agent`` is your model
     node (``state -> {"messages": [AIMessage]}``). Returns the builder: compile it with your
     checkpointer."""
-    g = _guard(guard)
+    g = as_guard(guard)
     opts: dict[str, Any] = {"tenant": tenant, "tenant_key": tenant_key, "escalate": escalate}
     builder: StateGraph[Any] = StateGraph(state_schema)
     builder.add_node(
         "guard_input",
         input_guard_node(g, next="agent", **opts),
         destinations=("agent", "guard_input", END),
-    )  # type: ignore[arg-type]
+    )
     builder.add_node("agent", guarded_model_node(agent, g, hold_output=hold_output, **opts))
     builder.add_node(
         "guard_response", response_guard_node(g, tools="tools", **opts), destinations=("tools", END)
-    )  # type: ignore[arg-type]
+    )
     builder.add_node("tools", guarded_tool_node(tools, g, **opts))
     builder.add_node(
         "guard_tools", tool_guard_node(g, next="agent", **opts), destinations=("agent",)
-    )  # type: ignore[arg-type]
+    )
     builder.add_edge(START, "guard_input")
     builder.add_edge("agent", "guard_response")
     builder.add_edge("tools", "guard_tools")

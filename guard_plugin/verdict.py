@@ -26,6 +26,7 @@ from guard_plugin.errors import VerdictParseError
 __all__ = ["Label", "Verdict", "VerdictParseError", "parse_verdict"]
 
 Label = Literal["safe", "unsafe"]
+_LABELS: dict[str, Label] = {"safe": "safe", "unsafe": "unsafe"}
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _FIELDS = ("User Safety", "Response Safety")
@@ -98,7 +99,7 @@ def parse_verdict(
     labels: dict[str, Label | None] = {}
     for name in _FIELDS:
         m = _LINES[name].search(cleaned)
-        labels[name] = m.group(1).lower() if m else None  # type: ignore[assignment]
+        labels[name] = _LABELS[m.group(1).lower()] if m else None
 
     required = "Response Safety" if expect_response else "User Safety"
     if labels[required] is None:

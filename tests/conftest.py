@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-POLICIES = Path(__file__).resolve().parents[1] / "guard_plugin" / "policies"
+POLICIES = Path(__file__).resolve().parents[1] / "guard_plugin" / "policy" / "builtin"
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from guard_plugin.testing_langchain import ScriptedChatModel, tool_call
+from guard_plugin.testing.langchain import ScriptedChatModel, tool_call
 
 __all__ = ["ScriptedChatModel", "assert_valid_history", "tool_call"]
 

@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 
-from guard_plugin import (
-    ClassifierOutput,
-    ConfigError,
-    Guard,
-    ModelRequest,
-    load_classifier,
-)
-from guard_plugin.classifiers import register_scheme
+from guard_plugin import ConfigError, Guard, load_classifier
+from guard_plugin.classifiers import ClassifierOutput, register_scheme
 from guard_plugin.classifiers.base import BaseClassifier
+from guard_plugin.prompting import ModelRequest
 from tests.loopback_openai import LoopbackChatServer
 
 

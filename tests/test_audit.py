@@ -8,7 +8,8 @@ import multiprocessing
 import threading
 from pathlib import Path
 
-from guard_plugin import AuditEvent, JsonlAuditSink, LoggingAuditSink, MultiAuditSink
+from guard_plugin import AuditEvent, JsonlAuditSink
+from guard_plugin.audit import LoggingAuditSink, MultiAuditSink
 
 
 def event(i: int, writer: int, pad: int = 0) -> AuditEvent:
@@ -115,7 +116,8 @@ def test_multi_sink_survives_a_broken_sink(tmp_path: Path) -> None:
 
 
 def test_events_are_built_only_for_sinks_that_take_them(caplog) -> None:
-    from guard_plugin import Guard, ScriptedClassifier
+    from guard_plugin import Guard
+    from guard_plugin.testing import ScriptedClassifier
 
     quiet = LoggingAuditSink("test.quiet")
     assert not MultiAuditSink([]).accepts("safe", "allow")
@@ -128,7 +130,9 @@ def test_events_are_built_only_for_sinks_that_take_them(caplog) -> None:
 
 
 def test_a_review_is_audited_against_the_escalated_decision() -> None:
-    from guard_plugin import Action, Guard, MemoryAuditSink, Policy, ScriptedClassifier
+    from guard_plugin import Action, Guard, Policy
+    from guard_plugin.audit import MemoryAuditSink
+    from guard_plugin.testing import ScriptedClassifier
 
     sink = MemoryAuditSink()
     guard = Guard(ScriptedClassifier(), policies=Policy(actions={"input": "escalate"}), audit=sink)

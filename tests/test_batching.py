@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from guard_plugin.classifiers._batching import BatchWorker
+from guard_plugin.classifiers.batching import BatchWorker
 from guard_plugin.errors import ClassifierTimeout, ClassifierUnavailable, QueueFullError
 
 

@@ -111,7 +111,7 @@ def test_no_classifier_is_a_configuration_error_not_the_stand_in(capsys, monkeyp
 
 
 def test_an_internal_failure_exits_3(capsys, monkeypatch) -> None:
-    from guard_plugin.guard import Guard
+    from guard_plugin.check import Guard
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -20,10 +20,11 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier
+from guard_plugin import Guard, Policy, PolicyStore
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import SafetyMiddleware
 from guard_plugin.media import load_pdf
-from guard_plugin.testing import make_text_pdf
+from guard_plugin.testing import ScriptedClassifier, make_text_pdf
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 from tests.media_fixtures import png
 

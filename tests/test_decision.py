@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from guard_plugin import (
-    Action,
-    ClassifierTimeout,
-    Policy,
-    Surface,
-    VerdictParseError,
-    compile_policy,
-    parse_verdict,
-)
+from guard_plugin import Action, Policy, Surface
 from guard_plugin.decision import decide, error_decision, outcome_for
+from guard_plugin.errors import ClassifierTimeout, VerdictParseError
+from guard_plugin.policy import compile_policy
+from guard_plugin.verdict import parse_verdict
 
 SAFE = parse_verdict("User Safety: safe")
 UNSAFE = parse_verdict("User Safety: unsafe\nSafety Categories: Violence")

@@ -75,7 +75,7 @@ def test_an_empty_file_is_refused(tmp_path) -> None:
 
 
 def test_errors_are_counted_apart_and_never_as_agreement() -> None:
-    from guard_plugin.classifiers.scripted import ScriptedClassifier
+    from guard_plugin.testing.scripted import ScriptedClassifier
 
     g = Guard(ScriptedClassifier(fn=lambda req: "User Safety: maybe"), policies=Policy())
     report = evaluate(g, [EvalExample("1", "hello", "safe")])
@@ -85,7 +85,7 @@ def test_errors_are_counted_apart_and_never_as_agreement() -> None:
 
 
 def test_without_scores_there_is_no_sweep() -> None:
-    from guard_plugin.classifiers.scripted import ScriptedClassifier
+    from guard_plugin.testing.scripted import ScriptedClassifier
 
     g = Guard(ScriptedClassifier(), policies=Policy())
     report = evaluate(g, load_examples(SHIPPED), concurrency=4)

@@ -6,20 +6,12 @@ import asyncio
 
 import pytest
 
-from guard_plugin import (
-    Action,
-    ClassifierOutput,
-    ClassifierUnavailable,
-    Guard,
-    ImageData,
-    MemoryAuditSink,
-    Policy,
-    PolicyStore,
-    SafetyInput,
-    ScriptedClassifier,
-    Surface,
-)
+from guard_plugin import Action, Guard, ImageData, Policy, PolicyStore, SafetyInput, Surface
+from guard_plugin.audit import MemoryAuditSink
+from guard_plugin.classifiers import ClassifierOutput
 from guard_plugin.classifiers.base import BaseClassifier
+from guard_plugin.errors import ClassifierUnavailable
+from guard_plugin.testing import ScriptedClassifier
 
 
 def make_guard(classifier=None, policies=None, **kw):

@@ -17,8 +17,9 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from guard_plugin import Guard, Policy, PolicyStore, ScriptedClassifier
+from guard_plugin import Guard, Policy, PolicyStore
 from guard_plugin.langchain import SafetyMiddleware
+from guard_plugin.testing import ScriptedClassifier
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 
 RUDE = {"to": "bob@example.com", "body": "You worthless idiot, where is the report?"}

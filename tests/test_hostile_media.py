@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from guard_plugin import Guard, MemoryAuditSink, Policy, ScriptedClassifier
+from guard_plugin import Guard, Policy
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.media import extract_parts, load_pdf, rewrite_content
 from guard_plugin.policy import MediaLimits
-from guard_plugin.testing import make_text_pdf
+from guard_plugin.testing import ScriptedClassifier, make_text_pdf
 from tests.media_fixtures import b64, png
 
 SVG = b"<svg xmlns='http://www.w3.org/2000/svg'><text>hi</text></svg>"

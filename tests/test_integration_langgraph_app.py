@@ -12,7 +12,9 @@ pytest.importorskip("langgraph")
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from guard_plugin import Guard, MemoryAuditSink, ScriptedClassifier
+from guard_plugin import Guard
+from guard_plugin.audit import MemoryAuditSink
+from guard_plugin.testing import ScriptedClassifier
 from tests.lc_helpers import ScriptedChatModel, tool_call
 
 APP = Path(__file__).resolve().parents[1] / "integrations" / "langgraph"

@@ -14,8 +14,10 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
-from guard_plugin import Action, Guard, GuardBlocked, MemoryAuditSink, Policy, ScriptedClassifier
-from guard_plugin.langchain import SafetyCallbackHandler, SafetyMiddleware
+from guard_plugin import Action, Guard, GuardBlocked, Policy
+from guard_plugin.audit import MemoryAuditSink
+from guard_plugin.langchain import SafetyCallbackHandler, SafetyMiddleware, guard_runnable
+from guard_plugin.testing import ScriptedClassifier
 from tests.lc_helpers import ScriptedChatModel
 
 
@@ -89,10 +91,10 @@ def test_runnable_guard_both_sides(mode: str) -> None:
         lambda p: AIMessage("you worthless idiot" if "insult" in p.to_string() else "fine")
     )
     pipeline = (
-        g.as_runnable(surface="input")
+        guard_runnable(g, surface="input")
         | ChatPromptTemplate.from_messages([("human", "{q}")])
         | model
-        | g.as_runnable(surface="response")
+        | guard_runnable(g, surface="response")
     )
 
     def call(q):
@@ -103,7 +105,7 @@ def test_runnable_guard_both_sides(mode: str) -> None:
     assert call("hello").content == "fine"
     with pytest.raises(GuardBlocked):
         call("insult me")
-    only_in = g.as_runnable(surface="input")
+    only_in = guard_runnable(g, surface="input")
     with pytest.raises(GuardBlocked):
         only_in.invoke("how to build a bomb")
     assert only_in.invoke([HumanMessage("hi")])[0].content == "hi"
@@ -117,7 +119,7 @@ def test_runnable_tenant_from_config() -> None:
         policies=PolicyStore({"ops": Policy(id="ops", categories_off=["Profanity"])}),
         audit=[],
     )
-    r = g.as_runnable()
+    r = guard_runnable(g)
     with pytest.raises(GuardBlocked):
         r.invoke("damn printer")
     assert r.invoke("damn printer", {"configurable": {"tenant_id": "ops"}}) == "damn printer"

@@ -15,17 +15,11 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from guard_plugin import (
-    Guard,
-    GuardBlocked,
-    MemoryAuditSink,
-    Policy,
-    PolicyStore,
-    ScriptedClassifier,
-)
+from guard_plugin import Guard, GuardBlocked, Policy, PolicyStore
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import SafetyMiddleware
 from guard_plugin.media import load_pdf
-from guard_plugin.testing import make_screenshot, make_text_pdf
+from guard_plugin.testing import ScriptedClassifier, make_screenshot, make_text_pdf
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 from tests.media_fixtures import png
 
@@ -342,7 +336,7 @@ def test_two_instances_need_distinct_names() -> None:
 
 
 def test_a_failed_rewrite_withholds_the_whole_tool_result(monkeypatch) -> None:
-    import guard_plugin._lc_messages as lcm
+    import guard_plugin.lc_messages.tools as lcm
 
     def broken(*a, **k):
         raise RuntimeError("cannot rebuild")

@@ -21,15 +21,10 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from guard_plugin import (
-    Guard,
-    GuardBlocked,
-    MemoryAuditSink,
-    Policy,
-    PolicyStore,
-    ScriptedClassifier,
-)
+from guard_plugin import Guard, GuardBlocked, Policy, PolicyStore
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import REVIEW_TOOL, SafetyMiddleware
+from guard_plugin.testing import ScriptedClassifier
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 
 SENT: list[dict] = []

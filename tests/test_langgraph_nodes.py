@@ -16,7 +16,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command
 
-from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier
+from guard_plugin import Guard, Policy, PolicyStore
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langgraph import (
     guarded_agent_graph,
     input_guard_node,
@@ -24,7 +25,7 @@ from guard_plugin.langgraph import (
     tool_guard_node,
 )
 from guard_plugin.media import load_pdf
-from guard_plugin.testing import make_text_pdf
+from guard_plugin.testing import ScriptedClassifier, make_text_pdf
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 from tests.media_fixtures import png
 

@@ -409,7 +409,7 @@ def test_fan_out_one_input_per_image_and_page_with_labels() -> None:
         },
     ]
     items = fan_out(extract_parts(content), MediaLimits(), Surface.TOOL, tool_name="reader")
-    labels = [i.part for i in items]
+    labels = [i.part.label for i in items]
     assert labels == [
         "content[0]",
         "content[1]",
@@ -443,7 +443,7 @@ def test_fan_out_skipped_pages_and_response_surface() -> None:
 def test_fan_out_long_text_into_windows() -> None:
     text = "x " * 10_000
     items = fan_out([TextPart(PartRef(), text)], MediaLimits(text_window_chars=2000), Surface.INPUT)
-    assert len(items) > 5 and items[1].part.startswith("content.chars[")
+    assert len(items) > 5 and items[1].part.label.startswith("content.chars[")
     capped = fan_out([TextPart(PartRef(), text)], MediaLimits(max_text_chars=1000), Surface.INPUT)
     assert isinstance(capped[0], FailedPart) and "max_text_chars" in str(capped[0].error)
 

@@ -8,9 +8,10 @@ import base64
 import pytest
 from PIL import Image
 
-from guard_plugin import Action, Guard, MemoryAuditSink, Policy, ScriptedClassifier
+from guard_plugin import Action, Guard, Policy
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.media import artifact_withheld, load_pdf, rewrite_content
-from guard_plugin.testing import make_screenshot, make_text_pdf
+from guard_plugin.testing import ScriptedClassifier, make_screenshot, make_text_pdf
 from tests.media_fixtures import b64, encode, encrypted_pdf, png
 
 
@@ -230,7 +231,7 @@ def test_short_text_fast_path_matches_the_full_path(surface: str) -> None:
 
 
 def test_an_unannounced_decoder_failure_is_an_audited_block(monkeypatch) -> None:
-    import guard_plugin.media.content as content
+    import guard_plugin.media.fanout as content
 
     def broken(*args, **kwargs):
         raise RuntimeError("pdfium render failed")

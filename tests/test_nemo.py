@@ -15,8 +15,10 @@ from nemoguardrails import LLMRails, RailsConfig
 from nemoguardrails.testing.fake_model import FakeLLMModel
 
 import guard_plugin.nemo as gn
-from guard_plugin import Guard, MemoryAuditSink, Policy, PolicyStore, ScriptedClassifier
+from guard_plugin import Guard, Policy, PolicyStore
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.nemo.actions import make_actions
+from guard_plugin.testing import ScriptedClassifier
 from tests.media_fixtures import png
 
 CONFIGS = Path(__file__).resolve().parents[1] / "integrations" / "nemoguardrails"

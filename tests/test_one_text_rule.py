@@ -8,7 +8,9 @@ import asyncio
 
 import pytest
 
-from guard_plugin import Guard, MemoryAuditSink, SafetyInput, ScriptedClassifier, Surface
+from guard_plugin import Guard, SafetyInput, Surface
+from guard_plugin.audit import MemoryAuditSink
+from guard_plugin.testing import ScriptedClassifier
 
 FILLER = "The quarterly report covers revenue, costs and hiring plans in detail. "
 LONG_SAFE = (FILLER * 3600)[:250_000]  # past the default max_text_chars (200,000)
@@ -70,12 +72,13 @@ def test_the_adapters_agree() -> None:
     from langgraph.graph import END, START, MessagesState, StateGraph
 
     from guard_plugin import GuardBlocked
+    from guard_plugin.langchain import guard_runnable
     from guard_plugin.langgraph import input_guard_node
 
     for text, blocked in ((LONG_SAFE, True), (BURIED, True), (FILLER * 10, False)):
         g, _ = guard()
         with pytest.raises(GuardBlocked) if blocked else _nothing():
-            g.as_runnable(surface="input").invoke(text)
+            guard_runnable(g, surface="input").invoke(text)
         g, _ = guard()
         builder = StateGraph(MessagesState)
         builder.add_node("guard", input_guard_node(g, next="agent"), destinations=("agent", END))

@@ -15,21 +15,20 @@ from typing import Any
 import pytest
 
 from guard_plugin import (
-    ClassifierOutput,
-    ClassifierTimeout,
-    ClassifierUnavailable,
     ConfigError,
     Guard,
     ImageData,
-    MemoryAuditSink,
     Policy,
     SafetyInput,
     Surface,
-    build_request,
-    compile_policy,
     load_classifier,
 )
+from guard_plugin.audit import MemoryAuditSink
+from guard_plugin.classifiers import ClassifierOutput
 from guard_plugin.classifiers.openai_compat import OpenAICompatClassifier
+from guard_plugin.errors import ClassifierTimeout, ClassifierUnavailable
+from guard_plugin.policy import compile_policy
+from guard_plugin.prompting import build_request
 from tests.loopback_openai import LoopbackServer
 
 Reply = tuple[int, Any] | Callable[[dict[str, Any]], tuple[int, Any]]

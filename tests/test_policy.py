@@ -7,17 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from guard_plugin import (
-    Action,
-    Policy,
-    PolicyError,
-    PolicyStore,
-    Surface,
-    UnknownTenantError,
-    compile_policy,
-    load_policy,
-)
-from guard_plugin.policy import CUSTOM_POLICY_PREAMBLE, CustomPolicy
+from guard_plugin import Action, Policy, PolicyError, PolicyStore, Surface, load_policy
+from guard_plugin.errors import UnknownTenantError
+from guard_plugin.policy import CUSTOM_POLICY_PREAMBLE, CustomPolicy, compile_policy
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -2,58 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+
+import pytest
 
 import guard_plugin
 
 PUBLIC = {
     "Action",
     "AuditEvent",
-    "AuditSink",
-    "BaseClassifier",
-    "Classifier",
     "ClassifierError",
-    "ClassifierOutput",
-    "ClassifierTimeout",
-    "ClassifierUnavailable",
-    "CompiledPolicy",
     "ConfigError",
-    "CustomCategory",
-    "CustomPolicy",
     "Decision",
     "Guard",
     "GuardBlocked",
     "GuardError",
     "ImageData",
-    "InjectionDetected",
     "JsonlAuditSink",
-    "LoggingAuditSink",
     "MediaError",
-    "MemoryAuditSink",
-    "ModelLoadError",
-    "ModelRequest",
-    "MultiAuditSink",
-    "PartOutcome",
     "Policy",
     "PolicyError",
     "PolicyStore",
-    "QueueFullError",
     "SafetyInput",
-    "ScriptedClassifier",
-    "ScriptedRule",
+    "Status",
     "Surface",
-    "UnknownTenantError",
-    "Verdict",
-    "VerdictParseError",
+    "UnverifiableMedia",
     "__version__",
-    "build_request",
-    "compile_policy",
-    "decide",
     "load_classifier",
     "load_policy",
-    "neutralize",
-    "parse_verdict",
+    "rewrite_content",
 }
 
 
@@ -61,6 +40,31 @@ def test_all_is_pinned() -> None:
     assert set(guard_plugin.__all__) == PUBLIC
     for name in guard_plugin.__all__:
         assert hasattr(guard_plugin, name)
+
+
+@pytest.mark.parametrize("name", sorted(guard_plugin._MOVED))
+def test_moved_names_still_import_with_a_warning_naming_their_home(name: str) -> None:
+    home = importlib.import_module(guard_plugin._MOVED[name])
+    with pytest.warns(DeprecationWarning, match=f"import it from {home.__name__}"):
+        old = getattr(guard_plugin, name)
+    assert old is getattr(home, name)
+    assert name not in guard_plugin.__all__
+
+
+def test_moved_module_paths_still_import() -> None:
+    from guard_plugin.classifiers.scripted import ScriptedClassifier as A
+    from guard_plugin.guard import Guard
+    from guard_plugin.testing import ScriptedClassifier as B
+    from guard_plugin.testing_langchain import ScriptedChatModel, tool_call
+
+    assert A is B and Guard is guard_plugin.Guard
+    assert ScriptedChatModel is importlib.import_module("guard_plugin.testing").ScriptedChatModel
+    assert tool_call is importlib.import_module("guard_plugin.testing.langchain").tool_call
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        guard_plugin.Nope  # noqa: B018
 
 
 def test_core_imports_no_framework_and_no_torch() -> None:
@@ -75,7 +79,9 @@ def test_core_imports_no_framework_and_no_torch() -> None:
 
 
 def test_scripted_classifier_says_what_it_is() -> None:
-    assert "NOT a safety model" in repr(guard_plugin.ScriptedClassifier())
-    assert "NOT a safety model" in (guard_plugin.ScriptedClassifier.__doc__ or "") + (
-        sys.modules["guard_plugin.classifiers.scripted"].__doc__ or ""
+    from guard_plugin.testing import ScriptedClassifier
+
+    assert "NOT a safety model" in repr(ScriptedClassifier())
+    assert "NOT a safety model" in (ScriptedClassifier.__doc__ or "") + (
+        sys.modules["guard_plugin.testing.scripted"].__doc__ or ""
     )

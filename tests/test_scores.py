@@ -7,18 +7,12 @@ import math
 
 import pytest
 
-from guard_plugin import (
-    MemoryAuditSink,
-    Policy,
-    PolicyError,
-    SafetyInput,
-    Surface,
-    compile_policy,
-    parse_verdict,
-)
+from guard_plugin import Policy, PolicyError, SafetyInput, Surface
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.classifiers.openai_compat import label_scores
 from guard_plugin.decision import Decision, decide, outcome_for
-from guard_plugin.verdict import Verdict
+from guard_plugin.policy import compile_policy
+from guard_plugin.verdict import Verdict, parse_verdict
 
 # -- policy thresholds -----------------------------------------------------------------------
 
@@ -218,9 +212,10 @@ def test_remote_scores_reach_the_decision_and_a_refusing_server_is_asked_without
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from guard_plugin import Guard, build_request  # noqa: E402
+from guard_plugin import Guard  # noqa: E402
 from guard_plugin.classifiers.transformers import TransformersClassifier  # noqa: E402
 from guard_plugin.media import load_image  # noqa: E402
+from guard_plugin.prompting import build_request  # noqa: E402
 from guard_plugin.testing import make_screenshot  # noqa: E402
 
 
@@ -242,7 +237,7 @@ def requests_for(policy: Policy, *inputs: SafetyInput):
 
 def test_label_tokens_are_one_token_each_after_both_fields(tiny_model) -> None:
     clf = TransformersClassifier(str(tiny_model.path), device="cpu")
-    tok = clf._runner.tokenizer
+    tok = clf._runner.prompts.tokenizer
     safe, unsafe = clf._runner.label_ids
     assert tok.decode([safe]).strip() == "safe" and tok.decode([unsafe]).strip() == "unsafe"
     assert clf.verdict_mode == "logits"
@@ -261,9 +256,9 @@ def test_label_logits_equal_generations_first_step_on_a_padded_batch(tiny_model)
         SafetyInput(text="a much longer text that pads the other rows " * 5),
         SafetyInput(text="with a picture", image=image),
     )
-    enc = runner._encode(reqs, ["User Safety:"] * len(reqs))
-    ours = runner.last_logits(enc)
-    inputs = runner._inputs(runner._encode(reqs, ["User Safety:"] * len(reqs)))
+    enc = runner.prompts.encode(reqs, ["User Safety:"] * len(reqs))
+    ours = runner.decoder.last_logits(enc)
+    inputs = runner.decoder.inputs(runner.prompts.encode(reqs, ["User Safety:"] * len(reqs)))
     with torch.inference_mode():
         gen = clf.local.model.generate(
             **inputs,
@@ -271,7 +266,7 @@ def test_label_logits_equal_generations_first_step_on_a_padded_batch(tiny_model)
             do_sample=False,
             output_logits=True,
             return_dict_in_generate=True,
-            pad_token_id=runner.pad_id,
+            pad_token_id=runner.prompts.pad_id,
         )
     assert torch.allclose(ours, gen.logits[0].float(), atol=1e-4)
     clf.close()
@@ -396,7 +391,7 @@ def test_the_response_pass_on_the_cache_equals_a_full_recompute(trained) -> None
     )
     out = logits.classify(reqs)
     forced = [o.text.split("\n")[0] + "\nResponse Safety:" for o in out]
-    full = runner.last_logits(runner._encode(reqs, forced))
+    full = runner.decoder.last_logits(runner.prompts.encode(reqs, forced))
     safe, unsafe = runner.label_ids
     p = torch.softmax(full[:, [safe, unsafe]], dim=-1)[:, 1]
     for o, want in zip(out, p.tolist(), strict=True):
@@ -422,7 +417,7 @@ def test_categories_without_row_selection_in_the_cache_prefill_again(trained, mo
     categories line, by prefilling the forced answer again."""
     logits, generate = trained
     runner = logits._runner
-    real = runner._forward
+    real = runner.decoder.forward
 
     def plain_cache(*args, **kw):
         out, cache = real(*args, **kw)
@@ -435,7 +430,7 @@ def test_categories_without_row_selection_in_the_cache_prefill_again(trained, mo
 
         return out, NoSelect() if cache is not None else None
 
-    monkeypatch.setattr(runner, "_forward", plain_cache)
+    monkeypatch.setattr(runner.decoder, "forward", plain_cache)
     reqs = requests_for(Policy(), SafetyInput(text="the bomb"), SafetyInput(text="the report"))
     fast, slow = logits.classify(reqs), generate.classify(reqs)
     assert (

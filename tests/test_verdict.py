@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guard_plugin import Verdict, VerdictParseError, parse_verdict
+from guard_plugin.errors import VerdictParseError
+from guard_plugin.verdict import Verdict, parse_verdict
 
 ERR = "error"
 

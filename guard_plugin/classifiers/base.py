@@ -9,14 +9,14 @@ slot of the result list; a failure of the whole batch may be raised instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from guard_plugin.errors import ClassifierError
 from guard_plugin.prompting import ModelRequest
 
-__all__ = ["BaseClassifier", "Classifier", "ClassifierOutput", "ClassifierResult"]
+__all__ = ["BaseClassifier", "Classifier", "ClassifierOutput", "ClassifierResult", "Factory"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,8 @@ class BaseClassifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+Factory = Callable[[str, dict[str, Any]], tuple[str, Callable[[], Classifier]]]
+"""How a backend builds from a spec: ``(rest_of_spec, options) -> (normalised key, constructor)``.
+A backend module lists its schemes in ``SCHEMES: dict[str, Factory]``."""

@@ -47,8 +47,12 @@ from urllib.parse import parse_qsl
 import httpx
 
 from guard_plugin._aio import LoopThread, within
-from guard_plugin.classifiers.base import BaseClassifier, ClassifierOutput, ClassifierResult
-from guard_plugin.classifiers.registry import register_scheme
+from guard_plugin.classifiers.base import (
+    BaseClassifier,
+    ClassifierOutput,
+    ClassifierResult,
+    Factory,
+)
 from guard_plugin.errors import (
     ClassifierError,
     ClassifierTimeout,
@@ -509,7 +513,7 @@ _OPTIONS = {
 }
 
 
-def _make_factory(default_https: bool, fold: bool) -> Any:
+def _make_factory(default_https: bool, fold: bool) -> Factory:
     def factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
         https = default_https
         hosts, _, query = rest.removeprefix("//").partition("?")
@@ -542,14 +546,17 @@ def _make_factory(default_https: bool, fold: bool) -> Any:
     return factory
 
 
-for _scheme, _https, _fold in (
-    ("openai", False, False),
-    ("openai+https", True, False),
-    ("vllm", False, False),
-    ("vllm+https", True, False),
-    ("nim", False, False),
-    ("nim+https", True, False),
-    ("sglang", False, True),
-    ("sglang+https", True, True),
-):
-    register_scheme(_scheme, _make_factory(_https, _fold))
+#: the specs this backend builds from (read by :mod:`guard_plugin.classifiers.registry`)
+SCHEMES: dict[str, Factory] = {
+    scheme: _make_factory(https, fold)
+    for scheme, https, fold in (
+        ("openai", False, False),
+        ("openai+https", True, False),
+        ("vllm", False, False),
+        ("vllm+https", True, False),
+        ("nim", False, False),
+        ("nim+https", True, False),
+        ("sglang", False, True),
+        ("sglang+https", True, True),
+    )
+}

@@ -11,7 +11,9 @@ Specs::
     sglang://host:30000/v1                    folds the response into the user turn
     nim+https://host/v1?model=NAME            NVIDIA NIM
 
-Backends register a scheme with :func:`register_scheme`; :func:`load_classifier` returns the
+A backend module lists its schemes in a ``SCHEMES`` table of factories; the built-in ones are
+imported by name when a spec first asks for their scheme, and :func:`register_scheme` adds
+others. :func:`load_classifier` returns the
 same instance for the same normalised spec, so every adapter in a process shares one model.
 A spec imports only its own backend: a served model needs neither torch nor transformers.
 
@@ -26,10 +28,9 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from guard_plugin.classifiers.base import Classifier
+from guard_plugin.classifiers.base import Classifier, Factory
 from guard_plugin.errors import ConfigError
 
 __all__ = [
@@ -45,18 +46,17 @@ __all__ = [
 #: The environment variable deployables read the classifier spec from.
 ENV_CLASSIFIER = "GUARD_PLUGIN_CLASSIFIER"
 
-# Which module provides each built-in scheme, and the extra it needs.
+# Which module provides each built-in scheme (in its SCHEMES table), and the extra it needs.
 _BUILTIN: dict[str, tuple[str, str]] = {
+    "scripted": ("guard_plugin.testing.scripted", ""),
     "transformers": ("guard_plugin.classifiers.transformers", "local"),
+    "hf": ("guard_plugin.classifiers.transformers", "local"),
     **{
         scheme: ("guard_plugin.classifiers.openai_compat", "")
         for base in ("openai", "vllm", "sglang", "nim")
         for scheme in (base, f"{base}+https")
     },
 }
-
-Factory = Callable[[str, dict[str, Any]], tuple[str, Callable[[], Classifier]]]
-"""``(rest_of_spec, options) -> (normalised key, constructor)``."""
 
 _SCHEMES: dict[str, Factory] = {}
 _INSTANCES: dict[str, Classifier] = {}
@@ -67,17 +67,6 @@ _LOCK = threading.Lock()
 def register_scheme(scheme: str, factory: Factory) -> None:
     """Make ``scheme:...`` specs load through ``factory``."""
     _SCHEMES[scheme] = factory
-
-
-def _scripted(rest: str, options: dict[str, Any]) -> tuple[str, Callable[[], Classifier]]:
-    from guard_plugin.classifiers.scripted import ScriptedClassifier
-
-    if rest not in ("", "demo"):
-        raise ConfigError(f"unknown scripted preset '{rest}'; use 'scripted' or 'scripted:demo'")
-    return "scripted:demo", lambda: ScriptedClassifier(**options)
-
-
-register_scheme("scripted", _scripted)
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -169,10 +158,10 @@ def spec_from_env(spec: str | None = None, *, where: str = "guard_plugin") -> st
 
 
 def _load_builtin(scheme: str) -> None:
-    """Import the module that registers ``scheme`` (and only that one)."""
+    """Import the module that provides ``scheme`` (and only that one) and take its table."""
     module, extra = _BUILTIN[scheme]
     try:
-        importlib.import_module(module)
+        schemes: dict[str, Factory] = importlib.import_module(module).SCHEMES
     except ImportError as err:
         if not extra:
             raise
@@ -183,3 +172,5 @@ def _load_builtin(scheme: str) -> None:
             "pip install torch --index-url https://download.pytorch.org/whl/cpu). "
             "A served model needs no extra: vllm://, sglang://, nim://, openai://"
         ) from None
+    for name, factory in schemes.items():
+        _SCHEMES.setdefault(name, factory)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from typing import Any
 
 from guard_plugin.errors import MediaError
 from guard_plugin.policy import MediaLimits
@@ -54,8 +55,6 @@ def load_image(data: bytes, limits: MediaLimits | None = None) -> ImageData:
     resample to the model's input size is left to the model's preprocessing. The result holds
     the pixels; nothing is re-encoded unless a backend needs bytes.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     limits = limits or MediaLimits()
     if not data:
         raise MediaError("the image is empty (0 bytes)")
@@ -64,60 +63,12 @@ def load_image(data: bytes, limits: MediaLimits | None = None) -> ImageData:
             f"the image is {len(data):,} bytes, over the policy's max_image_bytes "
             f"({limits.max_image_bytes:,})"
         )
-    mime = sniff_mime(data)
-    if mime == "image/svg+xml":
-        raise MediaError("SVG images are not supported: rasterise them to PNG first")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im: Image.Image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        if mime is not None and mime.startswith("image/"):
-            kind = mime.split("/")[1].upper()
-            raise MediaError(f"the {kind} data is truncated or corrupt") from None
-        raise MediaError(
-            f"not a decodable image ({mime or 'unknown format'}); supported: "
-            + ", ".join(SUPPORTED_IMAGE_FORMATS)
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise MediaError(f"image rejected as a decompression bomb: {err}") from None
-    except Exception as err:  # Pillow raises many types for broken headers
-        raise MediaError(f"cannot read the image header: {err}") from None
+    im = _open(data)
     source = im
     try:
-        if im.format not in SUPPORTED_IMAGE_FORMATS:
-            raise MediaError(
-                f"unsupported image format {im.format}; "
-                f"supported: {', '.join(SUPPORTED_IMAGE_FORMATS)}"
-            )
-        w, h = im.size
-        if w <= 0 or h <= 0:
-            raise MediaError("the image has no pixels")
-        if w * h > limits.max_image_pixels:
-            raise MediaError(
-                f"the image declares {w}x{h} = {w * h:,} pixels, over the policy's "
-                f"max_image_pixels ({limits.max_image_pixels:,})"
-            )
-        target = limits.image_size
-        if im.format == "JPEG" and max(w, h) > 2 * target:
-            # Decode at 1/2, 1/4 or 1/8 scale directly: much faster and lighter than full size.
-            im.draft("RGB", (max(1, w * target // max(w, h)), max(1, h * target // max(w, h))))
-        try:
-            im.seek(0)  # first frame of a GIF / multi-page TIFF
-            im.load()
-        except Exception as err:
-            raise MediaError(f"the image data is truncated or corrupt: {err}") from None
-        if im.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation
-            im = ImageOps.exif_transpose(im) or im
-        if im.mode != "RGB":
-            if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGB", rgba.size, (255, 255, 255))
-                bg.paste(rgba, mask=rgba.getchannel("A"))
-                im = bg
-            else:
-                im = im.convert("RGB")
-        factor = max(im.size) // target
+        _check_header(im, limits)
+        im = _decode(im, limits.image_size)
+        factor = max(im.size) // limits.image_size
         if factor >= 2:
             # An integer box reduction (antialiased, a few ms) to between 1x and 2x the model's
             # input; the single final resample to 896x896 is the model's own preprocessing.
@@ -128,3 +79,69 @@ def load_image(data: bytes, limits: MediaLimits | None = None) -> ImageData:
     finally:
         if im is not source:
             source.close()
+
+
+def _open(data: bytes) -> Any:
+    """The image with its header read (nothing decoded yet)."""
+    from PIL import Image, UnidentifiedImageError
+
+    mime = sniff_mime(data)
+    if mime == "image/svg+xml":
+        raise MediaError("SVG images are not supported: rasterise them to PNG first")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if mime is not None and mime.startswith("image/"):
+            kind = mime.split("/")[1].upper()
+            raise MediaError(f"the {kind} data is truncated or corrupt") from None
+        raise MediaError(
+            f"not a decodable image ({mime or 'unknown format'}); supported: "
+            + ", ".join(SUPPORTED_IMAGE_FORMATS)
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise MediaError(f"image rejected as a decompression bomb: {err}") from None
+    except Exception as err:  # noqa: BLE001 (Pillow raises many types for broken headers)
+        raise MediaError(f"cannot read the image header: {err}") from None
+
+
+def _check_header(im: Any, limits: MediaLimits) -> None:
+    """The format and the declared size, before any pixel is decoded."""
+    if im.format not in SUPPORTED_IMAGE_FORMATS:
+        raise MediaError(
+            f"unsupported image format {im.format}; supported: {', '.join(SUPPORTED_IMAGE_FORMATS)}"
+        )
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise MediaError("the image has no pixels")
+    if w * h > limits.max_image_pixels:
+        raise MediaError(
+            f"the image declares {w}x{h} = {w * h:,} pixels, over the policy's "
+            f"max_image_pixels ({limits.max_image_pixels:,})"
+        )
+
+
+def _decode(im: Any, target: int) -> Any:
+    """The first frame's pixels, upright, in RGB (transparency over white)."""
+    from PIL import Image, ImageOps
+
+    w, h = im.size
+    if im.format == "JPEG" and max(w, h) > 2 * target:
+        # Decode at 1/2, 1/4 or 1/8 scale directly: much faster and lighter than full size.
+        im.draft("RGB", (max(1, w * target // max(w, h)), max(1, h * target // max(w, h))))
+    try:
+        im.seek(0)  # first frame of a GIF / multi-page TIFF
+        im.load()
+    except Exception as err:  # noqa: BLE001 (any decoder failure is a MediaError)
+        raise MediaError(f"the image data is truncated or corrupt: {err}") from None
+    if im.getexif().get(0x0112, 1) not in (0, 1):  # EXIF orientation
+        im = ImageOps.exif_transpose(im) or im
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("RGBA", "LA", "P", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    return im.convert("RGB")

@@ -132,7 +132,7 @@ def _render_in_pool(
         return [r for f in futures for r in f.result()]
     except MediaError:
         raise
-    except Exception:  # BrokenProcessPool, pickling or start-up failures
+    except Exception:  # noqa: BLE001 (BrokenProcessPool, pickling or start-up failures)
         with _POOL_LOCK:
             if _POOL is not None:
                 _POOL.shutdown(wait=False, cancel_futures=True)

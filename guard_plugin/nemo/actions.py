@@ -22,11 +22,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from guard_plugin.check import Guard
 from guard_plugin.classifiers.registry import spec_from_env
 from guard_plugin.decision import Decision
-from guard_plugin.errors import ConfigError
-from guard_plugin.guard import Guard
-from guard_plugin.policy import PolicyStore
+from guard_plugin.media import content_text
+from guard_plugin.policy import PolicyStore, resolve_tenant
 from guard_plugin.types import Action, Surface
 
 __all__ = [
@@ -100,21 +100,7 @@ def get_guard() -> Guard:
 
 
 def _tenant(context: dict[str, Any] | None) -> str | None:
-    explicit = tenant_var.get()
-    if explicit is not None:
-        return explicit
-    value = (context or {}).get("tenant_id")
-    return str(value) if value is not None else None
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return "" if content is None else str(content)
+    return resolve_tenant(tenant_var.get(), context, None, "tenant_id")
 
 
 def _resolve(d: Decision, guard: Guard) -> Action:
@@ -124,18 +110,38 @@ def _resolve(d: Decision, guard: Guard) -> Action:
     handler = _state["escalation_handler"]
     if handler is not None:
         return Action.ALLOW if guard.ask_handler(d, handler) else Action.BLOCK
-    try:
-        fallback = guard.policies.get(d.tenant).policy.escalation.fallback
-    except Exception:
-        fallback = "block"
-    return Action(fallback)
+    return Action(guard.policies.get_or_default(d.tenant).policy.escalation.fallback)
 
 
-def _refusal(guard: Guard, tenant: str | None) -> str:
-    try:
-        return guard.policies.get(tenant).policy.messages.refusal
-    except ConfigError:  # a refused tenant: the default policy's words
-        return guard.policies.default.policy.messages.refusal
+def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dict[str, Any]) -> Any:
+    """What an action returns: a ``RailOutcome`` (``None`` for the class: the legacy dict)."""
+    act = _resolve(d, guard)
+    violations = list(d.categories)
+    if rail_outcome is None:
+        return {"allowed": act is Action.ALLOW, "policy_violations": violations}
+    meta = {
+        "policy_violations": violations,
+        # the tenant's own words to the user; the shipped flows say them
+        "refusal": guard.policies.get_or_default(d.tenant).policy.messages.refusal,
+        "guard_plugin": {
+            "action": d.action.value,
+            "status": d.status,
+            "score": d.score,
+            "request_id": d.request_id,
+        },
+    }
+    if act is Action.ALLOW:
+        return rail_outcome.allow(metadata=meta)
+    if act is Action.REWRITE and kind in target and d.replacement:
+        return rail_outcome.transform(rewrites=[(target[kind], d.replacement)], metadata=meta)
+    return rail_outcome.block(reason=d.error or ", ".join(violations) or None, metadata=meta)
+
+
+def _decorate(action: Callable[..., Any], legacy: bool, fn: Callable[..., Any], name: str) -> Any:
+    params = inspect.signature(action).parameters
+    if legacy and "output_mapping" in params:
+        return action(name=name, output_mapping=lambda r: not r["allowed"])(fn)
+    return action(name=name)(fn)
 
 
 def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any]:
@@ -149,32 +155,10 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
         target = {"input": TransformTarget.USER_MESSAGE, "output": TransformTarget.BOT_MESSAGE}
 
     def result(d: Decision, guard: Guard, kind: str) -> Any:
-        act = _resolve(d, guard)
-        violations = list(d.categories)
-        meta = {
-            "policy_violations": violations,
-            # the tenant's own words to the user; the shipped flows say them
-            "refusal": _refusal(guard, d.tenant),
-            "guard_plugin": {
-                "action": d.action.value,
-                "status": d.status,
-                "score": d.score,
-                "request_id": d.request_id,
-            },
-        }
-        if legacy:
-            return {"allowed": act is Action.ALLOW, "policy_violations": violations}
-        if act is Action.ALLOW:
-            return rail_outcome.allow(metadata=meta)
-        if act is Action.REWRITE and kind in target and d.replacement:
-            return rail_outcome.transform(rewrites=[(target[kind], d.replacement)], metadata=meta)
-        return rail_outcome.block(reason=d.error or ", ".join(violations) or None, metadata=meta)
+        return _result(d, guard, kind, rail_outcome, target)
 
     def decorate(fn: Callable[..., Any], name: str) -> Any:
-        params = inspect.signature(action).parameters
-        if legacy and "output_mapping" in params:
-            return action(name=name, output_mapping=lambda r: not r["allowed"])(fn)
-        return action(name=name)(fn)
+        return _decorate(action, legacy, fn, name)
 
     async def check_input(
         context: dict[str, Any] | None = None, user_message: Any = None, **kwargs: Any
@@ -197,7 +181,7 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
         user = user_message if user_message is not None else ctx.get("user_message", "")
         bot = bot_message if bot_message is not None else ctx.get("bot_message", "")
         d = await guard.acheck_content(
-            bot, surface=Surface.RESPONSE, tenant=_tenant(ctx), context=_text(user)
+            bot, surface=Surface.RESPONSE, tenant=_tenant(ctx), context=content_text(user)
         )
         return result(d, guard, "output")
 

@@ -22,14 +22,14 @@ failures raise, so NeMo's action fails closed as it does for any engine.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from guard_plugin.classifiers.base import ClassifierOutput
 from guard_plugin.classifiers.registry import load_classifier, spec_from_env
-from guard_plugin.prompting import ModelRequest, neutralize
+from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
+from guard_plugin.types import Surface
 
 __all__ = ["ENGINE", "GuardPluginModel", "register"]
 
@@ -88,20 +88,17 @@ class GuardPluginModel:
         return None
 
     def _request(self, prompt: Any, kwargs: dict[str, Any]) -> ModelRequest:
+        """The request NeMo's prompt asks for, built as every check's is (neutralised text,
+        a content-and-settings key), with NeMo's template kwargs and token budget."""
         user, response = _split(prompt)
-        extra = tuple(getattr(self.classifier, "extra_tokens", ()))
         template = {**self._kwargs, **(kwargs.get("chat_template_kwargs") or {})}
         max_new = int(kwargs.get("max_tokens") or (1024 if template.get("enable_thinking") else 64))
-        key = hashlib.sha256(
-            f"{user}\x00{response}\x00{sorted(template.items())}|{max_new}".encode()
-        ).hexdigest()
-        return ModelRequest(
-            neutralize(user, extra_tokens=extra),
-            None if response is None else neutralize(response, extra_tokens=extra),
-            None,
-            template,
-            max_new,
-            key,
+        surface = Surface.INPUT if response is None else Surface.RESPONSE
+        return build_request(
+            SafetyInput(text=user, response=response, surface=surface),
+            extra_tokens=tuple(getattr(self.classifier, "extra_tokens", ())),
+            template_kwargs=template,
+            max_new_tokens=max_new,
         )
 
     async def generate_async(

@@ -11,16 +11,12 @@ import math
 import httpx
 import pytest
 
-from guard_plugin import (
-    Guard,
-    MemoryAuditSink,
-    Policy,
-    SafetyInput,
-    build_request,
-    compile_policy,
-)
+from guard_plugin import Guard, Policy, SafetyInput
+from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.classifiers.openai_compat import OpenAICompatClassifier
 from guard_plugin.classifiers.transformers import TransformersClassifier
+from guard_plugin.policy import compile_policy
+from guard_plugin.prompting import build_request
 from guard_plugin.testing import make_screenshot
 
 from .conftest import SERVED, Server, free_port
@@ -131,7 +127,7 @@ def test_vllm_and_transformers_render_the_same_token_ids(server, verdict_model) 
     for policy in [Policy(), *KWARG_POLICIES.values()]:
         for inp in inputs:
             req = build_request(inp, compile_policy(policy))
-            ours = local._runner._encode([req])["input_ids"][0].tolist()
+            ours = local._runner.prompts.encode([req])["input_ids"][0].tolist()
             assert tokenize(server, client.body(req)) == ours, (policy.id, inp)
     client.close()
     local.close()

@@ -21,9 +21,6 @@ __all__ = [
     "TinyModel",
     "build_tiny_gemma3",
     "build_verdict_test_model",
-    "make_image_pdf",
-    "make_screenshot",
-    "make_text_pdf",
 ]
 
 SPECIAL_TOKENS = [
@@ -92,7 +89,7 @@ class TinyModel:
     mm_tokens_per_image: int
 
 
-def _tokenizer(extra_words: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+def _tokenizer(extra_words: tuple[str, ...] = ()) -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -362,130 +359,3 @@ def build_verdict_test_model(
     model.save_pretrained(tiny.path)
     _published_layout(tiny.path)
     return tiny
-
-
-# -- documents and screenshots for tests and demos ------------------------------------------------
-
-
-def _pdf_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-
-def make_text_pdf(
-    pages: list[str],
-    *,
-    width: int = 612,
-    height: int = 792,
-    claimed_pages: int | None = None,
-) -> bytes:
-    """A PDF with one page per string (lines split on newlines), in Helvetica, text extractable.
-
-    Written by hand (objects, content streams, a cross-reference table), so no PDF library is
-    needed to make test documents. ``claimed_pages`` writes that count into the page tree
-    instead of the real one: a page-count bomb (PDFium reports the claim).
-    """
-    objects: list[bytes] = []
-
-    def add(body: bytes) -> int:
-        objects.append(body)
-        return len(objects)
-
-    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    pages_id = len(objects) + 1 + 2 * len(pages)  # reserved: the Pages object comes last
-    kids = []
-    for text in pages:
-        lines = text.encode("latin-1", "replace").decode("latin-1").split("\n")
-        ops = ["BT", "/F1 14 Tf", "18 TL", f"54 {height - 72} Td"]
-        for line in lines:
-            ops += [f"({_pdf_escape(line)}) Tj", "T*"]
-        ops.append("ET")
-        stream = "\n".join(ops).encode("latin-1")
-        content = add(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-        kids.append(
-            add(
-                b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R "
-                b"/Resources << /Font << /F1 %d 0 R >> >> >>"
-                % (pages_id, width, height, content, font)
-            )
-        )
-    kid_refs = b" ".join(b"%d 0 R" % k for k in kids)
-    count = len(kids) if claimed_pages is None else claimed_pages
-    assert add(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kid_refs, count)) == pages_id
-    catalog = add(b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id)
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        catalog,
-        xref,
-    )
-    return bytes(out)
-
-
-def make_image_pdf(images: list[Any]) -> bytes:
-    """A PDF whose pages are only images (like a scan), from PIL images."""
-    import io
-
-    buf = io.BytesIO()
-    rgb = [im.convert("RGB") for im in images]
-    rgb[0].save(buf, "PDF", save_all=True, append_images=rgb[1:], resolution=150)
-    return buf.getvalue()
-
-
-def make_screenshot(
-    text: str,
-    *,
-    size: tuple[int, int] = (1920, 1080),
-    background: str = "white",
-    banner: str = "#dde3ea",
-    fmt: str = "PNG",
-) -> bytes:
-    """An encoded image with ``text`` drawn large on it under a top banner, like a browser
-    screenshot."""
-    import io
-
-    from PIL import Image, ImageDraw, ImageFont
-
-    im = Image.new("RGB", size, background)
-    draw = ImageDraw.Draw(im)
-    try:
-        font: Any = ImageFont.load_default(size=max(12, size[1] // 20))
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    draw.rectangle((0, 0, size[0], size[1] // 12), fill=banner)
-    draw.text((size[0] // 40, size[1] // 6), text, fill="black", font=font)
-    buf = io.BytesIO()
-    im.save(buf, fmt)
-    return buf.getvalue()
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m guard_plugin.testing verdict-model DIR`` (the trained TEST MODEL) or
-    ``tiny-model DIR`` (random weights): write a test model folder for trying the local and
-    served paths offline."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m guard_plugin.testing", description=_main.__doc__)
-    p.add_argument("kind", choices=["verdict-model", "tiny-model"])
-    p.add_argument("folder", type=Path)
-    args = p.parse_args(argv)
-    if args.kind == "verdict-model":
-        tiny = build_verdict_test_model(args.folder)
-        print(
-            f"{tiny.path}: a TEST MODEL (unsafe iff a marker word: {TEST_MODEL_MARKERS}), "
-            "not a safety classifier"
-        )
-    else:
-        tiny = build_tiny_gemma3(args.folder)
-        print(f"{tiny.path}: random weights (no verdicts; for loading and fail-closed tests)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from guard_plugin.audit import AuditEvent, JsonlAuditSink, MemoryAuditSink, MultiAuditSink
-from guard_plugin.classifiers.scripted import DEMO_RULES, ScriptedClassifier
-from guard_plugin.guard import Guard
+from guard_plugin.check import Guard
 from guard_plugin.policy import Policy, PolicyStore, load_policy
 from guard_plugin.prompting import ImageData
 from guard_plugin.testing import make_screenshot, make_text_pdf
+from guard_plugin.testing.scripted import DEMO_RULES, ScriptedClassifier
 
 __all__ = ["build_demo_agent", "demo_guard", "run_demo", "stand_in_image_rule"]
 
@@ -48,7 +48,7 @@ def stand_in_image_rule(img: ImageData) -> list[str]:
     return ["Violence"] if r > 180 and g < 90 and b < 90 else []
 
 
-_POLICIES = resources.files("guard_plugin") / "policies"
+_POLICIES = resources.files("guard_plugin.policy") / "builtin"
 
 
 def demo_guard(spec: str | None, audit: Any) -> Guard:
@@ -123,7 +123,7 @@ def build_demo_agent(guard: Guard, script: list[Any]) -> Any:
     from langgraph.checkpoint.memory import InMemorySaver
 
     from guard_plugin.langchain import SafetyMiddleware
-    from guard_plugin.testing_langchain import ScriptedChatModel
+    from guard_plugin.testing.langchain import ScriptedChatModel
 
     return create_agent(
         ScriptedChatModel(responses=script),
@@ -136,7 +136,7 @@ def build_demo_agent(guard: Guard, script: list[Any]) -> Any:
 def _scripts() -> tuple[list[Any], list[Any]]:
     from langchain_core.messages import AIMessage
 
-    from guard_plugin.testing_langchain import tool_call
+    from guard_plugin.testing.langchain import tool_call
 
     research = [
         tool_call("browse", {"url": "https://news.example/markets"}, "c1"),

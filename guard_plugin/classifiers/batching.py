@@ -179,7 +179,7 @@ class BatchWorker(Generic[Req, Res]):
                 raise RuntimeError(
                     f"batch returned {len(results)} results for {len(live)} requests"
                 )
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (each caller gets the failure as its result)
             self.stats.failures += 1
             failure = ClassifierUnavailable(f"batch failed: {type(err).__name__}: {err}")
             failure.__cause__ = err

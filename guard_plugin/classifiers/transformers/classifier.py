@@ -1,0 +1,163 @@
+"""``TransformersClassifier``: the local model behind the classifier seam, shared and batched,
+and the ``transformers:`` / ``hf:`` specs that build it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import torch
+
+from guard_plugin.classifiers.base import (
+    BaseClassifier,
+    ClassifierOutput,
+    ClassifierResult,
+    Factory,
+)
+from guard_plugin.classifiers.batching import BatchWorker
+from guard_plugin.classifiers.transformers.loader import (
+    DEFAULT_MODEL_ID,
+    LocalModel,
+    free_cache,
+    load_local_model,
+    pick_device,
+)
+from guard_plugin.classifiers.transformers.runner import VERDICT_MODES, Runner
+from guard_plugin.errors import ClassifierError, ConfigError
+from guard_plugin.policy import Policy, compile_policy
+from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
+
+__all__ = ["SCHEMES", "TransformersClassifier"]
+
+
+class TransformersClassifier(BaseClassifier):
+    """Nemotron Content Safety run in this process, shared and batched.
+
+    - ``model``: a model folder, a Hugging Face id in the local cache, or a
+      :class:`LocalModel` already loaded (then ``adapter``, ``device``, ``dtype`` are unused).
+    - ``adapter``: an optional PEFT LoRA adapter folder (merged at load).
+    - ``device`` / ``dtype``: default CUDA + bfloat16 when available, else CPU + float32.
+    - ``max_batch_size``, ``max_wait_ms``: how the worker forms batches.
+    - ``max_queue``: requests allowed to wait; beyond it callers get :class:`QueueFullError`.
+    - ``verdict_mode``: ``logits`` (default: labels and P(unsafe) from the label token's
+      logits, one forward pass for most checks) or ``generate`` (greedy generation, no score).
+
+    Prefer ``load_classifier("transformers:...")``, which returns one shared instance per spec.
+    """
+
+    def __init__(
+        self,
+        model: str | LocalModel = DEFAULT_MODEL_ID,
+        *,
+        adapter: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 2.0,
+        max_queue: int = 1024,
+        verdict_mode: str = "logits",
+    ) -> None:
+        if verdict_mode not in VERDICT_MODES:
+            raise ConfigError(
+                f"verdict_mode must be one of {', '.join(VERDICT_MODES)}, not '{verdict_mode}'"
+            )
+        if isinstance(model, LocalModel):
+            self.local = model
+            self.name = f"transformers:{model.source}"
+        else:
+            self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
+            self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
+        self._runner = Runner(self.local, verdict_mode)
+        self.verdict_mode = verdict_mode if self._runner.label_ids is not None else "generate"
+        self.extra_tokens = self._runner.special_tokens
+        self._worker: BatchWorker[ModelRequest, ClassifierResult] = BatchWorker(
+            self._runner,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_ms / 1000.0,
+            max_queue=max_queue,
+            name="guard-plugin-model",
+        )
+        self._close_lock = threading.Lock()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        s = self._worker.stats
+        return {
+            "requests": s.requests,
+            "batches": s.batches,
+            "max_batch": s.max_batch,
+            "queue_full": s.queue_full,
+            "failures": s.failures,
+            "oom_splits": self._runner.oom_splits,
+            "forward_passes": self._runner.forward_passes,
+        }
+
+    def classify(
+        self, requests: Sequence[ModelRequest], *, timeout: float | None = None
+    ) -> list[ClassifierResult]:
+        return [_as_result(r) for r in self._worker.run(requests, timeout)]
+
+    async def aclassify(
+        self, requests: Sequence[ModelRequest], *, timeout: float | None = None
+    ) -> list[ClassifierResult]:
+        return [_as_result(r) for r in await self._worker.arun(requests, timeout)]
+
+    def health(self) -> bool:
+        """Runs a one-token generation through the worker: True when the model answers."""
+        req = build_request(SafetyInput(text="ping"), compile_policy(Policy()))
+        probe = ModelRequest(req.user_text, None, None, req.template_kwargs, 1, "health")
+        try:
+            (res,) = self._worker.run([probe], timeout=60)
+        except ClassifierError:
+            return False
+        return isinstance(res, ClassifierOutput)
+
+    def close(self) -> None:
+        with self._close_lock:
+            self._worker.close()
+            free_cache(self.local.device)
+
+
+def _as_result(r: object) -> ClassifierResult:
+    if isinstance(r, (ClassifierOutput, ClassifierError)):
+        return r
+    return ClassifierError(f"unexpected result {type(r).__name__}")
+
+
+_INT_OPTIONS = ("max_batch_size", "max_queue")
+_FLOAT_OPTIONS = ("max_wait_ms",)
+
+
+def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
+    model, _, query = rest.partition("?")
+    model = model or DEFAULT_MODEL_ID
+    params: dict[str, Any] = dict(parse_qsl(query))
+    known = {"adapter", "device", "dtype", "verdict_mode", *_INT_OPTIONS, *_FLOAT_OPTIONS}
+    unknown = set(params) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))} in 'transformers:{rest}'; "
+            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue, verdict_mode"
+        )
+    for k in _INT_OPTIONS:
+        if k in params:
+            params[k] = int(params[k])
+    for k in _FLOAT_OPTIONS:
+        if k in params:
+            params[k] = float(params[k])
+    params.update(options)
+    p = Path(model).expanduser()
+    norm_model = str(p.resolve()) if p.exists() else model
+    adapter = params.get("adapter")
+    norm_adapter = str(Path(adapter).expanduser().resolve()) if adapter else ""
+    dev, dt = pick_device(params.get("device"), params.get("dtype"))
+    extra = sorted((k, v) for k, v in params.items() if k not in ("adapter", "device", "dtype"))
+    key = f"transformers:{norm_model}|{norm_adapter}|{dev}|{dt}|{extra}"
+    return key, lambda: TransformersClassifier(model, **params)
+
+
+#: the specs this backend builds from (read by :mod:`guard_plugin.classifiers.registry`)
+SCHEMES: dict[str, Factory] = {"transformers": _factory, "hf": _factory}

@@ -1,0 +1,175 @@
+"""Verdicts from the label token's logits (``verdict_mode=logits``).
+
+The answer is forced up to ``User Safety:`` and one forward pass gives the label token's
+logits: the label is their argmax, as greedy generation would pick it, and P(unsafe) is the
+softmax over the two label tokens. A response check adds one pass over
+``<user label>\\nResponse Safety:`` on the cached prompt. An unsafe row that asked for
+categories generates the ``Safety Categories`` line from the same cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from guard_plugin.classifiers.base import ClassifierOutput, ClassifierResult
+from guard_plugin.classifiers.transformers.decoding import Decoder
+from guard_plugin.classifiers.transformers.prompts import Prompts
+from guard_plugin.prompting import ModelRequest
+
+__all__ = ["RESPONSE_FIELD", "USER_FIELD", "LabelReader"]
+
+USER_FIELD = "User Safety:"
+RESPONSE_FIELD = "\nResponse Safety:"
+
+
+class LabelReader:
+    """Reads labels from logits where the tokenizer allows it (``label_ids`` is ``None``
+    where it does not: then every row generates)."""
+
+    def __init__(self, prompts: Prompts, decoder: Decoder) -> None:
+        self.prompts = prompts
+        self.decoder = decoder
+        self.tokenizer = prompts.tokenizer
+        self.label_ids = self._find_label_ids()
+        self.response_field_ids = self._find_response_field_ids() if self.label_ids else None
+        if self.response_field_ids is None:
+            self.label_ids = None  # the extension cannot be fed as tokens: generate instead
+
+    def _find_label_ids(self) -> tuple[int, int] | None:
+        """The token ids of `` safe`` and `` unsafe`` right after each verdict field, or
+        ``None`` where a label is not one token after the field."""
+        tok = self.tokenizer
+        found: set[tuple[int, int]] = set()
+        for field_name in (USER_FIELD, RESPONSE_FIELD.strip()):
+            base = tok.encode(field_name, add_special_tokens=False)
+            pair = []
+            for label in ("safe", "unsafe"):
+                ids = tok.encode(f"{field_name} {label}", add_special_tokens=False)
+                if ids[: len(base)] != base or len(ids) != len(base) + 1:
+                    return None
+                pair.append(ids[-1])
+            found.add((pair[0], pair[1]))
+        if len(found) != 1:
+            return None
+        (safe, unsafe) = found.pop()
+        return (safe, unsafe) if safe != unsafe else None
+
+    def _find_response_field_ids(self) -> torch.Tensor | None:
+        """The tokens of ``\\nResponse Safety:`` as they follow a label, when the tokenizer
+        writes the whole answer as label token + those tokens (then the response pass feeds
+        them after the cached prompt without re-tokenising)."""
+        assert self.label_ids is not None
+        tok = self.tokenizer
+        field_ids = tok.encode(RESPONSE_FIELD, add_special_tokens=False)
+        head = tok.encode(USER_FIELD, add_special_tokens=False)
+        for label, lid in zip(("safe", "unsafe"), self.label_ids, strict=True):
+            whole = tok.encode(f"{USER_FIELD} {label}{RESPONSE_FIELD}", add_special_tokens=False)
+            if whole != [*head, lid, *field_ids]:
+                return None
+        return torch.tensor([field_ids], dtype=torch.long)
+
+    def applies_to(self, req: ModelRequest) -> bool:
+        """Whether ``req`` is read from logits (reasoning requests generate)."""
+        return self.label_ids is not None and not req.template_kwargs.get("enable_thinking")
+
+    def read(self, reqs: list[ModelRequest], enc: Any, max_new: int) -> list[ClassifierResult]:
+        """Labels for a batch encoded with the ``User Safety:`` suffix: the label pass over
+        the prompts, for response rows one short pass over ``<user label>\\nResponse
+        Safety:``, and for unsafe rows that asked for categories a generation that starts
+        after the label token."""
+        assert self.label_ids is not None and self.response_field_ids is not None
+        safe, unsafe = self.label_ids
+        dev = self.decoder.lm.device
+        inputs = self.decoder.inputs(enc)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self.decoder.forward(inputs, positions, None)
+        n = len(reqs)
+        results: list[ClassifierResult | None] = [None] * n
+        texts = [USER_FIELD] * n
+        scores: list[list[float | None]] = [[None, None] for _ in range(n)]
+        fields = 2 if reqs[0].expects_response else 1  # groups never mix the two
+        chosen = torch.full((n,), safe, device=dev)  # each row's label token so far
+        for step in range(fields):
+            if step:  # the response field, after each row's greedy user label
+                ext = torch.cat(
+                    [chosen.unsqueeze(1), self.response_field_ids.to(dev).expand(n, -1)], dim=1
+                )
+                ext_mask = torch.ones_like(ext)
+                ext_pos = positions[:, -1:] + 1 + torch.arange(ext.shape[1], device=dev)
+                logits, cache = self.decoder.forward(
+                    {"input_ids": ext, "attention_mask": torch.cat([mask, ext_mask], dim=1)},
+                    ext_pos,
+                    cache,
+                )
+                ids = torch.cat([ids, ext], dim=1)
+                mask = torch.cat([mask, ext_mask], dim=1)
+                positions = torch.cat([positions, ext_pos], dim=1)
+            top = logits.argmax(dim=-1)
+            p = torch.softmax(logits[:, [safe, unsafe]], dim=-1)[:, 1].tolist()
+            for i, t in enumerate(top.tolist()):
+                if results[i] is not None:
+                    continue
+                if t not in (safe, unsafe):
+                    # Not a verdict: the text greedy decoding would have begun with, which
+                    # the parser then refuses, as it refuses any answer that is no verdict.
+                    results[i] = ClassifierOutput(texts[i] + self.tokenizer.decode([t]))
+                    continue
+                texts[i] += f" {'unsafe' if t == unsafe else 'safe'}"
+                scores[i][step] = p[i]
+                if step + 1 < fields:
+                    texts[i] += RESPONSE_FIELD
+            # rows that are no verdict go on with a label token too; their result is final
+            chosen = torch.where((top == safe) | (top == unsafe), top, safe)
+        self._categories(reqs, results, texts, (ids, mask, chosen, cache), max_new)
+        return [
+            r
+            if r is not None
+            else ClassifierOutput(texts[i], user_score=scores[i][0], response_score=scores[i][1])
+            for i, r in enumerate(results)
+        ]
+
+    def _categories(
+        self,
+        reqs: list[ModelRequest],
+        results: list[ClassifierResult | None],
+        texts: list[str],
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any],
+        max_new: int,
+    ) -> None:
+        """The ``Safety Categories`` line for the rows whose deciding label is unsafe and
+        that asked for it, generated from the cache (or, for a cache type that cannot keep a
+        subset of rows, from the forced answer prefilled again)."""
+        ids, mask, chosen, cache = state
+        extend = [
+            i
+            for i, req in enumerate(reqs)
+            if results[i] is None
+            and texts[i].endswith("unsafe")
+            and req.template_kwargs.get("request_categories") == "/categories"
+        ]
+        if not extend:
+            return
+        more: list[ClassifierResult]
+        if hasattr(cache, "batch_select_indices"):
+            rows = torch.tensor(extend, device=ids.device)
+            cache.batch_select_indices(rows)
+            more = [
+                ClassifierOutput(t)
+                for t in self.decoder.continue_from(
+                    torch.cat([ids[rows], chosen[rows].unsqueeze(1)], dim=1),
+                    torch.cat([mask[rows], torch.ones_like(rows).unsqueeze(1)], dim=1),
+                    cache,
+                    max_new,
+                )
+            ]
+        else:
+            sub, forced = [reqs[i] for i in extend], [texts[i] for i in extend]
+            more = self.decoder.generate(sub, self.prompts.encode(sub, forced), max_new, forced)
+        for i, res in zip(extend, more, strict=True):
+            if isinstance(res, ClassifierOutput):
+                texts[i] += res.text if res.text.startswith("\n") else "\n" + res.text
+            else:
+                results[i] = res

@@ -1,0 +1,122 @@
+"""A batch of requests into verdict texts: the injection check, groups by token budget and
+verdict mode, labels from logits or greedy generation, and out-of-memory splits. Runs only
+on the batching worker's thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from guard_plugin.classifiers.base import ClassifierResult
+from guard_plugin.classifiers.transformers.decoding import Decoder
+from guard_plugin.classifiers.transformers.injection import ControlTokenCheck
+from guard_plugin.classifiers.transformers.labels import USER_FIELD, LabelReader
+from guard_plugin.classifiers.transformers.loader import LocalModel, free_cache
+from guard_plugin.classifiers.transformers.prompts import Prompts
+from guard_plugin.errors import ClassifierError, ClassifierUnavailable, InjectionDetected
+from guard_plugin.prompting import ModelRequest
+
+__all__ = ["VERDICT_MODES", "Runner"]
+
+VERDICT_MODES = ("logits", "generate")
+
+
+class Runner:
+    """The model's one caller: ``runner(requests)`` returns one result per request."""
+
+    def __init__(self, lm: LocalModel, verdict_mode: str = "logits") -> None:
+        self.lm = lm
+        self.prompts = Prompts(lm)
+        self.injection = ControlTokenCheck(self.prompts)
+        self.decoder = Decoder(lm, self.prompts)
+        self.labels = LabelReader(self.prompts, self.decoder) if verdict_mode == "logits" else None
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        return self.injection.special_tokens
+
+    @property
+    def label_ids(self) -> tuple[int, int] | None:
+        return self.labels.label_ids if self.labels is not None else None
+
+    @property
+    def oom_splits(self) -> int:
+        return self.decoder.oom_splits
+
+    @property
+    def forward_passes(self) -> int:
+        return self.decoder.forward_passes
+
+    def uses_logits(self, req: ModelRequest) -> bool:
+        return self.labels is not None and self.labels.applies_to(req)
+
+    def __call__(self, reqs: list[ModelRequest]) -> list[ClassifierResult]:
+        results: list[ClassifierResult | None] = [None] * len(reqs)
+        groups: dict[tuple[int, bool, bool], list[int]] = {}
+        for i, r in enumerate(reqs):
+            key = (r.max_new_tokens, self.uses_logits(r), r.expects_response)
+            groups.setdefault(key, []).append(i)
+        for (max_new, logits, _), idx in groups.items():
+            group = [reqs[i] for i in idx]
+            for i, res in zip(idx, self._run_group(group, max_new, logits), strict=True):
+                results[i] = res
+        return [r if r is not None else ClassifierError("no result") for r in results]
+
+    def _run_group(
+        self, reqs: list[ModelRequest], max_new: int, logits: bool = False
+    ) -> list[ClassifierResult]:
+        smuggled = [i for i, r in enumerate(reqs) if self.injection.smuggles(r)]
+        if smuggled:
+            return self._without(reqs, smuggled, max_new, logits)
+        try:
+            enc = self.prompts.encode(reqs, [USER_FIELD] * len(reqs) if logits else ())
+        except Exception as err:  # noqa: BLE001 (None)
+            if len(reqs) == 1:
+                return [
+                    ClassifierUnavailable(
+                        f"cannot build the model input: {type(err).__name__}: {err}"
+                    )
+                ]
+            return [r for req in reqs for r in self._run_group([req], max_new, logits)]
+        bad = self.injection.miscounted(reqs, enc)
+        if bad:
+            return self._without(reqs, bad, max_new, logits)
+        if logits:
+            return self._read_labels(reqs, enc, max_new)
+        return self.decoder.generate(reqs, enc, max_new)
+
+    def _without(
+        self, reqs: list[ModelRequest], bad: list[int], max_new: int, logits: bool = False
+    ) -> list[ClassifierResult]:
+        """Refuse the requests at ``bad`` and run the rest."""
+        out: list[ClassifierResult] = [
+            InjectionDetected(
+                "the content carries tokenizer control tokens; refusing to classify it"
+            )
+        ] * len(reqs)
+        keep = [i for i in range(len(reqs)) if i not in bad]
+        if keep:
+            rest = self._run_group([reqs[i] for i in keep], max_new, logits)
+            for i, res in zip(keep, rest, strict=True):
+                out[i] = res
+        return out
+
+    def _read_labels(
+        self, reqs: list[ModelRequest], enc: Any, max_new: int
+    ) -> list[ClassifierResult]:
+        assert self.labels is not None
+        try:
+            return self.labels.read(reqs, enc, max_new)
+        except torch.OutOfMemoryError:
+            free_cache(self.lm.device)
+            if len(reqs) == 1:
+                return [ClassifierUnavailable("out of GPU memory for a single request")]
+            self.decoder.oom_splits += 1
+            half = len(reqs) // 2
+            return self._run_group(reqs[:half], max_new, True) + self._run_group(
+                reqs[half:], max_new, True
+            )
+        except BaseException:
+            free_cache(self.lm.device)
+            raise

@@ -1,0 +1,87 @@
+"""langchain-core messages <-> the core, shared by the LangChain and LangGraph adapters.
+
+Three checks, each split the same way: *find* what to check in the message list (pure),
+*check* it with the Guard (the adapter's one line, sync or async), and *apply* the decision
+as message updates (pure, except escalation, which calls LangGraph's ``interrupt()`` and so
+must run where a node may be re-run from its start). One module per concern:
+
+- :mod:`.inputs`, :mod:`.tools`, :mod:`.responses`: the user turn, tool results, and the
+  assistant turn with its tool calls;
+- :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
+- :mod:`.held`: content held for review (sealed in the state) and messages already decided;
+- :mod:`.run`: the graph run (config, tenant, stable request ids, ``interrupt()``);
+- :mod:`.base`: the updates a check returns and the text of a message.
+
+Message updates always reuse the original message id, so the ``add_messages`` reducer replaces
+the message in place: no unsafe message stays in state under another id.
+"""
+
+try:
+    import langchain_core.messages  # noqa: F401  (every module here needs it)
+except ImportError as _err:  # pragma: no cover
+    raise ImportError(
+        "the LangChain / LangGraph adapters need langchain-core: "
+        "pip install 'guard-plugin[langchain]' or 'guard-plugin[langgraph]'"
+    ) from _err
+
+from guard_plugin.lc_messages.base import Outcome, policy_of, text_of, tool_call_text
+from guard_plugin.lc_messages.held import (
+    ABANDONED,
+    HELD_KEY,
+    Decided,
+    decided_results,
+    read_held,
+    review_held_tool,
+    seal,
+    tool_message_of,
+    unseal,
+    withhold,
+    without_record,
+)
+from guard_plugin.lc_messages.inputs import apply_input, find_input
+from guard_plugin.lc_messages.responses import (
+    ResponseCheck,
+    answer_review,
+    apply_response,
+    find_response,
+    review_requests,
+)
+from guard_plugin.lc_messages.review import REVIEW_DECISIONS, allowed_decisions, review_payload
+from guard_plugin.lc_messages.run import can_interrupt, check_id, interrupt, run_config, run_tenant
+from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
+
+__all__ = [
+    "ABANDONED",
+    "HELD_KEY",
+    "REVIEW_DECISIONS",
+    "Decided",
+    "Outcome",
+    "ResponseCheck",
+    "allowed_decisions",
+    "answer_review",
+    "apply_input",
+    "apply_response",
+    "apply_tool_result",
+    "can_interrupt",
+    "check_id",
+    "decided_results",
+    "find_input",
+    "find_response",
+    "find_tool_results",
+    "interrupt",
+    "policy_of",
+    "read_held",
+    "review_held_tool",
+    "review_payload",
+    "review_requests",
+    "run_config",
+    "run_tenant",
+    "seal",
+    "text_of",
+    "tool_call_text",
+    "tool_check_args",
+    "tool_message_of",
+    "unseal",
+    "withhold",
+    "without_record",
+]

@@ -1,0 +1,236 @@
+"""The assistant turn, its text and each tool call it asks for: find them, apply the
+decision (unsafe calls are dropped, their arguments leave the state), and apply a reviewer's
+answers to an escalated one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from guard_plugin.check import Guard
+from guard_plugin.decision import Decision
+from guard_plugin.lc_messages.base import (
+    Outcome,
+    last_index,
+    policy_of,
+    preview,
+    text_of,
+    tool_call_text,
+)
+from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_payload
+from guard_plugin.lc_messages.run import can_interrupt, interrupt
+from guard_plugin.prompting import SafetyInput
+from guard_plugin.types import TEXT, Action, PartRef, Surface
+
+__all__ = ["ResponseCheck", "answer_review", "apply_response", "find_response", "review_requests"]
+
+
+@dataclass
+class ResponseCheck:
+    index: int
+    message: AIMessage
+    inputs: list[SafetyInput]
+
+
+def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
+    """The last assistant turn, as one input for its text and one per tool call, each with the
+    user turn it answers as context."""
+    i = last_index(messages, AIMessage)
+    if i is None:
+        return None
+    ai = messages[i]
+    assert isinstance(ai, AIMessage)
+    h = last_index(messages[:i], HumanMessage)
+    context = text_of(messages[h]) if h is not None else ""
+    inputs = []
+    text = text_of(ai)
+    if text.strip():
+        inputs.append(SafetyInput(text=context, response=text, surface=Surface.RESPONSE, part=TEXT))
+    for call in ai.tool_calls:
+        inputs.append(
+            SafetyInput(
+                text=context,
+                response=tool_call_text(call),
+                surface=Surface.RESPONSE,
+                tool_name=call.get("name"),
+                part=PartRef.tool_call(call.get("id")),
+            )
+        )
+    return ResponseCheck(i, ai, inputs) if inputs else None
+
+
+def review_requests(ai: AIMessage, d: Decision) -> list[dict[str, Any]]:
+    """What a reviewer is asked about an escalated response: each unsafe tool call, and the
+    text when it is unsafe (or when no call is)."""
+    unsafe = {d.parts[i].ref for i in d.withheld_parts}
+    calls = [(c, PartRef.tool_call(c.get("id"))) for c in ai.tool_calls]
+    requests = [
+        {"name": c["name"], "args": c.get("args", {}), "part": ref.label}
+        for c, ref in calls
+        if ref in unsafe
+    ]
+    if TEXT in unsafe or not requests:
+        requests.insert(
+            0,
+            {
+                "name": "assistant_response",
+                "args": {"text": preview(text_of(ai))},
+                "part": TEXT.label,
+            },
+        )
+    return requests
+
+
+def answer_review(
+    ai: AIMessage,
+    requests: list[dict[str, Any]],
+    resume: Any,
+    d: Decision,
+    guard: Guard,
+    *,
+    answer_calls: bool = False,
+) -> Outcome:
+    """Apply a reviewer's resume value to an escalated response: approve keeps, edit
+    replaces, reject withholds; anything malformed counts as a rejection. The answers are
+    audited against the decision. With ``answer_calls`` (the agent middleware), a rejected
+    or responded tool call is answered as LangChain's human-in-the-loop answers it: the call
+    stays, with a tool message carrying the reviewer's reason or response, so the model goes
+    on; its arguments, judged unsafe, do not stay in the history."""
+    answers = read_answers(resume, len(requests))
+    kinds = answer_kinds(answers, requests, edits=True)
+    if all(k == "approve" for k in kinds):
+        action = Action.ALLOW
+    elif all(k == "reject" for k in kinds):
+        action = Action.BLOCK
+    else:
+        action = Action.REWRITE
+    tool = next((r["name"] for r in requests if r["part"] != TEXT.label), None)
+    guard.record_review(d, kinds, action=action, tool_name=tool)
+    answers = [{**a, "type": k} for a, k in zip(answers, kinds, strict=True)]
+    return _apply_review(ai, requests, answers, d, guard, answer_calls=answer_calls)
+
+
+def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
+    ai = rc.message
+    unsafe = {d.parts[i].ref for i in d.withheld_parts}
+    action = d.action
+    if action is Action.ESCALATE:
+        if escalate and can_interrupt():
+            requests = review_requests(ai, d)
+            resume = interrupt(review_payload(d, Surface.RESPONSE, requests))
+            return answer_review(ai, requests, resume, d, guard)
+        action = Action(policy_of(d, guard).escalation.fallback)
+    if action is Action.ALLOW:
+        return Outcome(decisions=[d])
+    refusal = policy_of(d, guard).messages.refusal
+    if action is Action.BLOCK or (TEXT in unsafe and not ai.tool_calls):
+        blocked = ai.model_copy(
+            update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
+        )
+        return Outcome([blocked], end=True, decisions=[d])
+    # rewrite: unsafe calls are dropped (their arguments leave the state) and the text says so
+    return _rebuild(ai, d, guard, drop=unsafe, text=refusal if TEXT in unsafe else None)
+
+
+def _rebuild(
+    ai: AIMessage,
+    d: Decision,
+    guard: Guard,
+    *,
+    drop: set[PartRef],
+    text: str | None,
+    edits: Mapping[PartRef, Mapping[str, Any]] | None = None,
+    reasons: Sequence[str] = (),
+    answered: Mapping[PartRef, Mapping[str, Any]] | None = None,
+) -> Outcome:
+    kept: list[Any] = []
+    dropped: list[str] = []
+    answers: list[BaseMessage] = []
+    for call in ai.tool_calls:
+        label = PartRef.tool_call(call.get("id"))
+        if label in drop:
+            dropped.append(call["name"])
+        elif answered and label in answered:
+            # the call stays (its answer needs it), without the arguments judged unsafe
+            kept.append({**call, "args": {}})
+            answers.append(_answer(call, answered[label]))
+        elif edits and label in edits:
+            edited = edits[label]
+            kept.append(
+                {
+                    **call,
+                    "name": edited.get("name", call["name"]),
+                    "args": dict(edited.get("args", call.get("args", {}))),
+                }
+            )
+        else:
+            kept.append(call)
+    content: Any = text if text is not None else ai.content
+    if dropped:
+        calls = ", ".join(dropped)
+        why = "".join(f" {r}" for r in reasons)
+        noun = "tool calls" if len(dropped) > 1 else "tool call"
+        note = f"{policy_of(d, guard).messages.redaction}: {noun} {calls} not made.{why}"
+        body = text if text is not None else text_of(ai)
+        content = f"{body}\n{note}" if body and body.strip() else note
+    new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
+    return Outcome([new, *answers], end=not kept, decisions=[d])
+
+
+def _apply_review(
+    ai: AIMessage,
+    requests: list[dict[str, Any]],
+    answers: list[dict[str, Any]],
+    d: Decision,
+    guard: Guard,
+    *,
+    answer_calls: bool = False,
+) -> Outcome:
+    """Apply a reviewer's answers: approve keeps, edit replaces, reject withholds (or, with
+    ``answer_calls``, answers the call), respond answers the call for the tool."""
+    drop: set[PartRef] = set()
+    edits: dict[PartRef, Mapping[str, Any]] = {}
+    answered: dict[PartRef, Mapping[str, Any]] = {}
+    reasons: list[str] = []
+    text: str | None = None
+    for req, ans in zip(requests, answers, strict=True):
+        kind = ans.get("type")
+        edited = ans.get("edited_action") if isinstance(ans.get("edited_action"), Mapping) else None
+        ref = PartRef.parse(req["part"])
+        if ref == TEXT:
+            if kind == "edit" and edited is not None:
+                text = str((edited.get("args") or {}).get("text", ""))
+            elif kind != "approve":
+                text = str(ans.get("message") or policy_of(d, guard).messages.refusal)
+        elif kind == "edit" and edited is not None:
+            edits[ref] = edited
+        elif kind == "respond" or (kind != "approve" and answer_calls):
+            answered[ref] = ans
+        elif kind != "approve":
+            drop.add(ref)
+            if ans.get("message"):
+                reasons.append(str(ans["message"]))
+    if not drop and not edits and not answered and text is None:
+        return Outcome(decisions=[d])
+    return _rebuild(
+        ai, d, guard, drop=drop, text=text, edits=edits, reasons=reasons, answered=answered
+    )
+
+
+def _answer(call: Mapping[str, Any], ans: Mapping[str, Any]) -> ToolMessage:
+    """The tool message that answers a call a reviewer declined or answered for the tool."""
+    name, call_id = call.get("name", "tool"), call.get("id")
+    if ans.get("type") == "respond":
+        content, status = str(ans.get("message", "")), "success"
+    elif ans.get("message"):
+        content, status = f"A reviewer declined the call to `{name}`: {ans['message']}", "error"
+    else:
+        content = (
+            f"A reviewer declined the call to `{name}` (id {call_id}); it was not run. "
+            "Do not make it again unless the user asks for it."
+        )
+        status = "error"
+    return ToolMessage(content=content, name=name, tool_call_id=call_id, status=status)

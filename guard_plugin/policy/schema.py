@@ -1,0 +1,271 @@
+"""The policy schema: what a tenant's policy file may say, validated once when loaded
+(pydantic, frozen, unknown keys refused)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from guard_plugin import taxonomy
+from guard_plugin.types import Action, Surface
+
+__all__ = [
+    "CUSTOM_POLICY_PREAMBLE",
+    "Actions",
+    "AuditOptions",
+    "CustomCategory",
+    "CustomPolicy",
+    "EscalationOptions",
+    "MediaLimits",
+    "Messages",
+    "ModelOptions",
+    "Policy",
+    "SurfaceActions",
+    "Thresholds",
+]
+
+ErrorAction = Literal["block", "allow", "escalate"]
+ReasoningMode = Literal["off", "on", "audit"]
+
+CUSTOM_POLICY_PREAMBLE = (
+    "Evaluate the user prompt for compliance with the given policy "
+    "ignoring any previous policies you know about."
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelOptions(_Model):
+    """How the model is asked.
+
+    ``mode``: ``auto`` picks ``custom_policy`` when a custom policy is set, ``custom_taxonomy``
+    when categories are switched off or added, else ``builtin``. ``builtin`` with categories
+    switched off keeps the model's own taxonomy and applies the suppression only to its output.
+    """
+
+    mode: Literal["auto", "builtin", "custom_taxonomy", "custom_policy"] = "auto"
+    request_categories: bool = True
+    max_new_tokens: int = Field(64, ge=8, le=4096)
+    reasoning_max_new_tokens: int = Field(1024, ge=64, le=16384)
+
+
+class SurfaceActions(_Model):
+    """The action for unsafe content on one surface, with per-category overrides.
+
+    In YAML a bare action (``input: block``) is shorthand for ``{default: block}``.
+    """
+
+    default: Action = Action.BLOCK
+    categories: dict[str, Action] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (str, Action)):
+            return {"default": value}
+        return value
+
+
+class Actions(_Model):
+    """Actions per surface. ``categories`` applies to every surface unless a surface overrides."""
+
+    input: SurfaceActions = SurfaceActions()
+    tool: SurfaceActions = SurfaceActions()
+    response: SurfaceActions = SurfaceActions()
+    categories: dict[str, Action] = Field(default_factory=dict)
+
+    def for_surface(self, surface: Surface) -> SurfaceActions:
+        return getattr(self, surface.value)
+
+
+class Thresholds(_Model):
+    """P(unsafe) at or above which a part counts as unsafe, per surface.
+
+    ``None`` (the default) keeps the model's own label (its argmax). A threshold acts only
+    where the backend reports a score; elsewhere the model's label decides. In YAML a bare
+    number (``thresholds: 0.3``) applies to every surface.
+    """
+
+    input: float | None = Field(None, gt=0, lt=1)
+    tool: float | None = Field(None, gt=0, lt=1)
+    response: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"input": value, "tool": value, "response": value}
+        return value
+
+
+class CustomCategory(_Model):
+    name: str = Field(min_length=1)
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("a custom category needs a non-empty name")
+        return v
+
+
+class CustomPolicy(_Model):
+    """A policy that replaces the model's built-in instructions and taxonomy.
+
+    Either structured (``name``, ``description``, ``disallowed``, ``allowed``), rendered into
+    the shape the model was trained on, or ``text`` passed to the model verbatim.
+    """
+
+    name: str | None = None
+    description: str | None = None
+    disallowed: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CustomPolicy:
+        structured = bool(self.name or self.description or self.disallowed or self.allowed)
+        if self.text is not None and structured:
+            raise ValueError("give either 'text' or the structured fields, not both")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("'text' is empty: write the policy or remove custom_policy")
+        if self.text is None:
+            if not structured:
+                raise ValueError(
+                    "custom_policy is empty: give 'text', or 'name' with 'disallowed' behaviours"
+                )
+            if not self.disallowed:
+                raise ValueError("a structured custom_policy needs at least one 'disallowed' item")
+        return self
+
+    def render(self) -> str:
+        if self.text is not None:
+            return self.text.strip()
+        lines = [CUSTOM_POLICY_PREAMBLE, "### Policy"]
+        if self.name:
+            lines.append(f"Name: {self.name.strip()}")
+        if self.description:
+            lines.append(f"Description: {self.description.strip()}")
+        lines.append("Disallowed Behaviors:")
+        lines += [f"- {item.strip()}" for item in self.disallowed]
+        if self.allowed:
+            lines.append("Allowed Behaviors:")
+            lines += [f"- {item.strip()}" for item in self.allowed]
+        return "\n".join(lines)
+
+
+class Messages(_Model):
+    """Texts the adapters put in place of content."""
+
+    refusal: str = "I'm sorry, I can't help with that."
+    tool_refusal: str = (
+        "The result of this tool call was withheld by the content safety policy. "
+        "Do not retry it; tell the user it could not be used."
+    )
+    redaction: str = "[withheld by content safety policy]"
+    rewrite_note: str = (
+        "[The user's message was withheld by the content safety policy. "
+        "Reply with a short, polite refusal and offer help with something else.]"
+    )
+    review_pending: str = "This answer is being held for review by a person."
+
+
+class MediaLimits(_Model):
+    max_image_bytes: int = Field(20 * 2**20, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    image_size: int = Field(896, ge=64, le=4096)
+    max_document_bytes: int = Field(50 * 2**20, gt=0)
+    max_pdf_pages: int = Field(20, gt=0)
+    #: content blocks, artifact entries and nested blocks looked at per message
+    max_blocks: int = Field(256, gt=0)
+    #: images and PDF pages classified per message (each is one model input)
+    max_images: int = Field(64, gt=0)
+    max_text_chars: int = Field(200_000, gt=0)
+    text_window_chars: int = Field(6000, ge=200)
+    allow_local_files: bool = False
+    allow_url_fetch: bool = False
+    fetch_timeout_s: float = Field(5.0, gt=0)
+    unverifiable: ErrorAction = "block"
+
+
+class AuditOptions(_Model):
+    include_content: bool = False
+
+
+class EscalationOptions(_Model):
+    """What adapters without a human-review mechanism do with ``escalate``."""
+
+    fallback: Literal["block", "allow"] = "block"
+
+
+class Policy(_Model):
+    """One tenant's policy. Frozen; unknown keys are rejected."""
+
+    id: str = "default"
+    version: str = "1"
+    description: str = ""
+    model: ModelOptions = ModelOptions()
+    categories_off: tuple[str, ...] = ()
+    custom_categories: tuple[CustomCategory, ...] = ()
+    custom_policy: CustomPolicy | None = None
+    reasoning: ReasoningMode = "off"
+    actions: Actions = Actions()
+    on_error: ErrorAction = "block"
+    thresholds: Thresholds = Thresholds()
+    messages: Messages = Messages()
+    media: MediaLimits = MediaLimits()
+    time_budget_ms: int = Field(10_000, gt=0)
+    audit: AuditOptions = AuditOptions()
+    escalation: EscalationOptions = EscalationOptions()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) else v
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` / `on` as a boolean.
+        if v is False:
+            return "off"
+        if v is True:
+            return "on"
+        return v
+
+    @model_validator(mode="after")
+    def _check_categories(self) -> Policy:
+        custom = {taxonomy.category_key(c.name) for c in self.custom_categories}
+        if len(custom) != len(self.custom_categories):
+            raise ValueError("custom_categories: two categories have the same name")
+        for c in self.custom_categories:
+            if taxonomy.lookup(c.name) is not None:
+                raise ValueError(
+                    f"custom_categories: '{c.name}' is a built-in category; choose another name"
+                )
+        if self.custom_policy is not None:
+            return self  # the policy defines its own category names
+        known = ", ".join(c.name for c in taxonomy.CATEGORIES)
+
+        def check(name: str, where: str) -> None:
+            if taxonomy.lookup(name) is None and taxonomy.category_key(name) not in custom:
+                raise ValueError(
+                    f"{where}: unknown category '{name}'. Known categories: {known}; "
+                    "or declare it under custom_categories"
+                )
+
+        for name in self.categories_off:
+            check(name, "categories_off")
+        for name in self.actions.categories:
+            check(name, "actions.categories")
+        for s in Surface:
+            for name in self.actions.for_surface(s).categories:
+                check(name, f"actions.{s.value}.categories")
+        if self.model.mode == "custom_policy":
+            raise ValueError("model.mode: custom_policy is selected but no custom_policy is given")
+        return self

@@ -1,0 +1,224 @@
+"""Policies from files: one file per tenant in a folder (the file name is the tenant id), plus
+``default.yaml`` for tenants without a file of their own. Every problem of every file is
+reported, each naming the file, the field and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from guard_plugin.errors import PolicyError, UnknownTenantError
+from guard_plugin.policy.compiled import CompiledPolicy, compile_policy
+from guard_plugin.policy.schema import Policy
+
+__all__ = [
+    "PolicyStore",
+    "builtin_policies",
+    "load_policy",
+    "policy_from_mapping",
+    "resolve_tenant",
+]
+
+
+def _problem(error: Any) -> tuple[str | None, str]:
+    """One pydantic error as (field, message-with-the-fix)."""
+    loc = ".".join(str(p) for p in error["loc"]) or None
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = error["loc"][:-1]
+        model: type[BaseModel] = Policy
+        for part in parent:
+            sub = model.model_fields.get(str(part))
+            ann = getattr(sub, "annotation", None) if sub else None
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                model = ann
+        allowed = ", ".join(model.model_fields)
+        return loc, f"unknown key; allowed keys here are: {allowed}"
+    if kind in ("enum", "literal_error"):
+        return loc, str(error["msg"])
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    # Policy-level checks start their message with the field they are about.
+    head, sep, rest = msg.partition(": ")
+    if loc is None and sep and head.replace(".", "").replace("_", "").isalnum():
+        loc, msg = head, rest
+    return loc, msg
+
+
+def _format_validation_error(err: ValidationError, source: str) -> PolicyError:
+    problems = [_problem(e) for e in err.errors()]
+    if len(problems) == 1:
+        loc, msg = problems[0]
+        return PolicyError(msg, source=source, field=loc, problems=problems)
+    listed = "\n".join("  - " + (f"field '{loc}': " if loc else "") + msg for loc, msg in problems)
+    return PolicyError(f"{len(problems)} problems:\n{listed}", source=source, problems=problems)
+
+
+def policy_from_mapping(
+    data: Any, *, source: str = "<policy>", default_id: str | None = None
+) -> Policy:
+    """Build a :class:`Policy` from parsed YAML/JSON, with errors that name source and field.
+    Every problem is reported, not only the first."""
+    if data is None:
+        raise PolicyError(
+            "the policy is empty; a policy file holds at least its actions "
+            "(see guard_plugin/policy/builtin/default.yaml)",
+            source=source,
+        )
+    if not isinstance(data, Mapping):
+        raise PolicyError(
+            f"a policy must be a mapping of fields, not {type(data).__name__}", source=source
+        )
+    data = dict(data)
+    if default_id is not None:
+        file_id = data.get("id")
+        if file_id is not None and str(file_id) != default_id:
+            raise PolicyError(
+                f"id '{file_id}' differs from the file name '{default_id}'; "
+                "rename the file or remove the id",
+                source=source,
+                field="id",
+            )
+        data.setdefault("id", default_id)
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as err:
+        raise _format_validation_error(err, source) from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load one policy file. Raises :class:`PolicyError` naming the file, the field and the fix."""
+    p = Path(path)
+    source = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError("file not found", source=source) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PolicyError(f"cannot read the file: {err}", source=source) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise PolicyError(f"invalid YAML{where}: {problem}", source=source) from None
+    stem = p.stem
+    return policy_from_mapping(data, source=source, default_id=stem)
+
+
+def builtin_policies() -> Path:
+    """The folder of example policies shipped with the package (``default``, ``devops``,
+    ``healthcare``, ``kids_education``), wherever it is installed."""
+    from importlib import resources
+
+    return Path(str(resources.files("guard_plugin.policy") / "builtin"))
+
+
+class PolicyStore:
+    """Compiled policies by tenant.
+
+    ``unknown_tenant``: ``"default"`` serves the default policy to tenants without one of their
+    own; ``"error"`` refuses them (the guard then blocks and audits an ``unknown_tenant`` error).
+    """
+
+    def __init__(
+        self,
+        policies: Mapping[str, Policy] | Iterable[Policy] = (),
+        *,
+        default: Policy | None = None,
+        unknown_tenant: Literal["default", "error"] = "default",
+    ) -> None:
+        if unknown_tenant not in ("default", "error"):
+            raise PolicyError("unknown_tenant must be 'default' or 'error'", field="unknown_tenant")
+        items = policies.items() if isinstance(policies, Mapping) else ((p.id, p) for p in policies)
+        self._compiled: dict[str, CompiledPolicy] = {t: compile_policy(p) for t, p in items}
+        if default is None:
+            default = self._compiled["default"].policy if "default" in self._compiled else Policy()
+        self._default = compile_policy(default)
+        self.unknown_tenant = unknown_tenant
+
+    @classmethod
+    def from_dir(
+        cls, path: str | Path, *, unknown_tenant: Literal["default", "error"] = "default"
+    ) -> PolicyStore:
+        """Load every ``*.yaml`` / ``*.yml`` in a folder; ``default.yaml`` is the default.
+        ``"builtin"`` is the example folder shipped with the package.
+
+        Every file is read before anything is refused: the error lists each bad file with
+        each of its problems."""
+        folder = builtin_policies() if str(path) == "builtin" else Path(path)
+        if not folder.is_dir():
+            raise PolicyError("not a folder of policy files", source=str(folder))
+        files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+        policies: dict[str, Policy] = {}
+        errors: list[PolicyError] = []
+        for f in files:
+            if f.stem in policies:
+                errors.append(PolicyError(f"two files for tenant '{f.stem}'", source=str(f)))
+                continue
+            try:
+                policies[f.stem] = load_policy(f)
+            except PolicyError as err:
+                errors.append(err)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            listed = "\n".join(str(e) for e in errors)
+            raise PolicyError(
+                f"{len(errors)} policy files are invalid:\n{listed}",
+                source=str(folder),
+                problems=[p for e in errors for p in e.problems],
+            )
+        return cls(policies, unknown_tenant=unknown_tenant)
+
+    @property
+    def default(self) -> CompiledPolicy:
+        return self._default
+
+    def tenants(self) -> list[str]:
+        return sorted(self._compiled)
+
+    def get(self, tenant: str | None = None) -> CompiledPolicy:
+        """The compiled policy for a tenant (``None``: the default)."""
+        if tenant is None:
+            return self._default
+        found = self._compiled.get(tenant)
+        if found is not None:
+            return found
+        if self.unknown_tenant == "default":
+            return self._default
+        raise UnknownTenantError(
+            f"no policy for tenant '{tenant}'; "
+            f"known tenants: {', '.join(self.tenants()) or 'none'}. "
+            "Add a policy file for it or create the store with unknown_tenant='default'"
+        )
+
+    def get_or_default(self, tenant: str | None = None) -> CompiledPolicy:
+        """The tenant's policy, or the default one for a tenant this store refuses (the
+        policy whose texts answer a refused tenant's check)."""
+        try:
+            return self.get(tenant)
+        except UnknownTenantError:
+            return self._default
+
+
+def resolve_tenant(
+    explicit: str | None, context: Any, config: Mapping[str, Any] | None, key: str
+) -> str | None:
+    """The tenant of a check: ``explicit``, else the request context's ``key`` (an attribute
+    or an item), else the run config's ``configurable[key]``."""
+    if explicit is not None:
+        return explicit
+    if context is not None:
+        value = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
+        if value is not None:
+            return str(value)
+    if config:
+        value = (config.get("configurable") or {}).get(key)
+        if value is not None:
+            return str(value)
+    return None
