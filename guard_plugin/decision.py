@@ -204,21 +204,35 @@ def outcome_for(
     )
 
 
-@dataclass
 class _Tally:
     """One pass over the parts of a check (this runs on every check, so it stays lean)."""
 
-    media: str  # what an unverifiable part does (media.unverifiable)
-    on_error: str
-    cats: dict[str, None] = field(default_factory=dict)
-    dropped: dict[str, None] = field(default_factory=dict)
-    withheld: list[int] = field(default_factory=list)
-    traces: list[str] = field(default_factory=list)
-    first_error: PartOutcome | None = None
-    score: float | None = None
-    n_unsafe: int = 0
-    n_errors: int = 0
-    n_unverifiable: int = 0
+    __slots__ = (
+        "all_cached",
+        "cats",
+        "dropped",
+        "first_error",
+        "media",
+        "n_errors",
+        "n_unsafe",
+        "n_unverifiable",
+        "on_error",
+        "score",
+        "traces",
+        "withheld",
+    )
+
+    def __init__(self, media: str, on_error: str) -> None:
+        self.media = media  # what an unverifiable part does (media.unverifiable)
+        self.on_error = on_error
+        self.cats: dict[str, None] = {}
+        self.dropped: dict[str, None] = {}
+        self.withheld: list[int] = []
+        self.traces: list[str] = []
+        self.first_error: PartOutcome | None = None
+        self.score: float | None = None
+        self.n_unsafe = self.n_errors = self.n_unverifiable = 0
+        self.all_cached = True
 
     def add(self, p: PartOutcome) -> None:
         if p.status == "unsafe":
@@ -234,6 +248,7 @@ class _Tally:
             self.traces.append(p.reasoning)
         if p.score is not None and (self.score is None or p.score > self.score):
             self.score = p.score
+        self.all_cached = self.all_cached and p.cached
 
     def _error(self, p: PartOutcome) -> None:
         self.n_errors += 1
@@ -291,7 +306,7 @@ def decide(
         policy_id=policy.id,
         policy_version=policy.version,
         policy_fingerprint=policy.fingerprint,
-        cached=bool(parts) and all(p.cached for p in parts),
+        cached=bool(parts) and t.all_cached,
         score=t.score,
         **meta,
     )

@@ -131,36 +131,41 @@ def as_surface(surface: Surface | str) -> Surface:
         raise ValueError(f"surface {surface!r} is not one of {valid}") from None
 
 
-def _as_inputs(content: str | SafetyInput | Sequence[Any], surf: Surface | None) -> list[Any]:
-    if isinstance(content, str):
-        if surf is Surface.RESPONSE:
-            return [SafetyInput(text="", response=content, surface=Surface.RESPONSE)]
-        return [SafetyInput(text=content, surface=surf or Surface.INPUT)]
-    return [content] if isinstance(content, SafetyInput) else list(content)
-
-
 def normalise_inputs(content: Content, surface: Surface | str | None) -> list[SafetyInput]:
     """The inputs of a ``Guard.check`` call, all on one surface."""
     surf = as_surface(surface) if surface is not None else None
-    if not isinstance(content, (str, SafetyInput, list, tuple)):
+    if isinstance(content, str):  # the common case
+        if surf is Surface.RESPONSE:
+            return [SafetyInput(text="", response=content, surface=Surface.RESPONSE)]
+        return [SafetyInput(text=content, surface=surf or Surface.INPUT)]
+    if isinstance(content, SafetyInput):
+        items = [content]
+    elif isinstance(content, (list, tuple)):
+        items = list(content)
+        for it in items:
+            if not isinstance(it, SafetyInput):
+                raise TypeError(
+                    "Guard.check takes text, a SafetyInput or a list of them, "
+                    f"not {type(it).__name__}"
+                )
+    else:
         raise TypeError(
             "Guard.check takes text, a SafetyInput or a list of them, not "
             f"{type(content).__name__}; for message content (blocks, images, files, bytes) "
             "use Guard.check_content"
         )
-    items = _as_inputs(content, surf)
-    wrong = next((it for it in items if not isinstance(it, SafetyInput)), None)
-    if wrong is not None:
-        raise TypeError(
-            f"Guard.check takes text, a SafetyInput or a list of them, not {type(wrong).__name__}"
-        )
-    if surf is not None:
-        other = next((it for it in items if it.surface is not surf), None)
-        if other is not None:
+    _one_surface(items, surf)
+    return items
+
+
+def _one_surface(items: list[SafetyInput], surf: Surface | None) -> None:
+    if surf is None:
+        if len({it.surface for it in items}) > 1:
+            raise ValueError("all SafetyInputs of one check must have the same surface")
+        return
+    for it in items:
+        if it.surface is not surf:
             raise ValueError(
-                f"a SafetyInput for surface '{other.surface.value}' "
+                f"a SafetyInput for surface '{it.surface.value}' "
                 f"was passed with surface='{surf.value}'"
             )
-    elif len({it.surface for it in items}) > 1:
-        raise ValueError("all SafetyInputs of one check must have the same surface")
-    return items

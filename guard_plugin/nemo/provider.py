@@ -28,6 +28,7 @@ from typing import Any
 
 from guard_plugin.classifiers.base import ClassifierOutput
 from guard_plugin.classifiers.registry import load_classifier, spec_from_env
+from guard_plugin.media import content_text
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
 from guard_plugin.types import Surface
 
@@ -47,7 +48,7 @@ def _split(prompt: Any) -> tuple[str, str | None]:
     for msg in prompt:
         role = getattr(msg, "role", None) or (msg.get("role") if isinstance(msg, dict) else None)
         content = getattr(msg, "content", None) if not isinstance(msg, dict) else msg.get("content")
-        text = content if isinstance(content, str) else str(content or "")
+        text = content_text(content)
         if role in ("assistant", "bot"):
             response = text
         elif role != "system":

@@ -26,17 +26,30 @@ __all__ = [
 IMAGE_TYPES = frozenset({"image_url", "input_image"})
 
 
+def _by_file_id(ref: PartRef, what: str) -> list[Part]:
+    return [
+        FailedPart(
+            ref, UnverifiableMedia(f"{what} referenced by file id: its content is not available")
+        )
+    ]
+
+
+def _inline(
+    ref: PartRef, fd: str, m: MediaBlock, r: Reader, claimed: str | None, name: str | None
+) -> list[Part]:
+    """``file_data``: a data URL, or bare base64."""
+    if fd.startswith("data:"):
+        return [from_url(ref, fd, m.kind, r.limits)]
+    return [from_b64(ref, fd, m.kind, r.limits, claimed, name)]
+
+
 def read_image(b: Mapping[str, Any], ref: PartRef, r: Reader) -> list[Part]:
     """``image_url`` / ``input_image``: the URL is read (data URLs) or fetched (when allowed)."""
     url = b.get("image_url")
     url = url.get("url") if isinstance(url, Mapping) else url
     if isinstance(url, str):
         return [from_url(ref, url, "image", r.limits)]
-    return [
-        FailedPart(
-            ref, UnverifiableMedia("image referenced by file id: its content is not available")
-        )
-    ]
+    return _by_file_id(ref, "image")
 
 
 def read_chat_file(
@@ -46,17 +59,11 @@ def read_chat_file(
     oai_file = b.get("file")
     if not isinstance(oai_file, Mapping):
         return None
-    filename = oai_file.get("filename") or m.filename
     fd = oai_file.get("file_data")
-    if isinstance(fd, str) and fd.startswith("data:"):
-        return [from_url(ref, fd, m.kind, r.limits)]
-    if isinstance(fd, str):
-        return [from_b64(ref, fd, m.kind, r.limits, m.claimed or "application/pdf", filename)]
-    return [
-        FailedPart(
-            ref, UnverifiableMedia("file referenced by file id: its content is not available")
-        )
-    ]
+    if not isinstance(fd, str):
+        return _by_file_id(ref, "file")
+    name = oai_file.get("filename") or m.filename
+    return _inline(ref, fd, m, r, m.claimed or "application/pdf", name)
 
 
 def read_file_data(
@@ -64,11 +71,7 @@ def read_file_data(
 ) -> list[Part] | None:
     """The Responses API's ``input_file`` with inline ``file_data``."""
     fd = b.get("file_data")
-    if not isinstance(fd, str):
-        return None
-    if fd.startswith("data:"):
-        return [from_url(ref, fd, m.kind, r.limits)]
-    return [from_b64(ref, fd, m.kind, r.limits, m.claimed, m.filename)]
+    return _inline(ref, fd, m, r, m.claimed, m.filename) if isinstance(fd, str) else None
 
 
 def read_file_url(
