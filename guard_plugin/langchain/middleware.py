@@ -1,47 +1,6 @@
-"""LangChain adapters: agent middleware, a callback handler, and an LCEL runnable guard.
-
-``SafetyMiddleware`` guards an agent built with ``langchain.agents.create_agent`` at all
-three surfaces, with the vocabulary of LangChain's ``PIIMiddleware``::
-
-    agent = create_agent(model, tools, middleware=[SafetyMiddleware(guard)],
-                         checkpointer=InMemorySaver())      # a checkpointer enables escalation
-
-It wraps every model call and every tool call, with no graph nodes of its own (each extra
-node is a graph step per model call; a wrapper costs a function call):
-
-- as a tool returns: its result (text, images, PDF pages, its artifact), so the state, the
-  streams, the checkpoints and a ``return_direct`` answer only ever carry a decided result;
-- before the model is called: the user's turn (once per run, while nothing has answered it:
-  a block answers with the refusal and the model is never called), and any tool results the
-  tool boundary did not decide (results a caller put in the input);
-- after the model answers: its response, text and tool-call arguments, before the response
-  reaches the state, so no unsafe message is ever written there and no tool runs for an
-  unsafe call.
-
-Escalation pauses the run with ``interrupt()`` only where nothing would be repeated on
-resume. An escalated tool result is *held*: a placeholder takes its place in the state, the
-original waits sealed in a private key, and the reviewer is asked before the next model call
-(a tool is never run twice); if a new user turn comes instead of the answer, the result stays
-withheld. An escalated user turn is held the same way before the model is called (a
-placeholder takes its id, the turn comes straight back to the model step for the review), so a
-new turn instead of the answer cannot carry it to the model. An escalated response
-is *held*: a placeholder takes its id (its only tool call, to a ``content_safety_review``
-pseudo-tool, is answered at once), the response waits in a private state key, and
-``create_agent`` routes the turn straight back to the model step, where the review interrupt
-happens before any model call; the reviewer's answer then replaces the placeholder. The way
-back needs an agent with tools (``create_agent`` builds no edge back otherwise); an agent
-without tools, or a run without a checkpointer, gets the tenant's escalation fallback. If a
-new turn arrives instead of an answer, the held response stays withheld.
-
-Streaming: with ``stream_mode="messages"`` a model's tokens reach the consumer while they are
-generated, before the response can be checked. ``hold_output=True`` tags the model call
-``nostream``: consumers then receive the checked message only, whole, when the model step
-ends. (``stream_mode="updates"`` and ``"values"`` only ever carry checked messages.)
-
-``SafetyCallbackHandler`` observes any chain or runnable and can only stop it: callbacks
-cannot rewrite or interrupt, so ``rewrite`` and ``escalate`` become a block (after the
-tenant's ``escalation_handler``, if given, has had its say).
-"""
+"""``SafetyMiddleware``: content safety for ``create_agent`` at all three surfaces (see
+:mod:`guard_plugin.langchain`). Each hook is written once, as a generator of typed steps that
+a sync and an async driver run."""
 
 from __future__ import annotations
 
@@ -52,34 +11,25 @@ import types
 from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
-from uuid import UUID, uuid4
+from uuid import uuid4
 
+from langchain.agents.middleware import AgentMiddleware
+from langchain.agents.middleware.types import (
+    AgentState,
+    ModelRequest,
+    ModelResponse,
+    PrivateStateAttr,
+    ToolCallRequest,
+)
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from typing_extensions import NotRequired
-
-try:
-    from langchain.agents.middleware import AgentMiddleware
-    from langchain.agents.middleware.types import (
-        AgentState,
-        ModelRequest,
-        ModelResponse,
-        PrivateStateAttr,
-        ToolCallRequest,
-    )
-    from langchain_core.callbacks import BaseCallbackHandler
-    from langchain_core.messages import (
-        AIMessage,
-        BaseMessage,
-        HumanMessage,
-        RemoveMessage,
-        SystemMessage,
-        ToolMessage,
-    )
-    from langchain_core.outputs import LLMResult
-    from langchain_core.runnables import Runnable, RunnableLambda
-except ImportError as _err:  # pragma: no cover
-    raise ImportError(
-        "guard_plugin.langchain needs LangChain 1.x: pip install 'guard-plugin[langchain]'"
-    ) from _err
 
 try:  # LangChain >= 1.2: state updates from wrap_model_call (needed to hold a response)
     from langchain.agents.middleware.types import ExtendedModelResponse
@@ -94,12 +44,18 @@ from guard_plugin.errors import ConfigError, GuardBlocked
 from guard_plugin.policy import resolve_tenant
 from guard_plugin.types import Action, Surface
 
-__all__ = ["SafetyCallbackHandler", "SafetyMiddleware", "guard_runnable"]
+__all__ = [
+    "HELD_TOOLS_KEY_PREFIX",
+    "REVIEW_KEY_PREFIX",
+    "REVIEW_TOOL",
+    "SAFETY_INSTRUCTION",
+    "CallModel",
+    "Check",
+    "RunChecks",
+    "SafetyMiddleware",
+]
 
 log = logging.getLogger(__name__)
-
-EscalationHandler = Callable[[Decision], bool]
-"""Called for ``escalate`` where no interrupt is possible: True allows, False blocks."""
 
 SAFETY_INSTRUCTION = (
     "Your previous answer was withheld by the content safety policy. Answer again, helpfully, "
@@ -784,163 +740,3 @@ def _with_command(result: Any, update: dict[str, Any]) -> Any:
         )
     inner = result if isinstance(result, ModelResponse) else ModelResponse(result=[result])
     return ExtendedModelResponse(model_response=inner, command=Command(update=update))
-
-
-# -- callbacks ------------------------------------------------------------------------------------
-
-
-class SafetyCallbackHandler(BaseCallbackHandler):
-    """Stops a chain or runnable when its input, output or a tool's output is unsafe.
-
-    Raises :class:`~guard_plugin.GuardBlocked` (``raise_error`` is on, so it propagates) from
-    ``on_chat_model_start`` (the last user turn and new tool results), ``on_llm_end`` (the
-    response, with its tool calls) and ``on_tool_end``. Callbacks cannot change what flows
-    through a chain, so ``rewrite`` and ``escalate`` block too; ``escalation_handler`` may
-    approve an escalated decision first. Works in sync and async chains (LangChain runs sync
-    handlers of async chains in a worker thread).
-    """
-
-    raise_error = True
-    run_inline = True
-
-    def __init__(
-        self,
-        guard: Guard | str,
-        *,
-        tenant: str | None = None,
-        check_inputs: bool = True,
-        check_outputs: bool = True,
-        check_tools: bool = True,
-        escalation_handler: EscalationHandler | None = None,
-    ) -> None:
-        self.guard = as_guard(guard)
-        self.tenant = tenant
-        self.check_inputs = check_inputs
-        self.check_outputs = check_outputs
-        self.check_tools = check_tools
-        self.escalation_handler = escalation_handler
-        self._context: dict[UUID, str] = {}
-        self.decisions: list[Decision] = []
-
-    def _enforce(self, d: Decision) -> None:
-        self.decisions.append(d)
-        if d.allowed:
-            return
-        if (
-            d.action is Action.ESCALATE
-            and self.escalation_handler is not None
-            and self.guard.ask_handler(d, self.escalation_handler)
-        ):
-            return
-        raise GuardBlocked(d)
-
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        **kwargs: Any,
-    ) -> None:
-        for convo in messages:
-            found = lc.find_input(convo)
-            human = next((m for m in reversed(convo) if isinstance(m, HumanMessage)), None)
-            self._context[run_id] = lc.text_of(human)
-            if self.check_inputs and found is not None:
-                self._enforce(
-                    self.guard.check_content(
-                        found[1].content, surface=Surface.INPUT, tenant=self.tenant
-                    )
-                )
-            if self.check_tools:
-                for tm in lc.find_tool_results(convo):
-                    self._enforce(
-                        self.guard.check_content(
-                            tm.content, surface=Surface.TOOL, tenant=self.tenant, tool_name=tm.name
-                        )
-                    )
-
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        context = self._context.pop(run_id, "")
-        if not self.check_outputs:
-            return
-        for gens in response.generations:
-            for gen in gens:
-                msg = getattr(gen, "message", None)
-                ai = msg if isinstance(msg, AIMessage) else AIMessage(content=gen.text)
-                rc = lc.find_response([HumanMessage(content=context), ai])
-                if rc is not None:
-                    self._enforce(
-                        self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self.tenant)
-                    )
-
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._context.pop(run_id, None)
-
-    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        if not self.check_tools:
-            return
-        if isinstance(output, ToolMessage):
-            d = self.guard.check_content(output.content, **lc.tool_check_args(output, self.tenant))
-        else:
-            d = self.guard.check_content(
-                output if isinstance(output, (str, list)) else str(output),
-                surface=Surface.TOOL,
-                tenant=self.tenant,
-            )
-        self._enforce(d)
-
-
-# -- LCEL -----------------------------------------------------------------------------------------
-
-
-def _content_of(value: Any) -> tuple[Any, str]:
-    """The content to check in an LCEL value, and the context text."""
-    if isinstance(value, BaseMessage):
-        return value.content, ""
-    if isinstance(value, dict) and "messages" in value:
-        value = value["messages"]
-    elif isinstance(value, dict):  # prompt variables: check their text
-        return "\n".join(str(v) for v in value.values() if isinstance(v, (str, int, float))), ""
-    if isinstance(value, list) and value and all(isinstance(m, BaseMessage) for m in value):
-        last = value[-1]
-        human = next((m for m in reversed(value[:-1]) if isinstance(m, HumanMessage)), None)
-        return last.content, lc.text_of(human)
-    if hasattr(value, "to_messages"):  # prompt values
-        msgs = value.to_messages()
-        return (msgs[-1].content if msgs else ""), ""
-    return value, ""
-
-
-def guard_runnable(
-    guard: Guard | str, *, surface: Surface | str = Surface.INPUT, tenant: str | None = None
-) -> Runnable[Any, Any]:
-    """A runnable that passes its input through unchanged when it is allowed and raises
-    :class:`~guard_plugin.GuardBlocked` otherwise: ``guard_in | chain | guard_out``.
-
-    Strings, messages, message lists, prompt values, ``{"messages": [...]}`` and dicts of prompt
-    variables (their text values) are understood;
-    on the response surface a message list's last message is checked with the preceding user
-    turn as context. The tenant comes from ``tenant`` or ``config["configurable"]["tenant_id"]``.
-    """
-    g = as_guard(guard)
-    surf = Surface(surface)
-
-    def _tenant(config: Any) -> str | None:
-        return resolve_tenant(tenant, None, config, "tenant_id")
-
-    def check(value: Any, config: Any = None) -> Any:
-        content, context = _content_of(value)
-        d = g.check_content(content, surface=surf, tenant=_tenant(config), context=context)
-        if not d.allowed:
-            raise GuardBlocked(d)
-        return value
-
-    async def acheck(value: Any, config: Any = None) -> Any:
-        content, context = _content_of(value)
-        d = await g.acheck_content(content, surface=surf, tenant=_tenant(config), context=context)
-        if not d.allowed:
-            raise GuardBlocked(d)
-        return value
-
-    return RunnableLambda(check, afunc=acheck, name=f"guard_plugin[{surf.value}]")

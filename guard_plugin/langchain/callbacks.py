@@ -1,0 +1,126 @@
+"""``SafetyCallbackHandler``: stops any chain or runnable whose input, output or tool output
+is not allowed. Callbacks cannot change what flows through a chain, so ``rewrite`` and
+``escalate`` block too (after the ``escalation_handler``, if given, has had its say)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import LLMResult
+
+from guard_plugin import lc_messages as lc
+from guard_plugin.check import Guard, as_guard
+from guard_plugin.decision import Decision
+from guard_plugin.errors import GuardBlocked
+from guard_plugin.types import Action, Surface
+
+__all__ = ["EscalationHandler", "SafetyCallbackHandler"]
+
+EscalationHandler = Callable[[Decision], bool]
+"""Called for ``escalate`` where no interrupt is possible: True allows, False blocks."""
+
+
+class SafetyCallbackHandler(BaseCallbackHandler):
+    """Stops a chain or runnable when its input, output or a tool's output is unsafe.
+
+    Raises :class:`~guard_plugin.GuardBlocked` (``raise_error`` is on, so it propagates) from
+    ``on_chat_model_start`` (the last user turn and new tool results), ``on_llm_end`` (the
+    response, with its tool calls) and ``on_tool_end``. Callbacks cannot change what flows
+    through a chain, so ``rewrite`` and ``escalate`` block too; ``escalation_handler`` may
+    approve an escalated decision first. Works in sync and async chains (LangChain runs sync
+    handlers of async chains in a worker thread).
+    """
+
+    raise_error = True
+    run_inline = True
+
+    def __init__(
+        self,
+        guard: Guard | str,
+        *,
+        tenant: str | None = None,
+        check_inputs: bool = True,
+        check_outputs: bool = True,
+        check_tools: bool = True,
+        escalation_handler: EscalationHandler | None = None,
+    ) -> None:
+        self.guard = as_guard(guard)
+        self.tenant = tenant
+        self.check_inputs = check_inputs
+        self.check_outputs = check_outputs
+        self.check_tools = check_tools
+        self.escalation_handler = escalation_handler
+        self._context: dict[UUID, str] = {}
+        self.decisions: list[Decision] = []
+
+    def _enforce(self, d: Decision) -> None:
+        self.decisions.append(d)
+        if d.allowed:
+            return
+        if (
+            d.action is Action.ESCALATE
+            and self.escalation_handler is not None
+            and self.guard.ask_handler(d, self.escalation_handler)
+        ):
+            return
+        raise GuardBlocked(d)
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        **kwargs: Any,
+    ) -> None:
+        for convo in messages:
+            found = lc.find_input(convo)
+            human = next((m for m in reversed(convo) if isinstance(m, HumanMessage)), None)
+            self._context[run_id] = lc.text_of(human)
+            if self.check_inputs and found is not None:
+                self._enforce(
+                    self.guard.check_content(
+                        found[1].content, surface=Surface.INPUT, tenant=self.tenant
+                    )
+                )
+            if self.check_tools:
+                for tm in lc.find_tool_results(convo):
+                    self._enforce(
+                        self.guard.check_content(
+                            tm.content, surface=Surface.TOOL, tenant=self.tenant, tool_name=tm.name
+                        )
+                    )
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        context = self._context.pop(run_id, "")
+        if not self.check_outputs:
+            return
+        for gens in response.generations:
+            for gen in gens:
+                msg = getattr(gen, "message", None)
+                ai = msg if isinstance(msg, AIMessage) else AIMessage(content=gen.text)
+                rc = lc.find_response([HumanMessage(content=context), ai])
+                if rc is not None:
+                    self._enforce(
+                        self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self.tenant)
+                    )
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._context.pop(run_id, None)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if not self.check_tools:
+            return
+        if isinstance(output, ToolMessage):
+            d = self.guard.check_content(output.content, **lc.tool_check_args(output, self.tenant))
+        else:
+            d = self.guard.check_content(
+                output if isinstance(output, (str, list)) else str(output),
+                surface=Surface.TOOL,
+                tenant=self.tenant,
+            )
+        self._enforce(d)
