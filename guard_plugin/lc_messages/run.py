@@ -18,7 +18,7 @@ def run_config() -> Any:
         from langgraph.config import get_config
 
         return get_config()
-    except (ImportError, RuntimeError):  # no langgraph, or outside a graph run
+    except Exception:  # noqa: BLE001 (no langgraph, or outside a graph run: no config)
         return None
 
 
@@ -31,7 +31,7 @@ def run_tenant(explicit: str | None, key: str, context: Any = None) -> tuple[str
             from langgraph.runtime import get_runtime
 
             context = get_runtime().context
-        except (ImportError, RuntimeError, LookupError, AttributeError):
+        except Exception:  # noqa: BLE001 (outside a graph run: no runtime context)
             context = None
     return resolve_tenant(explicit, context, config, key), config
 
