@@ -142,6 +142,58 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
+def breakdown(args: argparse.Namespace, lm: LocalModel, cuda: bool) -> None:
+    """Median ms of each stage of a logits-mode check, at batch 1 and 32: where the time
+    between the physical floor and the measured latency goes."""
+    from guard_plugin.classifiers.transformers.labels import USER_FIELD
+
+    clf = TransformersClassifier(lm, max_batch_size=32, max_wait_ms=2, verdict_mode="logits")
+    runner = clf._runner
+    tok = lm.processor.tokenizer
+    policy = compile_policy(Policy())
+    text = "please summarise the attached quarterly report for the board " * (
+        args.prompt_tokens // 10
+    )
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def reqs(b: int, salt: int) -> list[ModelRequest]:
+        return [build_request(SafetyInput(text=f"{salt}.{k} {text}"), policy) for k in range(b)]
+
+    def timed(fn, b: int) -> float:
+        out = []
+        for k in range(args.n + 3):
+            batch = reqs(b, k)
+            sync()
+            t0 = time.perf_counter()
+            fn(batch)
+            sync()
+            out.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(out[3:])
+
+    def forward(batch: list[ModelRequest]) -> None:
+        inputs = runner.decoder.inputs(runner.prompts.encode(batch, [USER_FIELD] * len(batch)))
+        mask = inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        runner.decoder.forward(inputs, positions, None)
+
+    enc = {b: runner.prompts.encode(reqs(b, 0), [USER_FIELD] * b) for b in (1, 32)}
+    stages = {
+        "render (chat template)": lambda b: [runner.prompts.render(r) for r in b],
+        "encode (render + tokenise)": lambda b: runner.prompts.encode(b, [USER_FIELD] * len(b)),
+        "injection check": lambda b: runner.injection.miscounted(b, enc[len(b)]),
+        "to device": lambda b: runner.decoder.inputs(enc[len(b)]),
+        "encode + forward (one pass)": forward,
+        "runner (whole batch)": lambda b: runner(b),
+        "classify (worker, whole)": lambda b: clf.classify(b),
+    }
+    width = len(tok(reqs(1, 0)[0].user_text).input_ids)
+    print(f"breakdown, logits mode, ~{width}-token user text, median of {args.n} (ms)")
+    print(f"{'stage':32} {'batch 1':>9} {'batch 32':>9}")
+    for name, fn in stages.items():
+        print(f"{name:32} {timed(fn, 1):9.2f} {timed(fn, 32):9.2f}")
+    clf.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true", help="tiny widths (code-path check on CPU)")
@@ -150,10 +202,16 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=700)
     ap.add_argument("--new-tokens", type=int, default=5)
     ap.add_argument("--verdict-mode", choices=["logits", "generate", "both"], default="both")
+    ap.add_argument(
+        "--breakdown", action="store_true", help="time each stage of a logits-mode check instead"
+    )
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     lm = build(args.tiny, args.device, dtype)
+    if args.breakdown:
+        breakdown(args, lm, cuda)
+        return
     modes = ["logits", "generate"] if args.verdict_mode == "both" else [args.verdict_mode]
     for mode in modes:
         run(args, lm, mode, cuda, dtype)
