@@ -326,11 +326,7 @@ def write_plots(report: EvalReport, folder: str | Path) -> list[Path]:
     ax.set_xlabel("guard")
     ax.set_ylabel("label")
     ax.set_title(f"confusion ({c.n} checks, {len(report.errors)} errors apart)", fontsize=10)
-    fig.tight_layout()
-    path = out / "confusion.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, out / "confusion.png"))
 
     if report.sweep:
         pts = [
@@ -349,12 +345,15 @@ def write_plots(report: EvalReport, folder: str | Path) -> list[Path]:
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.set_title(f"P(unsafe) threshold sweep ({report.scored} scored checks)", fontsize=10)
-        fig.tight_layout()
-        path = out / "pr_curve.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, out / "pr_curve.png"))
     return written
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _mark(ax: Any, c: Counts, label: str, offset: tuple[int, int], **style: Any) -> None:

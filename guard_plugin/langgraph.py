@@ -122,7 +122,7 @@ class _InputNode:
         if not (d.action is Action.ESCALATE and self.escalate and lc.can_interrupt()):
             return None
         msg = found[1]
-        pending = lc.policy_of(d, self.g).messages.review_pending
+        pending = self.g.policy_of(d).messages.review_pending
         extra = {**msg.additional_kwargs, HELD: lc.seal(msg, decision=d.to_dict())}
         placeholder = msg.model_copy(update={"content": pending, "additional_kwargs": extra})
         return Command(goto=self.name, update={"messages": [placeholder]})
@@ -214,7 +214,7 @@ def guarded_tool_node(
     def finish(result: Any, found: Any, d: Any) -> Any:
         msg, rebuild = found
         if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
-            pending = lc.policy_of(d, g).messages.review_pending
+            pending = g.policy_of(d).messages.review_pending
             sealed = lc.seal(msg, decision=d.to_dict())
             extra = {**msg.additional_kwargs, HELD: sealed}
             update = {"content": pending, "artifact": None, "additional_kwargs": extra}
@@ -305,7 +305,7 @@ def _decided_response(g: Guard, state: Any, ai: AIMessage, d: Any, escalate: boo
     rc = lc.find_response([*state["messages"], ai])
     assert rc is not None
     if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
-        pending = lc.policy_of(d, g).messages.review_pending
+        pending = g.policy_of(d).messages.review_pending
         sealed = lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d))
         return AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
     outcome = lc.apply_response(rc, d, guard=g, escalate=False)

@@ -207,6 +207,12 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def policy_of(self, decision: Decision | None) -> Policy:
+        """The policy a decision was made under: its tenant's, or the default one (for a
+        refused tenant, or where there is no decision)."""
+        tenant = decision.tenant if decision is not None else None
+        return self.policies.get_or_default(tenant).policy
+
     # -- after a decision ---------------------------------------------------------------------
 
     def record_review(

@@ -16,6 +16,7 @@ from typing import Any
 
 from guard_plugin.decision import Decision
 from guard_plugin.media import FailedPart, extract_parts, fan_out
+from guard_plugin.media.formats.text import REASONING_TYPES, TEXT_TYPES
 from guard_plugin.policy import CompiledPolicy, MediaLimits
 from guard_plugin.prompting import ModelRequest, SafetyInput
 from guard_plugin.types import PartRef, Surface
@@ -66,7 +67,7 @@ class Plan:
         return f"no verdict within the time budget of {self.policy.policy.time_budget_ms} ms"
 
 
-_TEXT_BLOCKS = frozenset({"text", "input_text", "output_text", "reasoning", "thinking"})
+_TEXT_BLOCKS = TEXT_TYPES | REASONING_TYPES  # blocks with nothing to decode
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from guard_plugin.errors import ConfigError
 __all__ = [
     "ENV_CLASSIFIER",
     "clear_registry",
+    "is_stand_in",
     "load_classifier",
     "register_scheme",
     "release_classifier",
@@ -137,6 +138,12 @@ def clear_registry() -> None:
         _USERS.clear()
     for inst in items:
         inst.close()
+
+
+def is_stand_in(spec: str) -> bool:
+    """Whether ``spec`` names the scripted test double (a keyword matcher, not a safety model),
+    which every deployable says out loud when it runs on it."""
+    return _split(spec)[0] == "scripted"
 
 
 def spec_from_env(spec: str | None = None, *, where: str = "guard_plugin") -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from guard_plugin.classifiers.registry import is_stand_in
+
 __all__ = ["EXIT_INTERNAL", "EXIT_NOT_ALLOWED", "EXIT_OK", "EXIT_USAGE", "note_if_scripted"]
 
 EXIT_OK, EXIT_NOT_ALLOWED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -11,5 +13,5 @@ EXIT_OK, EXIT_NOT_ALLOWED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 def note_if_scripted(spec: str, note: str) -> None:
     """Say on standard error that verdicts come from the test double, never a safety model."""
-    if spec.split(":", 1)[0] == "scripted":
+    if is_stand_in(spec):
         print(note, file=sys.stderr)

@@ -270,7 +270,7 @@ class SafetyMiddleware(AgentMiddleware):
                 raise GuardBlocked(d)
             if msg.id is None:  # the placeholder and a restored original share one id
                 msg = msg.model_copy(update={"id": str(uuid4())})
-            pending = lc.policy_of(d, self.guard).messages.review_pending
+            pending = self.guard.policy_of(d).messages.review_pending
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
             record = lc.seal(msg, decision=d.to_dict())
             return rebuild(placeholder, {self.held_tools_key: {msg.tool_call_id: record}})
@@ -383,9 +383,7 @@ class SafetyMiddleware(AgentMiddleware):
         if original is None:
             log.error("a user turn held for review could not be read; it stays withheld")
         resumed = original is not None and msgs and msgs[-1].id == review_id
-        policy = (
-            lc.policy_of(d, self.guard) if d is not None else self.guard.policies.default.policy
-        )
+        policy = self.guard.policy_of(d)
         action = Action.BLOCK
         if resumed:
             assert d is not None and original is not None
@@ -426,7 +424,7 @@ class SafetyMiddleware(AgentMiddleware):
         placeholder takes its id, the original waits sealed in the private review key, and
         the turn comes straight back to the model step for the review (as a held response
         does). A new turn instead of the answer leaves it withheld."""
-        pending = lc.policy_of(d, self.guard).messages.review_pending
+        pending = self.guard.policy_of(d).messages.review_pending
         anchor = str(uuid4())
         review_id = f"{anchor}-review"
         requests = [{"name": "user_message", "args": {"text": lc.text_of(human)[:500]}}]
@@ -554,7 +552,7 @@ class SafetyMiddleware(AgentMiddleware):
         ``create_agent`` routes a turn whose calls are all answered back to the model step,
         whatever other middleware sits in between, and that is where the review happens."""
         ai = rc.message if rc.message.id else rc.message.model_copy(update={"id": str(uuid4())})
-        pending = lc.policy_of(d, self.guard).messages.review_pending
+        pending = self.guard.policy_of(d).messages.review_pending
         review_id = f"{ai.id}-review"
         record = {
             "anchor": ai.id,
@@ -588,11 +586,7 @@ class SafetyMiddleware(AgentMiddleware):
         )
 
     def _refusal(self, held: _Held | None) -> str:
-        policy = (
-            lc.policy_of(held.decision, self.guard)
-            if held is not None
-            else self.guard.policies.default.policy
-        )
+        policy = self.guard.policy_of(held.decision if held is not None else None)
         return str(policy.messages.refusal)
 
     # -- helpers --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ except ImportError as _err:  # pragma: no cover
         "pip install 'guard-plugin[langchain]' or 'guard-plugin[langgraph]'"
     ) from _err
 
-from guard_plugin.lc_messages.base import Outcome, policy_of, text_of, tool_call_text
+from guard_plugin.lc_messages.base import Outcome, text_of, tool_call_text
 from guard_plugin.lc_messages.held import (
     ABANDONED,
     HELD_KEY,
@@ -69,7 +69,6 @@ __all__ = [
     "find_response",
     "find_tool_results",
     "interrupt",
-    "policy_of",
     "read_held",
     "review_held_tool",
     "review_payload",

@@ -10,11 +10,10 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
 
-__all__ = ["Outcome", "last_index", "policy_of", "preview", "text_of", "tool_call_text"]
+__all__ = ["Outcome", "last_index", "preview", "text_of", "tool_call_text"]
 
 
 @dataclass
@@ -45,8 +44,3 @@ def tool_call_text(call: Mapping[str, Any]) -> str:
 
 def preview(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def policy_of(d: Decision, guard: Guard) -> Any:
-    """The policy a decision was made under (the default for a refused tenant)."""
-    return guard.policies.get_or_default(d.tenant).policy

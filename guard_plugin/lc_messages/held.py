@@ -27,7 +27,6 @@ from langchain_core.messages import (
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import policy_of
 from guard_plugin.lc_messages.tools import apply_tool_result
 from guard_plugin.types import Action
 
@@ -202,7 +201,7 @@ def withhold(placeholder: BaseMessage, d: Decision | None, guard: Guard) -> Base
     """Held content that a new user turn overtook (or whose record cannot be read): withheld
     for good under the placeholder's id, audited as an override when its decision is known.
     A tool result gets the tool refusal, a response the refusal, a user turn the redaction."""
-    policy = policy_of(d, guard) if d is not None else guard.policies.default.policy
+    policy = guard.policy_of(d)
     if d is not None:
         guard.record_override(d, Action.BLOCK, reason=ABANDONED)
     update: dict[str, Any]

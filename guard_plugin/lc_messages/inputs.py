@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Outcome, last_index, policy_of, preview, text_of
+from guard_plugin.lc_messages.base import Outcome, last_index, preview, text_of
 from guard_plugin.lc_messages.review import ask
 from guard_plugin.types import Action, Surface
 
@@ -36,7 +36,7 @@ def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool)
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
         return Outcome([msg.model_copy(update={"content": d.replacement})], decisions=[d])
-    messages = policy_of(d, guard).messages
+    messages = guard.policy_of(d).messages
     return Outcome(
         [
             msg.model_copy(update={"content": messages.redaction}),

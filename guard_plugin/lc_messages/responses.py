@@ -15,7 +15,6 @@ from guard_plugin.decision import Decision
 from guard_plugin.lc_messages.base import (
     Outcome,
     last_index,
-    policy_of,
     preview,
     text_of,
     tool_call_text,
@@ -122,10 +121,10 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
             requests = review_requests(ai, d)
             resume = interrupt(review_payload(d, Surface.RESPONSE, requests))
             return answer_review(ai, requests, resume, d, guard)
-        action = Action(policy_of(d, guard).escalation.fallback)
+        action = Action(guard.policy_of(d).escalation.fallback)
     if action is Action.ALLOW:
         return Outcome(decisions=[d])
-    refusal = policy_of(d, guard).messages.refusal
+    refusal = guard.policy_of(d).messages.refusal
     if action is Action.BLOCK or (TEXT in unsafe and not ai.tool_calls):
         blocked = ai.model_copy(
             update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
@@ -173,7 +172,7 @@ def _rebuild(
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
         noun = "tool calls" if len(dropped) > 1 else "tool call"
-        note = f"{policy_of(d, guard).messages.redaction}: {noun} {calls} not made.{why}"
+        note = f"{guard.policy_of(d).messages.redaction}: {noun} {calls} not made.{why}"
         body = text if text is not None else text_of(ai)
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
@@ -204,7 +203,7 @@ def _apply_review(
             if kind == "edit" and edited is not None:
                 text = str((edited.get("args") or {}).get("text", ""))
             elif kind != "approve":
-                text = str(ans.get("message") or policy_of(d, guard).messages.refusal)
+                text = str(ans.get("message") or guard.policy_of(d).messages.refusal)
         elif kind == "edit" and edited is not None:
             edits[ref] = edited
         elif kind == "respond" or (kind != "approve" and answer_calls):

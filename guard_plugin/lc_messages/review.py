@@ -9,7 +9,6 @@ from typing import Any
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import policy_of
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
 from guard_plugin.types import Action, PartRef, Surface
 
@@ -128,7 +127,7 @@ def ask(
     if d.action is not Action.ESCALATE:
         return d.action, None
     if not escalate or not can_interrupt():
-        return Action(policy_of(d, guard).escalation.fallback), None
+        return Action(guard.policy_of(d).escalation.fallback), None
     answers = read_answers(interrupt(review_payload(d, surface, requests)), len(requests))
     kinds = answer_kinds(answers, requests)
     responded = [str(a["message"]) for a, k in zip(answers, kinds, strict=True) if k == "respond"]

@@ -51,13 +51,11 @@ def check_id(
 def can_interrupt() -> bool:
     """True inside a graph run that has a checkpointer; without one an interrupt could never
     be resumed, so escalation falls back to the tenant's escalation policy instead."""
-    try:
-        from langgraph.config import get_config
-
-        # LangGraph's key for the run's checkpointer (None when compiled without one).
-        return get_config().get("configurable", {}).get("__pregel_checkpointer") is not None
-    except Exception:  # noqa: BLE001 (no graph run: no interrupt)
-        return False
+    config = run_config()
+    # LangGraph's key for the run's checkpointer (None when compiled without one).
+    return (
+        bool(config) and (config.get("configurable") or {}).get("__pregel_checkpointer") is not None
+    )
 
 
 def interrupt(payload: dict[str, Any]) -> Any:

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Outcome, last_index, policy_of, preview, text_of
+from guard_plugin.lc_messages.base import Outcome, last_index, preview, text_of
 from guard_plugin.lc_messages.review import ask
 from guard_plugin.lc_messages.run import check_id
 from guard_plugin.media import artifact_withheld, rewrite_content
@@ -55,13 +55,13 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
             update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
         except Exception:  # noqa: BLE001 (the safe parts cannot be rebuilt: withhold the whole result)
             update = {
-                "content": d.replacement or policy_of(d, guard).messages.redaction,
+                "content": d.replacement or guard.policy_of(d).messages.redaction,
                 "artifact": None,
             }
         if artifact_withheld(d):
             update["artifact"] = None
         return Outcome([msg.model_copy(update=update)], decisions=[d])
-    replacement = d.replacement or policy_of(d, guard).messages.tool_refusal
+    replacement = d.replacement or guard.policy_of(d).messages.tool_refusal
     return Outcome(
         [msg.model_copy(update={"content": replacement, "status": "error", "artifact": None})],
         decisions=[d],

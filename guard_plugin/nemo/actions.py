@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from guard_plugin.check import Guard
-from guard_plugin.classifiers.registry import spec_from_env
+from guard_plugin.classifiers.registry import is_stand_in, spec_from_env
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
 from guard_plugin.policy import PolicyStore, resolve_tenant
@@ -71,7 +71,7 @@ def configure(
 
 def _default_spec() -> str:
     spec = spec_from_env(where="the guard_plugin NeMo rails")
-    if spec.split(":", 1)[0] == "scripted":
+    if is_stand_in(spec):
         log.warning(
             "guard_plugin rails use the scripted stand-in (NOT a safety model); "
             "set GUARD_PLUGIN_CLASSIFIER"
@@ -110,7 +110,7 @@ def _resolve(d: Decision, guard: Guard) -> Action:
     handler = _state["escalation_handler"]
     if handler is not None:
         return Action.ALLOW if guard.ask_handler(d, handler) else Action.BLOCK
-    return Action(guard.policies.get_or_default(d.tenant).policy.escalation.fallback)
+    return Action(guard.policy_of(d).escalation.fallback)
 
 
 def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dict[str, Any]) -> Any:
@@ -122,7 +122,7 @@ def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dic
     meta = {
         "policy_violations": violations,
         # the tenant's own words to the user; the shipped flows say them
-        "refusal": guard.policies.get_or_default(d.tenant).policy.messages.refusal,
+        "refusal": guard.policy_of(d).messages.refusal,
         "guard_plugin": {
             "action": d.action.value,
             "status": d.status,

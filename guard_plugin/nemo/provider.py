@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from guard_plugin.classifiers.base import ClassifierOutput
-from guard_plugin.classifiers.registry import load_classifier, spec_from_env
+from guard_plugin.classifiers.registry import is_stand_in, load_classifier, spec_from_env
 from guard_plugin.media import content_text
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
 from guard_plugin.types import Surface
@@ -67,7 +67,7 @@ class GuardPluginModel:
     ) -> None:
         self._model = model
         spec = spec_from_env(classifier, where="the guard_plugin NeMo engine")
-        if spec.split(":", 1)[0] == "scripted":
+        if is_stand_in(spec):
             _log.warning(
                 "the guard_plugin engine uses the scripted stand-in (NOT a safety model); "
                 "set parameters.classifier or GUARD_PLUGIN_CLASSIFIER"

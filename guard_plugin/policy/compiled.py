@@ -13,7 +13,12 @@ from guard_plugin import taxonomy
 from guard_plugin.policy.schema import Policy
 from guard_plugin.types import Action, Surface, strictest
 
-__all__ = ["CompiledPolicy", "compile_policy"]
+__all__ = ["CompiledPolicy", "compile_policy", "settings_text"]
+
+
+def settings_text(template_kwargs: Mapping[str, Any], max_new_tokens: int) -> str:
+    """A stable text of a request's settings: part of its cache key."""
+    return f"{sorted(template_kwargs.items())!r}|{max_new_tokens}"
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     for think in (False, True):
         kw = {**kwargs, "enable_thinking": think}
         budget = policy.model.reasoning_max_new_tokens if think else policy.model.max_new_tokens
-        settings[think] = (kw, budget, f"{sorted(kw.items())!r}|{budget}")
+        settings[think] = (kw, budget, settings_text(kw, budget))
     return CompiledPolicy(
         policy=policy,
         fingerprint=fingerprint,

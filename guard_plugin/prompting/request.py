@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guard_plugin.policy import CompiledPolicy
+from guard_plugin.policy.compiled import settings_text
 from guard_plugin.prompting.inputs import ImageData, SafetyInput
 from guard_plugin.prompting.neutralize import neutralize
 
@@ -103,4 +104,4 @@ def _settings(
         raise ValueError("build_request needs a policy, or both template_kwargs and max_new_tokens")
     kwargs = dict(template_kwargs) if template_kwargs is not None else kwargs
     max_new = max_new_tokens if max_new_tokens is not None else max_new
-    return kwargs, max_new, f"{sorted(kwargs.items())!r}|{max_new}"
+    return kwargs, max_new, settings_text(kwargs, max_new)

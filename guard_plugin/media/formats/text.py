@@ -9,7 +9,15 @@ from typing import Any
 
 from guard_plugin.media.parts import Part, PartRef, TextPart
 
-__all__ = ["TEXT_TYPES", "content_text", "read", "read_any_text", "text_of", "with_text"]
+__all__ = [
+    "REASONING_TYPES",
+    "TEXT_TYPES",
+    "content_text",
+    "read",
+    "read_any_text",
+    "text_of",
+    "with_text",
+]
 
 TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
 REASONING_TYPES = frozenset({"reasoning", "thinking"})
