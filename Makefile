@@ -8,17 +8,34 @@ TORCH_CPU ?= torch==2.13.0
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: demo test test-vllm lint typecheck unit bench notebooks clean
+.PHONY: demo test test-vllm lint typecheck unit bench notebooks clean constraints
 
-$(VENV)/.stamp-dev: pyproject.toml
+# Pinned versions for make and CI (constraints.txt); users install pyproject's ranges.
+CONSTRAINTS ?= constraints.txt
+
+$(VENV)/.stamp-dev: pyproject.toml $(CONSTRAINTS)
+	@echo "building $(VENV): the dev extras at the versions in $(CONSTRAINTS) (a few minutes the first time)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 	  echo "no NVIDIA GPU visible: installing the CPU build of torch ($(TORCH_CPU))"; \
 	  $(PY) -m pip install -q "$(TORCH_CPU)"; \
 	fi
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --progress-bar off -c $(CONSTRAINTS) -e '.[dev]'
 	touch $@
+	@echo "$(VENV) is ready"
+
+# Write constraints.txt anew from a fresh environment that resolves pyproject's ranges today.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q --upgrade pip
+	.venv-constraints/bin/pip install -q "$(TORCH_CPU)"
+	.venv-constraints/bin/pip install -q -e '.[dev]'
+	{ sed -n '1,3p' $(CONSTRAINTS); .venv-constraints/bin/pip freeze --exclude-editable \
+	  | grep -v '^guard-plugin' | sed 's/+cpu$$//'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-constraints
 
 demo: $(VENV)/.stamp-dev
 	$(VENV)/bin/guard-plugin demo

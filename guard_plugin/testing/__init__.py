@@ -3,7 +3,8 @@
 - :class:`ScriptedClassifier`: a keyword matcher behind the classifier seam, the stand-in of
   the demo and the notebooks (a TEST DOUBLE, always labelled as one).
 - :func:`build_tiny_gemma3` / :func:`build_verdict_test_model`: small Gemma 3 folders that load
-  through the same code as the real model (``local`` extra).
+  through the same code as the real model (``local`` extra); :func:`cached_verdict_test_model`
+  trains the latter once per machine and keeps it under a key of the code that builds it.
 - :func:`make_text_pdf`, :func:`make_image_pdf`, :func:`make_screenshot`: media for tests.
 - ``ScriptedChatModel`` and ``tool_call`` (``langchain`` extra): a chat model that replies
   from a script, imported from :mod:`guard_plugin.testing.langchain` on first use.
@@ -20,6 +21,7 @@ from guard_plugin.testing.models import (
     TinyModel,
     build_tiny_gemma3,
     build_verdict_test_model,
+    cached_verdict_test_model,
 )
 from guard_plugin.testing.scripted import DEMO_RULES, ScriptedClassifier, ScriptedRule
 
@@ -33,6 +35,7 @@ __all__ = [
     "TinyModel",
     "build_tiny_gemma3",
     "build_verdict_test_model",
+    "cached_verdict_test_model",
     "make_image_pdf",
     "make_screenshot",
     "make_text_pdf",

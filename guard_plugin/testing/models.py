@@ -11,6 +11,11 @@ Needs the ``local`` extra (torch, transformers, peft, tokenizers).
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,8 @@ __all__ = [
     "TinyModel",
     "build_tiny_gemma3",
     "build_verdict_test_model",
+    "cached_verdict_test_model",
+    "verdict_model_key",
 ]
 
 SPECIAL_TOKENS = [
@@ -301,7 +308,12 @@ def _verdict_sample(processor: Any, rng: Any) -> tuple[str, str]:
 
 
 def build_verdict_test_model(
-    folder: str | Path, *, steps: int = 600, batch_size: int = 16, seed: int = 0
+    folder: str | Path,
+    *,
+    steps: int = 600,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> TinyModel:
     """A TEST MODEL, not a safety classifier: a tiny Gemma 3 trained on CPU (about a minute) to
     answer in the Nemotron verdict format, unsafe exactly when a marker word of
@@ -309,6 +321,7 @@ def build_verdict_test_model(
 
     It gives the transformers and served paths real verdict lines and real label logits, so
     tests and the ``eval`` command can run end to end offline. It knows nothing about safety.
+    ``progress(step, steps, loss)`` is called every 50 steps and after the last one.
     """
     import random
 
@@ -355,7 +368,65 @@ def build_verdict_test_model(
         loss.backward()
         opt.step()
         opt.zero_grad()
+        if progress is not None and ((step + 1) % 50 == 0 or step + 1 == steps):
+            progress(step + 1, steps, loss.item())
     model.eval()
     model.save_pretrained(tiny.path)
     _published_layout(tiny.path)
     return tiny
+
+
+# -- the trained test model, built once per machine ---------------------------------------------
+
+_CACHE_ENV = "GUARD_PLUGIN_TEST_MODEL_CACHE"
+
+
+def verdict_model_key() -> str:
+    """What the trained test model depends on: the code that builds it and the versions of the
+    libraries that train and save it. Another key means another model, built anew."""
+    import peft
+    import tokenizers
+    import torch
+    import transformers
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for mod in (torch, transformers, tokenizers, peft):
+        h.update(f"|{mod.__name__}={mod.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cache_root() -> Path:
+    found = os.environ.get(_CACHE_ENV)
+    if found:
+        return Path(found)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "guard_plugin" / "test-models"
+
+
+def cached_verdict_test_model(
+    cache: str | Path | None = None,
+    *,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TinyModel:
+    """The TEST MODEL of :func:`build_verdict_test_model`, trained once per machine and kept in
+    ``cache`` (default ``$GUARD_PLUGIN_TEST_MODEL_CACHE``, else
+    ``~/.cache/guard_plugin/test-models``) under :func:`verdict_model_key`. Processes that ask
+    at once wait for one build (a file lock) instead of each training its own; a build that
+    fails leaves nothing behind."""
+    import fcntl
+
+    root = Path(cache) if cache is not None else _cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    key = verdict_model_key()
+    final = root / f"verdict-{key}"
+    with open(root / f"verdict-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (final / "config.json").is_file():
+            work = Path(tempfile.mkdtemp(prefix=f"verdict-{key}-", dir=root))
+            try:
+                build_verdict_test_model(work, progress=progress)
+                shutil.rmtree(final, ignore_errors=True)
+                work.rename(final)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return TinyModel(final, None, 16, 4)

@@ -3,8 +3,9 @@
 The answer is forced up to ``User Safety:`` and one forward pass gives the label token's
 logits: the label is their argmax, as greedy generation would pick it, and P(unsafe) is the
 softmax over the two label tokens. A response check adds one pass over
-``<user label>\\nResponse Safety:`` on the cached prompt. An unsafe row that asked for
-categories generates the ``Safety Categories`` line from the same cache.
+``<user label>\\nResponse Safety:`` on the cached prompt. A row with any unsafe label that
+asked for categories generates the ``Safety Categories`` line from the same cache: the line
+covers whichever turn is unsafe, so an unsafe user turn answered by a safe response has one.
 """
 
 from __future__ import annotations
@@ -139,15 +140,16 @@ class LabelReader:
         state: tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any],
         max_new: int,
     ) -> None:
-        """The ``Safety Categories`` line for the rows whose deciding label is unsafe and
-        that asked for it, generated from the cache (or, for a cache type that cannot keep a
-        subset of rows, from the forced answer prefilled again)."""
+        """The ``Safety Categories`` line for the rows with any unsafe label (one line covers
+        whichever turn is unsafe, as the model writes it) that asked for it, generated from
+        the cache (or, for a cache type that cannot keep a subset of rows, from the forced
+        answer prefilled again)."""
         ids, mask, chosen, cache = state
         extend = [
             i
             for i, req in enumerate(reqs)
             if results[i] is None
-            and texts[i].endswith("unsafe")
+            and " unsafe" in texts[i]
             and req.template_kwargs.get("request_categories") == "/categories"
         ]
         if not extend:
