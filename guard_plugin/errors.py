@@ -37,6 +37,7 @@ __all__ = [
     "GuardBlocked",
     "GuardError",
     "InjectionDetected",
+    "InvalidTenantError",
     "MediaError",
     "ModelLoadError",
     "PolicyError",
@@ -86,7 +87,15 @@ class PolicyError(ConfigError):
 
 
 class UnknownTenantError(ConfigError):
+    """A tenant id with no policy of its own, where the store refuses such tenants."""
+
     kind = "unknown_tenant"
+
+
+class InvalidTenantError(UnknownTenantError):
+    """A tenant id that can never name a policy (see ``guard_plugin.policy.TENANT_ID``)."""
+
+    kind = "invalid_tenant"
 
 
 class ModelLoadError(ConfigError):

@@ -28,7 +28,6 @@ context.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +71,12 @@ def _check_args(explicit: str | None, key: str, msg: Any, surface: Surface) -> d
     }
 
 
+def _bind(explicit: str | None, key: str, ref: str | None) -> dict[str, Any]:
+    """What a record held in this graph run is bound to (:func:`lc.held_bind`)."""
+    tenant, config = lc.run_tenant(explicit, key)
+    return lc.held_bind(config, tenant, ref)
+
+
 def _node(
     name: str, sync: Callable[[Any], Command[Any]], asy: Callable[[Any], Any]
 ) -> RunnableLambda[Any, Any]:
@@ -103,7 +108,8 @@ def input_guard_node(
     the node goes back to itself, ``name`` in the graph (list it in the node's
     ``destinations``), to ask the reviewer. A new turn sent instead of the answer leaves the
     held one withheld."""
-    node = _InputNode(as_guard(guard), next, tenant, tenant_key, escalate, name)
+    g = as_guard(guard)
+    node = _InputNode(g, next, tenant, tenant_key, escalate, name, lc.decided_results(g))
     return _node(name, node.run, node.arun)
 
 
@@ -117,27 +123,39 @@ class _InputNode:
     tenant_key: str
     escalate: bool
     name: str
+    decided: lc.Decided
 
     def hold(self, found: Any, d: Any) -> Command[Any] | None:
         if not (d.action is Action.ESCALATE and self.escalate and lc.can_interrupt()):
             return None
         msg = found[1]
         pending = self.g.policy_of(d).messages.review_pending
-        extra = {**msg.additional_kwargs, HELD: lc.seal(msg, decision=d.to_dict())}
+        bind = _bind(self.tenant, self.tenant_key, lc.held_ref(msg))
+        sealed = lc.seal(msg, self.g, bind=bind, decision=d.to_dict())
+        extra = {**msg.additional_kwargs, HELD: sealed}
         placeholder = msg.model_copy(update={"content": pending, "additional_kwargs": extra})
         return Command(goto=self.name, update={"messages": [placeholder]})
+
+    def open(self, m: Any) -> tuple[Any, Decision] | None:
+        """The original and decision sealed in a placeholder; ``None`` for a record this
+        deployment did not seal for this thread, tenant and message."""
+        bind = _bind(self.tenant, self.tenant_key, lc.held_ref(m))
+        return lc.read_held(m.additional_kwargs[HELD], self.g, bind=bind)
+
+    def withhold(self, m: Any) -> Any:
+        found = self.open(m)
+        return lc.withhold(m, found[1] if found else None, self.g)
 
     def abandoned_responses(self, msgs: Sequence[Any]) -> list[Any]:
         """Responses and tool results held for a review that a new turn overtook: withheld
         for good, their sealed records gone."""
-        out = []
-        for i, m in enumerate(msgs):
-            if not isinstance(m, (AIMessage, ToolMessage)) or HELD not in m.additional_kwargs:
-                continue
-            if any(isinstance(n, HumanMessage) for n in msgs[i + 1 :]):
-                found = lc.read_held(m.additional_kwargs[HELD])
-                out.append(lc.withhold(m, found[1] if found else None, self.g))
-        return out
+        return [
+            self.withhold(m)
+            for i, m in enumerate(msgs)
+            if isinstance(m, (AIMessage, ToolMessage))
+            and HELD in m.additional_kwargs
+            and any(isinstance(n, HumanMessage) for n in msgs[i + 1 :])
+        ]
 
     def settle(self, state: Any) -> tuple[Command[Any] | None, list[Any]]:
         """A held turn: reviewed when it is still the last turn, else withheld for good."""
@@ -146,9 +164,10 @@ class _InputNode:
         held = [m for m in msgs if isinstance(m, HumanMessage) and HELD in m.additional_kwargs]
         if not held:
             return None, overtaken
-        h = held[-1]
+        *older, h = held  # earlier held turns were overtaken by a later one
+        overtaken += [self.withhold(m) for m in older]
         rest = lc.without_record(h)
-        found = lc.read_held(h.additional_kwargs[HELD])
+        found = self.open(h)
         later = any(isinstance(m, HumanMessage) for m in msgs[msgs.index(h) + 1 :])
         if found is None or later or not isinstance(found[0], HumanMessage):
             return None, [*overtaken, lc.withhold(h, found[1] if found else None, self.g)]
@@ -161,37 +180,89 @@ class _InputNode:
         restored = original.model_copy(update={"id": h.id, "additional_kwargs": rest})
         return Command(goto=self.next, update={"messages": [restored]}), []
 
-    def finish(self, found: Any, d: Any, settled: list[Any]) -> Command[Any]:
-        held = self.hold(found, d)
-        if held is not None:
-            return Command(goto=held.goto, update={"messages": [*settled, *_messages(held)]})
-        outcome = lc.apply_input(found[1], d, guard=self.g, escalate=self.escalate)
-        update = {"messages": [*settled, *outcome.messages]} if settled or outcome.messages else {}
-        return Command(goto=END if outcome.end else self.next, update=update)
-
-    def prepare(self, state: Any) -> Command[Any] | tuple[Any, dict[str, Any], list[Any]]:
-        """Everything before the check: a held turn settled, or the turn to check."""
+    def prepare(self, state: Any) -> Command[Any] | _InputStep:
+        """Everything before the checks: a held turn settled; then the turn to check and every
+        message of the history this guard has not decided."""
+        tenant, config = lc.run_tenant(self.tenant, self.tenant_key)
+        scope = self.g.scope_of(tenant)
         done, settled = self.settle(state)
         if done is not None:
+            self.decided.add_all(_messages(done), scope)
             return done
-        found = lc.find_input(state["messages"])
-        if found is None or HELD in found[1].additional_kwargs:
-            return Command(goto=self.next, update={"messages": settled} if settled else {})
-        return found, _check_args(self.tenant, self.tenant_key, found[1], Surface.INPUT), settled
+        self.decided.add_all(settled, scope)
+        msgs = _replaced(state["messages"], settled)
+        found = lc.find_input(msgs)
+        history = lc.find_history(
+            msgs, self.decided, scope, tenant, config, skip={found[0]} if found else ()
+        )
+        checks = [h.check for h in history]
+        if found is not None:
+            kw = {
+                "surface": Surface.INPUT,
+                "tenant": tenant,
+                "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
+            }
+            checks.append(lc.Check(found[1].content, kw))
+        return _InputStep(found, history, checks, settled, msgs, tenant, scope)
+
+    def finish(self, step: _InputStep, ds: Sequence[Decision]) -> Command[Any]:
+        replaced, refused = lc.apply_history(step.history, ds[: len(step.history)], self.g)
+        settled = [*step.settled, *replaced]
+        found = step.found
+        if found is not None and not refused:
+            held = self.hold(found, ds[-1])
+            if held is not None:
+                update = [*settled, *_messages(held)]
+                self.decided.add_all(update, step.scope)
+                return Command(goto=held.goto, update={"messages": update})
+        outcome = (
+            lc.apply_input(found[1], ds[-1], guard=self.g, escalate=self.escalate)
+            if found is not None
+            else lc.Outcome()
+        )
+        updates = [*settled, *outcome.messages]
+        if refused and not outcome.end:  # an unsafe user turn in the history: refused
+            policy = self.g.policies.get_or_default(step.tenant).policy
+            updates.append(AIMessage(id=str(uuid4()), content=policy.messages.refusal))
+        end = outcome.end or refused
+        # what goes on (or ends the turn) is decided
+        self.decided.add_all(updates if end else _replaced(step.messages, updates), step.scope)
+        return Command(
+            goto=END if end else self.next, update={"messages": updates} if updates else {}
+        )
 
     def run(self, state: Any) -> Command[Any]:
         step = self.prepare(state)
         if isinstance(step, Command):
             return step
-        found, kw, settled = step
-        return self.finish(found, self.g.check_content(found[1].content, **kw), settled)
+        return self.finish(step, lc.run_checks(self.g, step.checks))
 
     async def arun(self, state: Any) -> Command[Any]:
         step = self.prepare(state)
         if isinstance(step, Command):
             return step
-        found, kw, settled = step
-        return self.finish(found, await self.g.acheck_content(found[1].content, **kw), settled)
+        return self.finish(step, await lc.arun_checks(self.g, step.checks))
+
+
+@dataclass
+class _InputStep:
+    """A user turn's check: the turn (if one is waiting), the undecided history, the checks
+    of both, and the messages as the settled held turns leave them."""
+
+    found: tuple[int, Any] | None
+    history: list[lc.HistoryItem]
+    checks: list[lc.Check]
+    settled: list[Any]
+    messages: list[Any]
+    tenant: str | None
+    scope: str
+
+
+def _replaced(messages: Sequence[Any], updates: Sequence[Any]) -> list[Any]:
+    """``messages`` with the same-id ``updates`` applied (as the ``add_messages`` reducer
+    will)."""
+    by_id = {m.id: m for m in updates if m.id is not None}
+    return [by_id.get(m.id, m) for m in messages]
 
 
 def guarded_tool_node(
@@ -213,16 +284,20 @@ def guarded_tool_node(
 
     def finish(result: Any, found: Any, d: Any) -> Any:
         msg, rebuild = found
+        scope = g.scope_of(d.tenant)
         if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
             pending = g.policy_of(d).messages.review_pending
-            sealed = lc.seal(msg, decision=d.to_dict())
+            bind = _bind(tenant, tenant_key, lc.held_ref(msg))
+            sealed = lc.seal(msg, g, bind=bind, decision=d.to_dict())
             extra = {**msg.additional_kwargs, HELD: sealed}
             update = {"content": pending, "artifact": None, "additional_kwargs": extra}
-            return rebuild(msg.model_copy(update=update), {})
+            placeholder = msg.model_copy(update=update)
+            decided.add(placeholder, scope)
+            return rebuild(placeholder, {})
         outcome = lc.apply_tool_result(msg, d, guard=g, escalate=False)
         new = outcome.messages[0] if outcome.messages else msg
         assert isinstance(new, ToolMessage)
-        decided.add(new)
+        decided.add(new, scope)
         return result if new is msg else rebuild(new, {})
 
     def wrap(request: Any, execute: Callable[[Any], Any]) -> Any:
@@ -259,45 +334,57 @@ def tool_guard_node(
     g = as_guard(guard)
     decided = lc.decided_results(g)
 
-    def split(state: Any) -> tuple[list[ToolMessage], list[ToolMessage]]:
+    def split(state: Any) -> tuple[list[ToolMessage], list[ToolMessage], str | None, Any]:
+        t, config = lc.run_tenant(tenant, tenant_key)
+        scope = g.scope_of(t)
         results = lc.find_tool_results(state["messages"])
         held = [m for m in results if HELD in m.additional_kwargs]
-        return held, [m for m in results if m not in held and m not in decided]
+        fresh = [m for m in results if m not in held and not decided.contains(m, scope)]
+        return held, fresh, t, config
 
     def review(held: Sequence[ToolMessage]) -> list[Any]:
         out: list[Any] = []
         for m in held:
-            found = lc.read_held(m.additional_kwargs[HELD])
-            if found is None:  # a damaged record: the placeholder stays, without the record
-                out.append(m.model_copy(update={"additional_kwargs": lc.without_record(m)}))
+            bind = _bind(tenant, tenant_key, lc.held_ref(m))
+            found = lc.read_held(m.additional_kwargs[HELD], g, bind=bind)
+            if found is None:  # a forged or damaged record: withheld, the record gone
+                out.append(lc.withhold(m, None, g))
             else:
                 out.append(lc.review_held_tool(m, *found, g, escalate=escalate))
         return out
 
-    def finish(held: Sequence[ToolMessage], msgs: Sequence[ToolMessage], ds: Sequence[Any]) -> Any:
+    def finish(
+        held: Sequence[ToolMessage], msgs: Sequence[ToolMessage], ds: Sequence[Any], t: Any
+    ) -> Any:
         outcome = lc.Outcome(messages=review(held))
         for m, d in zip(msgs, ds, strict=True):
-            outcome.messages += lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
+            new = lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
+            outcome.messages += new
+            decided.add(new[0] if new else m, g.scope_of(t))
+        decided.add_all(outcome.messages, g.scope_of(t))
         return Command(goto=next, update=_update(outcome))
 
     def run(state: Any) -> Command[Any]:
-        held, msgs = split(state)
-        t, config = lc.run_tenant(tenant, tenant_key)
-        ds = [g.check_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs]
-        return finish(held, msgs, ds)
+        held, msgs, t, config = split(state)
+        checks = [lc.Check(m.content, lc.tool_check_args(m, t, config)) for m in msgs]
+        return finish(held, msgs, lc.run_checks(g, checks), t)
 
     async def arun(state: Any) -> Command[Any]:
-        held, msgs = split(state)
-        t, config = lc.run_tenant(tenant, tenant_key)
-        ds = await asyncio.gather(
-            *(g.acheck_content(m.content, **lc.tool_check_args(m, t, config)) for m in msgs)
-        )
-        return finish(held, msgs, ds)
+        held, msgs, t, config = split(state)
+        checks = [lc.Check(m.content, lc.tool_check_args(m, t, config)) for m in msgs]
+        return finish(held, msgs, await lc.arun_checks(g, checks), t)
 
     return _node("guard_tools", run, arun)
 
 
-def _decided_response(g: Guard, state: Any, ai: AIMessage, d: Any, escalate: bool) -> AIMessage:
+def _decided_response(
+    g: Guard,
+    state: Any,
+    ai: AIMessage,
+    d: Any,
+    escalate: bool,
+    tenant: tuple[str | None, str],
+) -> AIMessage:
     """The response as its decision leaves it; an escalated one becomes a placeholder without
     tool calls, carrying the original sealed for :func:`response_guard_node`'s review."""
     if ai.id is None:
@@ -306,7 +393,8 @@ def _decided_response(g: Guard, state: Any, ai: AIMessage, d: Any, escalate: boo
     assert rc is not None
     if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
         pending = g.policy_of(d).messages.review_pending
-        sealed = lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d))
+        bind = _bind(*tenant, ai.id)
+        sealed = lc.seal(ai, g, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d))
         return AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
     outcome = lc.apply_response(rc, d, guard=g, escalate=False)
     new = outcome.messages[0] if outcome.messages else ai
@@ -330,52 +418,108 @@ def guarded_model_node(
     the node's model calls ``nostream`` so that stream carries nothing unchecked. An escalated
     response becomes a placeholder without tool calls, carrying the original sealed;
     :func:`response_guard_node` asks the reviewer, so the model is not called again on
-    resume."""
+    resume.
+
+    Before the model is called, every message in the state that no guard node decided (one a
+    caller wrote into the state mid-run, say) is checked, in one batch: the model never
+    reads an undecided message."""
     from langchain_core.runnables.base import coerce_to_runnable
 
     g = as_guard(guard)
-    model: Any = coerce_to_runnable(agent)
-    decided = lc.decided_results(g)
+    node = _ModelNode(
+        g,
+        coerce_to_runnable(agent),
+        tenant,
+        tenant_key,
+        escalate,
+        hold_output,
+        lc.decided_results(g),
+    )
+    return RunnableLambda(node.run, afunc=node.arun, name="agent")
 
-    def split(out: Any) -> tuple[AIMessage | None, list[Any]]:
-        msgs = out.get("messages") if isinstance(out, dict) else None
-        if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], AIMessage):
-            return None, []
-        return msgs[-1], msgs
 
-    def finish(state: Any, out: Any, ai: AIMessage, msgs: list[Any], d: Any) -> Any:
-        final = _decided_response(g, state, ai, d, escalate)
-        decided.add(final)
-        return {**out, "messages": [*msgs[:-1], final]}
+@dataclass
+class _ModelNode:
+    """The steps of :func:`guarded_model_node`."""
 
-    def check_of(state: Any, ai: AIMessage) -> tuple[Any, dict[str, Any]] | None:
-        rc = lc.find_response([*state["messages"], ai])
-        if rc is None:
-            return None
-        return rc.inputs, _check_args(tenant, tenant_key, ai, Surface.RESPONSE)
+    g: Guard
+    model: Any
+    tenant: str | None
+    tenant_key: str
+    escalate: bool
+    hold_output: bool
+    decided: lc.Decided
 
-    def quiet(config: Any) -> Any:
-        if not hold_output:
+    def quiet(self, config: Any) -> Any:
+        if not self.hold_output:
             return config
         return {**(config or {}), "tags": [*((config or {}).get("tags") or []), "nostream"]}
 
-    def run(state: Any, config: Any) -> Any:
-        out = model.invoke(state, quiet(config))
-        ai, msgs = split(out)
-        found = check_of(state, ai) if ai is not None else None
-        if ai is None or found is None:
-            return out
-        return finish(state, out, ai, msgs, g.check(found[0], **found[1]))
+    def undecided(self, state: Any) -> tuple[list[lc.HistoryItem], str | None]:
+        t, config = lc.run_tenant(self.tenant, self.tenant_key)
+        return lc.find_history(state["messages"], self.decided, self.g.scope_of(t), t, config), t
 
-    async def arun(state: Any, config: Any) -> Any:
-        out = await model.ainvoke(state, quiet(config))
-        ai, msgs = split(out)
-        found = check_of(state, ai) if ai is not None else None
-        if ai is None or found is None:
-            return out
-        return finish(state, out, ai, msgs, await g.acheck(found[0], **found[1]))
+    def settle(self, state: Any, items: Any, ds: Any, t: str | None) -> tuple[Any, list[Any], bool]:
+        """The state the model reads once the undecided messages are decided, their
+        replacements, and whether a user turn among them was refused."""
+        replaced, refused = lc.apply_history(items, ds, self.g)
+        scope = self.g.scope_of(t)
+        if refused:
+            policy = self.g.policies.get_or_default(t).policy
+            replaced.append(AIMessage(id=str(uuid4()), content=policy.messages.refusal))
+            self.decided.add_all(replaced, scope)
+            return state, replaced, True
+        if replaced:
+            state = {**state, "messages": _replaced(state["messages"], replaced)}
+        self.decided.add_all(state["messages"], scope)
+        return state, replaced, False
 
-    return RunnableLambda(run, afunc=arun, name="agent")
+    def response_check(self, state: Any, out: Any) -> tuple[Any, dict[str, Any]] | None:
+        ai, _ = _split(out)
+        rc = lc.find_response([*state["messages"], ai]) if ai is not None else None
+        if ai is None or rc is None:
+            return None
+        return rc.inputs, _check_args(self.tenant, self.tenant_key, ai, Surface.RESPONSE)
+
+    def answer(self, state: Any, out: Any, d: Any, replaced: list[Any]) -> Any:
+        ai, msgs = _split(out)
+        if ai is None or d is None:
+            return {**out, "messages": [*replaced, *msgs]} if replaced and msgs else out
+        final = _decided_response(
+            self.g, state, ai, d, self.escalate, (self.tenant, self.tenant_key)
+        )
+        self.decided.add(final, self.g.scope_of(d.tenant))
+        return {**out, "messages": [*replaced, *msgs[:-1], final]}
+
+    def run(self, state: Any, config: Any) -> Any:
+        items, t = self.undecided(state)
+        ds = lc.run_checks(self.g, [i.check for i in items])
+        state, replaced, refused = self.settle(state, items, ds, t)
+        if refused:
+            return {"messages": replaced}
+        out = self.model.invoke(state, self.quiet(config))
+        found = self.response_check(state, out)
+        d = self.g.check(found[0], **found[1]) if found is not None else None
+        return self.answer(state, out, d, replaced)
+
+    async def arun(self, state: Any, config: Any) -> Any:
+        items, t = self.undecided(state)
+        ds = await lc.arun_checks(self.g, [i.check for i in items])
+        state, replaced, refused = self.settle(state, items, ds, t)
+        if refused:
+            return {"messages": replaced}
+        out = await self.model.ainvoke(state, self.quiet(config))
+        found = self.response_check(state, out)
+        d = await self.g.acheck(found[0], **found[1]) if found is not None else None
+        return self.answer(state, out, d, replaced)
+
+
+def _split(out: Any) -> tuple[AIMessage | None, list[Any]]:
+    """A model node's new assistant message (the last one it returns) and all it returns."""
+    msgs = out.get("messages") if isinstance(out, dict) else None
+    if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], AIMessage):
+        return None, []
+    return msgs[-1], msgs
 
 
 def response_guard_node(
@@ -398,6 +542,7 @@ def response_guard_node(
     def finish(rc: lc.ResponseCheck, d: Any) -> Command[Any]:
         outcome = lc.apply_response(rc, d, guard=g, escalate=escalate)
         final = outcome.messages[0] if outcome.messages else rc.message
+        decided.add_all([final, *outcome.messages[1:]], g.scope_of(d.tenant))
         return Command(goto=END if outcome.end else route(final), update=_update(outcome))  # type: ignore[arg-type]
 
     def held(state: Any) -> Command[Any] | None:
@@ -406,17 +551,22 @@ def response_guard_node(
         if ai is None or HELD not in ai.additional_kwargs:
             return None
         try:
-            record = lc.unseal(ai.additional_kwargs[HELD])
+            bind = _bind(tenant, tenant_key, ai.id)
+            record = lc.unseal(ai.additional_kwargs[HELD], g, bind=bind)
             original, d = record["message"], Decision.from_dict(record["decision"])
             requests = [dict(r) for r in record["requests"]]
-        except Exception:  # noqa: BLE001 (a damaged record: the placeholder stays, without the record)
-            update = ai.model_copy(update={"additional_kwargs": {}})
-            return Command(goto=END, update={"messages": [update]})
+        except Exception as err:  # noqa: BLE001 (a forged or damaged record: withheld for good)
+            lc.held_refused(err)
+            closed = lc.withhold(ai, None, g)
+            closed = closed.model_copy(update={"tool_calls": [], "invalid_tool_calls": []})
+            decided.add(closed, g.scope_of(lc.run_tenant(tenant, tenant_key)[0]))
+            return Command(goto=END, update={"messages": [closed]})
         resume = lc.interrupt(lc.review_payload(d, Surface.RESPONSE, requests))
         outcome = lc.answer_review(original, requests, resume, d, g)
         final = outcome.messages[0] if outcome.messages else original
         final = final.model_copy(update={"id": ai.id})
         assert isinstance(final, AIMessage)
+        decided.add(final, g.scope_of(d.tenant))
         return Command(goto=END if outcome.end else route(final), update={"messages": [final]})
 
     def run(state: Any) -> Command[Any]:
@@ -424,9 +574,9 @@ def response_guard_node(
         if reviewed is not None:
             return reviewed
         rc = lc.find_response(state["messages"])
-        if rc is None or rc.message in decided:
+        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE) if rc else {}
+        if rc is None or decided.contains(rc.message, g.scope_of(kw["tenant"])):
             return Command(goto=route(_last_ai(state)))
-        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE)
         return finish(rc, g.check(rc.inputs, **kw))
 
     async def arun(state: Any) -> Command[Any]:
@@ -434,9 +584,9 @@ def response_guard_node(
         if reviewed is not None:
             return reviewed
         rc = lc.find_response(state["messages"])
-        if rc is None or rc.message in decided:
+        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE) if rc else {}
+        if rc is None or decided.contains(rc.message, g.scope_of(kw["tenant"])):
             return Command(goto=route(_last_ai(state)))
-        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE)
         return finish(rc, await g.acheck(rc.inputs, **kw))
 
     return _node("guard_response", run, arun)

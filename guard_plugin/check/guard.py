@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -30,12 +31,14 @@ from guard_plugin.errors import (
     ClassifierTimeout,
     ConfigError,
     MediaError,
+    InvalidTenantError,
     UnknownTenantError,
     VerdictParseError,
 )
 from guard_plugin.media import FailedPart, window_inputs
 from guard_plugin.policy import Policy, PolicyStore, compile_policy, load_policy
 from guard_plugin.prompting import build_request
+from guard_plugin.sealing import Sealer, default_sealer
 from guard_plugin.types import Action, Surface
 from guard_plugin.verdict import Verdict, parse_verdict
 
@@ -79,6 +82,9 @@ class Guard:
       built-in default policy when omitted.
     - ``audit``: a sink or several (default: the ``guard_plugin.audit`` logger); ``[]`` for none.
     - ``cache_size``: parsed verdicts kept (0 disables the cache).
+    - ``seal_key``: the key (or keys, newest first) that seals content held for review
+      (:mod:`guard_plugin.sealing`); default ``$GUARD_PLUGIN_SEAL_KEY``, else a key of this
+      process only.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class Guard:
         policies: PolicyStore | Policy | str | os.PathLike[str] | None = None,
         audit: AuditSink | Iterable[AuditSink] | None = None,
         cache_size: int = 4096,
+        seal_key: str | bytes | Sequence[str | bytes] | None = None,
     ) -> None:
         self._shared = isinstance(classifier, str)
         self._closed = False
@@ -107,6 +114,7 @@ class Guard:
         self.cache = VerdictCache(cache_size)
         self._auditor = Auditor(self.audit)
         self._background = Background()
+        self.sealer = default_sealer() if seal_key is None else Sealer(seal_key)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -207,6 +215,11 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def scope_of(self, tenant: str | None) -> str:
+        """What a decision about a message depends on besides the message: the tenant and its
+        policy's fingerprint (the key of what adapters remember as decided)."""
+        return f"{tenant or ''}|{self.policies.get_or_default(tenant).fingerprint}"
+
     def policy_of(self, decision: Decision | None) -> Policy:
         """The policy a decision was made under: its tenant's, or the default one (for a
         refused tenant, or where there is no decision)."""
@@ -302,8 +315,12 @@ class Guard:
         try:
             policy = self.policies.get(tenant)
         except UnknownTenantError as err:
-            plan = Plan(t0, rid, tenant, surface, _REFUSED_TENANT)
-            plan.done = error_decision(err, _REFUSED_TENANT, surface, **self._meta(plan))
+            # refused; only where the store says so does the default policy's on_error apply
+            on_error = self.policies.unknown_tenant == "on_error"
+            on_error = on_error and not isinstance(err, InvalidTenantError)
+            refused = self.policies.default if on_error else _REFUSED_TENANT
+            plan = Plan(t0, rid, _shown_tenant(tenant), surface, refused)
+            plan.done = error_decision(err, refused, surface, **self._meta(plan))
             return plan
         return Plan(t0, rid, tenant, surface, policy)
 
@@ -381,6 +398,8 @@ class Guard:
     def _finish(self, plan: Plan) -> Decision:
         decision = plan.done if plan.done is not None else self._decide(plan)
         self._auditor.decision(plan, decision, "decision")
+        if decision.is_error:
+            _warn_error(decision)
         if (
             plan.done is None
             and plan.policy.policy.reasoning == "audit"
@@ -442,6 +461,38 @@ def _failure(plan: Plan, outputs: Outputs, enforce_budget: bool) -> ClassifierEr
     if over and not isinstance(err, ClassifierTimeout):
         err = ClassifierTimeout(plan.budget_exceeded())
     return err
+
+
+_WARN_EVERY_S = 60.0
+_warned: dict[str, float] = {}
+_warned_lock = threading.Lock()
+
+
+def _warn_error(d: Decision) -> None:
+    """One WARNING on ``guard_plugin`` per kind of error a minute: a misconfigured deployment
+    (a server down, a wrong spec, an unknown tenant) is noticed, not only audited."""
+    kind = d.error_kind or "error"
+    now = time.monotonic()
+    with _warned_lock:
+        if now - _warned.get(kind, -_WARN_EVERY_S) < _WARN_EVERY_S:
+            return
+        _warned[kind] = now
+    logging.getLogger("guard_plugin").warning(
+        "no verdict (%s): %s; the check was decided by on_error (%s) for tenant %s",
+        kind,
+        d.error,
+        d.action.value,
+        d.tenant,
+    )
+
+
+def _shown_tenant(tenant: Any) -> str | None:
+    """A refused tenant id as decisions and audit events show it (bounded, printable)."""
+    if tenant is None:
+        return None
+    text = tenant if isinstance(tenant, str) else repr(tenant)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 64 else text[:64] + "..."
 
 
 def _wrap(err: BaseException) -> ClassifierError:

@@ -13,7 +13,8 @@
 
 Exit codes (also in ``--help``): 0 allowed / valid, 1 not allowed (block, rewrite or escalate)
 / invalid policy, 2 usage or configuration error (the message says what to fix), 3 internal
-failure. ``check`` reads the classifier from ``--classifier`` or ``GUARD_PLUGIN_CLASSIFIER``
+failure, 4 no verdict (``check``: the classifier failed, timed out or answered no verdict, and
+``on_error`` decided). ``check`` reads the classifier from ``--classifier`` or ``GUARD_PLUGIN_CLASSIFIER``
 and stops with exit 2 when neither is set; ``--classifier scripted`` runs the scripted
 stand-in, a test double that is not a safety model, and says so on standard error.
 """
@@ -37,6 +38,7 @@ exit codes:
   1  not allowed: block, rewrite or escalate (check) / a policy is invalid (policy validate)
   2  usage or configuration error; the message says what to fix
   3  internal failure
+  4  no verdict (check): the classifier failed, timed out or gave no verdict; on_error decided
 
 The classifier comes from --classifier or GUARD_PLUGIN_CLASSIFIER, e.g.
   vllm://localhost:8000/v1         a vLLM server (sglang://, nim+https://, openai:// alike)
@@ -118,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         help="write metrics.json, disagreements.jsonl, confusion.png and pr_curve.png here",
+    )
+    e.add_argument(
+        "--overwrite", action="store_true", help="replace the results already in --out"
     )
     e.add_argument("--concurrency", type=int, default=16, help="checks in flight (default 16)")
     e.add_argument(

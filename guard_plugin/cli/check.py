@@ -11,7 +11,12 @@ from typing import Any
 
 from guard_plugin.check import Guard
 from guard_plugin.classifiers.registry import spec_from_env
-from guard_plugin.cli.common import EXIT_NOT_ALLOWED, EXIT_OK, note_if_scripted
+from guard_plugin.cli.common import (
+    EXIT_NO_VERDICT,
+    EXIT_NOT_ALLOWED,
+    EXIT_OK,
+    note_if_scripted,
+)
 from guard_plugin.decision import Decision
 from guard_plugin.errors import ConfigError
 from guard_plugin.types import Surface
@@ -39,6 +44,10 @@ def _block(path: Path, flag: str) -> dict[str, Any]:
 def summary(decision: Decision) -> list[str]:
     """One line for the decision, then one per part that was not safe."""
     d = decision
+    if d.is_error:
+        head = f"{d.action.value.upper()}  {d.surface.value}  no verdict: {d.error}"
+        head += f"  [on_error, policy {d.policy_id} v{d.policy_version}, {d.model}]"
+        return [head]
     head = f"{d.action.value.upper()}  {d.surface.value}  {d.status}"
     if d.categories:
         head += f"  {', '.join(d.categories)}"
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         if not content:
             raise ConfigError("nothing to check: give --text, --image, --file or --response")
     with Guard(spec, policies=args.policies, audit=[]) as guard:
+        guard.policies.get(args.tenant)  # an unknown or invalid tenant is a usage error
         decision = guard.check_content(
             content, surface=surface, tenant=args.tenant, context=args.text
         )
@@ -87,4 +97,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     else:
         print("\n".join(summary(decision)))
+    if decision.is_error:
+        return EXIT_NO_VERDICT
     return EXIT_OK if decision.allowed else EXIT_NOT_ALLOWED

@@ -6,9 +6,16 @@ import sys
 
 from guard_plugin.classifiers.registry import is_stand_in
 
-__all__ = ["EXIT_INTERNAL", "EXIT_NOT_ALLOWED", "EXIT_OK", "EXIT_USAGE", "note_if_scripted"]
+__all__ = [
+    "EXIT_INTERNAL",
+    "EXIT_NOT_ALLOWED",
+    "EXIT_NO_VERDICT",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "note_if_scripted",
+]
 
-EXIT_OK, EXIT_NOT_ALLOWED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_NOT_ALLOWED, EXIT_USAGE, EXIT_INTERNAL, EXIT_NO_VERDICT = 0, 1, 2, 3, 4
 
 
 def note_if_scripted(spec: str, note: str) -> None:

@@ -4,11 +4,10 @@ a sync and an async driver run."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import types
-from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from uuid import uuid4
@@ -41,6 +40,7 @@ from guard_plugin import lc_messages as lc
 from guard_plugin.check import Guard, as_guard
 from guard_plugin.decision import Decision
 from guard_plugin.errors import ConfigError, GuardBlocked
+from guard_plugin.lc_messages import Check
 from guard_plugin.policy import resolve_tenant
 from guard_plugin.types import Action, Surface
 
@@ -96,26 +96,6 @@ def _state_schema(review_key: str, held_key: str) -> type:
 # A middleware hook is written once, as a generator of steps that a sync or an async driver
 # runs: `RunChecks` is answered with one Decision per check, `CallModel` with the model's
 # response.
-
-
-@dataclass(frozen=True)
-class Check:
-    """One guard call: message content (``Guard.check_content``) or, with ``inputs``, inputs
-    built by hand (``Guard.check``)."""
-
-    content: Any
-    kwargs: dict[str, Any]
-    inputs: bool = False
-
-    def run(self, guard: Guard) -> Decision:
-        if self.inputs:
-            return guard.check(self.content, **self.kwargs)
-        return guard.check_content(self.content, **self.kwargs)
-
-    async def arun(self, guard: Guard) -> Decision:
-        if self.inputs:
-            return await guard.acheck(self.content, **self.kwargs)
-        return await guard.acheck_content(self.content, **self.kwargs)
 
 
 @dataclass(frozen=True)
@@ -233,7 +213,7 @@ class SafetyMiddleware(AgentMiddleware):
                 assert model is not None, "a tool flow never calls the model"
                 value = model(step.request)
             else:
-                value = [c.run(self.guard) for c in step.checks]
+                value = lc.run_checks(self.guard, step.checks)
 
     async def _adrive(self, flow: _Flow, model: Callable[[Any], Awaitable[Any]] | None) -> Any:
         value: Any = None
@@ -245,10 +225,8 @@ class SafetyMiddleware(AgentMiddleware):
             if isinstance(step, CallModel):
                 assert model is not None, "a tool flow never calls the model"
                 value = await model(step.request)
-            elif len(step.checks) == 1:
-                value = [await step.checks[0].arun(self.guard)]
             else:
-                value = list(await asyncio.gather(*(c.arun(self.guard) for c in step.checks)))
+                value = await lc.arun_checks(self.guard, step.checks)
 
     # -- one tool result, decided as the tool returns it ------------------------------------------
 
@@ -272,17 +250,19 @@ class SafetyMiddleware(AgentMiddleware):
                 msg = msg.model_copy(update={"id": str(uuid4())})
             pending = self.guard.policy_of(d).messages.review_pending
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
-            record = lc.seal(msg, decision=d.to_dict())
+            bind = lc.held_bind(config, tenant, msg.tool_call_id)
+            record = lc.seal(msg, self.guard, bind=bind, decision=d.to_dict())
+            self._decided.add(placeholder, self.guard.scope_of(tenant))
             return rebuild(placeholder, {self.held_tools_key: {msg.tool_call_id: record}})
         outcome = lc.apply_tool_result(msg, d, guard=self.guard, escalate=False)
         self._raise_if_blocking(outcome)
         new = outcome.messages[0] if outcome.messages else msg
         assert isinstance(new, ToolMessage)
-        self._decided.add(new)
+        self._decided.add(new, self.guard.scope_of(tenant))
         return result if new is msg else rebuild(new, {})
 
     def _settle_held_tools(
-        self, msgs: Sequence[BaseMessage], held: Mapping[str, Any]
+        self, msgs: Sequence[BaseMessage], held: Mapping[str, Any], tenant: str | None, config: Any
     ) -> list[BaseMessage]:
         """Held tool results, before the model may read them: a reviewer decides each (an
         interrupt per result); if a new user turn came first, they stay withheld (audited).
@@ -293,9 +273,10 @@ class SafetyMiddleware(AgentMiddleware):
         for m in msgs:
             if not isinstance(m, ToolMessage) or m.tool_call_id not in held:
                 continue
-            found = lc.read_held(held[m.tool_call_id])
-            if found is None:  # a damaged record: the result stays withheld
-                log.error("a tool result held for review could not be read; it stays withheld")
+            bind = lc.held_bind(config, tenant, m.tool_call_id)
+            found = lc.read_held(held[m.tool_call_id], self.guard, bind=bind)
+            if found is None:  # a damaged or foreign record: the result stays withheld
+                log.error("a tool result held for review could not be opened; it stays withheld")
                 out.append(m.model_copy(update={"content": self._refusal(None), "status": "error"}))
             elif abandoned:
                 out.append(lc.withhold(m, found[1], self.guard))
@@ -314,27 +295,26 @@ class SafetyMiddleware(AgentMiddleware):
         held_tools = state.get(self.held_tools_key) or {}
         settled: list[BaseMessage] = []
         if held_tools:
-            settled = self._settle_held_tools(request.messages, held_tools)
+            settled = self._settle_held_tools(request.messages, held_tools, tenant, config)
+            self._decided.add_all(settled, self.guard.scope_of(tenant))
             by_id = {m.id: m for m in settled}
             request = request.override(messages=[by_id.get(m.id, m) for m in request.messages])  # type: ignore[misc]
-        result = yield from self._flow_after_tools(request, tenant, config, set(held_tools))
+        result = yield from self._flow_after_tools(request, tenant, config)
         if settled:
             result = _with_updates(settled, result)
         if held_tools:  # settled: the held originals go
             result = _with_command(result, {self.held_tools_key: None})
         return result
 
-    def _flow_after_tools(
-        self, request: ModelRequest, tenant: str | None, config: Any, decided: set[str]
-    ) -> _Flow:
+    def _flow_after_tools(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
         state: Mapping[str, Any] = request.state or {}
         record = state.get(self.review_key)
         if record is None:
-            return (yield from self._checked_call(request, tenant, config, decided))
+            return (yield from self._checked_call(request, tenant, config))
         msgs = request.messages
         if isinstance(record, Mapping) and record.get("kind") == "input":
-            return (yield from self._held_input(request, record, tenant, config, decided))
-        held = _read_record(record)
+            return (yield from self._held_input(request, record, tenant, config))
+        held = _read_record(record, self.guard, tenant, config)
         if held is not None and msgs and msgs[-1].id == held.review_id:
             return self._answer_review(held)
         if held is None:
@@ -347,15 +327,14 @@ class SafetyMiddleware(AgentMiddleware):
         # The placeholder becomes the refusal, its pseudo-call goes, the review is dropped.
         anchor, review_id = _record_ids(record, msgs)
         closed = AIMessage(id=anchor, content=self._refusal(held))
+        self._decided.add(closed, self.guard.scope_of(tenant))
         placed = anchor is not None and any(m.id == anchor for m in msgs)
         kept = [
             closed if placed and m.id == anchor else m
             for m in msgs
             if review_id is None or m.id != review_id
         ]
-        result = yield from self._checked_call(
-            request.override(messages=kept), tenant, config, decided
-        )
+        result = yield from self._checked_call(request.override(messages=kept), tenant, config)
         updates: list[BaseMessage] = [closed] if placed else []
         return _with_command(
             _with_updates(updates, result),
@@ -368,14 +347,14 @@ class SafetyMiddleware(AgentMiddleware):
         record: Mapping[str, Any],
         tenant: str | None,
         config: Any,
-        decided: set[str],
     ) -> _Flow:
         """A user turn held for review: ask the reviewer (on the way back from the hold), or,
         when a new turn came instead, keep it withheld. Approval restores it and the model is
         called with it; rejection ends the turn with the refusal."""
         msgs = request.messages
         anchor, review_id = record.get("anchor"), record.get("review_id")
-        found = lc.read_held(record.get("sealed"))
+        bind = lc.held_bind(config, tenant, anchor if isinstance(anchor, str) else None)
+        found = lc.read_held(record.get("sealed"), self.guard, bind=bind)
         original: HumanMessage | None = None
         d: Decision | None = None
         if found is not None and isinstance(found[0], HumanMessage):
@@ -398,8 +377,9 @@ class SafetyMiddleware(AgentMiddleware):
         drop = {anchor, review_id}
         if action is Action.ALLOW and original is not None:
             kept = [original if m.id == original.id else m for m in msgs if m.id not in drop]
+            self._decided.add(original, self.guard.scope_of(tenant))  # a person approved it
             result = yield from self._checked_call(
-                request.override(messages=kept), tenant, config, decided, skip_input=True
+                request.override(messages=kept), tenant, config, skip_input=True
             )
             return _with_command(_with_updates([original], result), clear)
         # withheld: the turn keeps the redaction note in the history, the turn is refused
@@ -409,17 +389,22 @@ class SafetyMiddleware(AgentMiddleware):
             for m in msgs
             if isinstance(m, HumanMessage) and m.id == input_id
         ]
+        self._decided.add_all(redacted, self.guard.scope_of(tenant))
         by_id = {m.id: m for m in redacted}
         remaining: list[Any] = [by_id.get(m.id, m) for m in msgs if m.id not in drop]
         if resumed:  # rejected: the turn ends with the refusal, the model is not called
             refusal = AIMessage(content=policy.messages.refusal)
             return _with_command(ModelResponse(result=[*redacted, refusal]), clear)
-        result = yield from self._checked_call(
-            request.override(messages=remaining), tenant, config, decided
-        )
+        result = yield from self._checked_call(request.override(messages=remaining), tenant, config)
         return _with_command(_with_updates(redacted, result), clear)
 
-    def _hold_input(self, human: HumanMessage, d: Decision, updates: list[BaseMessage]) -> Any:
+    def _hold_input(
+        self,
+        human: HumanMessage,
+        d: Decision,
+        updates: list[BaseMessage],
+        bind: tuple[str | None, Any],
+    ) -> Any:
         """Keep an escalated user turn out of the conversation until a person answers: a
         placeholder takes its id, the original waits sealed in the private review key, and
         the turn comes straight back to the model step for the review (as a held response
@@ -433,7 +418,13 @@ class SafetyMiddleware(AgentMiddleware):
             "anchor": anchor,
             "review_id": review_id,
             "input_id": human.id,
-            "sealed": lc.seal(human, decision=d.to_dict(), requests=requests),
+            "sealed": lc.seal(
+                human,
+                self.guard,
+                bind=lc.held_bind(bind[1], bind[0], anchor),
+                decision=d.to_dict(),
+                requests=requests,
+            ),
         }
         call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
         placeholder = human.model_copy(update={"content": pending})
@@ -441,6 +432,7 @@ class SafetyMiddleware(AgentMiddleware):
         waiting = ToolMessage(
             id=review_id, tool_call_id=review_id, name=REVIEW_TOOL, content=pending
         )
+        self._decided.add_all([*updates, placeholder, ai, waiting], self.guard.scope_of(bind[0]))
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[*updates, placeholder, ai, waiting]),
             command=Command(update={self.review_key: record}),
@@ -451,26 +443,32 @@ class SafetyMiddleware(AgentMiddleware):
         request: ModelRequest,
         tenant: str | None,
         config: Any,
-        decided: Collection[str] = frozenset(),
         *,
         skip_input: bool = False,
     ) -> _Flow:
         msgs = request.messages
+        scope = self.guard.scope_of(tenant)
         updates: list[BaseMessage] = []
         found = lc.find_input(msgs) if self.apply_to_input and not skip_input else None
         # Tool results the model has not seen and the tool boundary did not decide (results a
-        # caller put in the input, or tools run outside this middleware), checked together
-        # with the user's turn, in one batch.
+        # caller put in the input, or tools run outside this middleware).
+        current = lc.find_tool_results(msgs)
         tools = (
-            [
-                m
-                for m in lc.find_tool_results(msgs)
-                if m.tool_call_id not in decided and m not in self._decided
-            ]
+            [m for m in current if not self._decided.contains(m, scope)]
             if self.apply_to_tool_results
             else []
         )
+        # Every other message this guard has not decided: history a caller sent.
+        skip = {i for i, m in enumerate(msgs) if any(m is t for t in current)}
+        if found is not None:
+            skip.add(found[0])
+        history = [
+            h
+            for h in lc.find_history(msgs, self._decided, scope, tenant, config, skip=skip)
+            if self._applies(h.check.kwargs["surface"])
+        ]
         checks = [Check(m.content, lc.tool_check_args(m, tenant, config)) for m in tools]
+        checks += [h.check for h in history]
         if found is not None:
             kwargs = {
                 "surface": Surface.INPUT,
@@ -484,6 +482,10 @@ class SafetyMiddleware(AgentMiddleware):
                 outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
                 self._raise_if_blocking(outcome)
                 updates += outcome.messages
+            past = ds[len(tools) : len(tools) + len(history)]
+            replaced, refused = lc.apply_history(history, past, self.guard)
+            self._raise_if_blocking(lc.Outcome(replaced, decisions=list(past)))
+            updates += replaced
             if found is not None:
                 d_in = ds[-1]
                 if (
@@ -491,22 +493,54 @@ class SafetyMiddleware(AgentMiddleware):
                     and self.escalate
                     and self.on_block != "error"
                     and _can_hold_turn(request)
+                    and not refused
                 ):
-                    return self._hold_input(found[1], d_in, updates)
+                    return self._hold_input(found[1], d_in, updates, (tenant, config))
                 outcome = lc.apply_input(found[1], d_in, guard=self.guard, escalate=self.escalate)
                 self._raise_if_blocking(outcome)
                 if outcome.end:  # refused: the model is not called
+                    self._decided.add_all([*updates, *outcome.messages], scope)
                     return _with_updates(updates, ModelResponse(result=outcome.messages))
                 updates += outcome.messages
+            if refused:  # an unsafe user turn in the history: the turn is refused
+                refusal = AIMessage(id=str(uuid4()), content=self._refusal(None, tenant))
+                self._decided.add_all([*updates, refusal], scope)
+                return _with_updates(updates, ModelResponse(result=[refusal]))
         if updates:
             by_id = {m.id: m for m in updates}
             request = request.override(messages=[by_id.get(m.id, m) for m in msgs])  # type: ignore[misc]
+        # Everything the model is now sent has been decided.
+        self._decided.add_all(request.messages, scope)
         if self.hold_output:
             request = request.override(model=_nostream(request.model))
         response = yield CallModel(request)
         if self.apply_to_output:
             response = yield from self._checked_response(request, response, tenant, config)
+            response = self._remember(response, scope)
         return _with_updates(updates, response)
+
+    def _remember(self, response: Any, scope: str) -> Any:
+        """A decided response, remembered (with an id, so the next call knows it) as decided."""
+        if not isinstance(response, (ModelResponse, AIMessage)):
+            return response  # held for review: the placeholder is not the response
+        msgs, _ = _ai_of(response)
+        named = [
+            m.model_copy(update={"id": str(uuid4())})
+            if isinstance(m, AIMessage) and not m.id
+            else m
+            for m in msgs
+        ]
+        self._decided.add_all(named, scope)
+        if isinstance(response, AIMessage):
+            return named[0]
+        return ModelResponse(result=named, structured_response=response.structured_response)
+
+    def _applies(self, surface: Surface) -> bool:
+        return {
+            Surface.INPUT: self.apply_to_input,
+            Surface.TOOL: self.apply_to_tool_results,
+            Surface.RESPONSE: self.apply_to_output,
+        }[Surface(surface)]
 
     def _checked_response(
         self, request: ModelRequest, response: Any, tenant: str | None, config: Any
@@ -534,7 +568,7 @@ class SafetyMiddleware(AgentMiddleware):
                 d = replace(d, action=Action.BLOCK)
             # an escalation after regeneration goes to a person like any other
         if d.action is Action.ESCALATE and self.escalate and _can_hold(request, response):
-            return self._hold(rc, d)
+            return self._hold(rc, d, lc.held_bind(config, tenant, rc.message.id))
         outcome = lc.apply_response(rc, d, guard=self.guard, escalate=False)
         self._raise_if_blocking(outcome)
         if not outcome.messages:
@@ -545,25 +579,29 @@ class SafetyMiddleware(AgentMiddleware):
 
     # -- review of a held response --------------------------------------------------------------
 
-    def _hold(self, rc: lc.ResponseCheck, d: Decision) -> Any:
+    def _hold(self, rc: lc.ResponseCheck, d: Decision, bind: dict[str, Any]) -> Any:
         """Keep the response out of the conversation and come straight back for the review.
 
         The placeholder makes one answered call to a ``content_safety_review`` pseudo-tool:
         ``create_agent`` routes a turn whose calls are all answered back to the model step,
         whatever other middleware sits in between, and that is where the review happens."""
         ai = rc.message if rc.message.id else rc.message.model_copy(update={"id": str(uuid4())})
+        bind = {**bind, "ref": ai.id}
         pending = self.guard.policy_of(d).messages.review_pending
         review_id = f"{ai.id}-review"
         record = {
             "anchor": ai.id,
             "review_id": review_id,
-            "sealed": lc.seal(ai, decision=d.to_dict(), requests=lc.review_requests(ai, d)),
+            "sealed": lc.seal(
+                ai, self.guard, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d)
+            ),
         }
         call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}
         placeholder = AIMessage(id=ai.id, content=pending, tool_calls=[call])
         waiting = ToolMessage(
             id=review_id, tool_call_id=review_id, name=REVIEW_TOOL, content=pending
         )
+        self._decided.add_all([placeholder, waiting], self.guard.scope_of(bind["tenant"]))
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[placeholder, waiting]),
             command=Command(update={self.review_key: record}),
@@ -578,16 +616,18 @@ class SafetyMiddleware(AgentMiddleware):
         )
         self._raise_if_blocking(outcome)
         final = outcome.messages or [held.message]
-        for m in final[1:]:  # the reviewer's answers to calls: a person's words, not tool output
-            self._decided.add(m)
+        # the reviewed response and the reviewer's answers to calls (a person's words, not tool
+        # output) are decided
+        self._decided.add_all(final, self.guard.scope_of(held.decision.tenant))
         update = {"messages": [RemoveMessage(id=held.review_id)], self.review_key: None}
         return ExtendedModelResponse(
             model_response=ModelResponse(result=list(final)), command=Command(update=update)
         )
 
-    def _refusal(self, held: _Held | None) -> str:
-        policy = self.guard.policy_of(held.decision if held is not None else None)
-        return str(policy.messages.refusal)
+    def _refusal(self, held: _Held | None, tenant: str | None = None) -> str:
+        if held is not None:
+            return str(self.guard.policy_of(held.decision).messages.refusal)
+        return str(self.guard.policies.get_or_default(tenant).policy.messages.refusal)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -615,11 +655,12 @@ class _Held:
     requests: list[dict[str, Any]]
 
 
-def _read_record(record: Any) -> _Held | None:
-    """The held review in the state, or None when it cannot be read (fail closed: the caller
+def _read_record(record: Any, guard: Guard, tenant: str | None, config: Any) -> _Held | None:
+    """The held review in the state, or None when it cannot be opened (fail closed: the caller
     keeps the response withheld)."""
     try:
-        sealed = lc.unseal(record["sealed"])
+        bind = lc.held_bind(config, tenant, str(record["anchor"]))
+        sealed = lc.unseal(record["sealed"], guard, bind=bind)
         held = _Held(
             anchor=str(record["anchor"]),
             review_id=str(record["review_id"]),

@@ -9,6 +9,7 @@ must run where a node may be re-run from its start). One module per concern:
   assistant turn with its tool calls;
 - :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
 - :mod:`.held`: content held for review (sealed in the state) and messages already decided;
+- :mod:`.history`: every message the guard has not decided, checked before a model reads it;
 - :mod:`.run`: the graph run (config, tenant, stable request ids, ``interrupt()``);
 - :mod:`.base`: the updates a check returns and the text of a message.
 
@@ -24,12 +25,22 @@ except ImportError as _err:  # pragma: no cover
         "pip install 'guard-plugin[langchain]' or 'guard-plugin[langgraph]'"
     ) from _err
 
-from guard_plugin.lc_messages.base import Outcome, text_of, tool_call_text
+from guard_plugin.lc_messages.base import (
+    Check,
+    Outcome,
+    arun_checks,
+    run_checks,
+    text_of,
+    tool_call_text,
+)
 from guard_plugin.lc_messages.held import (
     ABANDONED,
     HELD_KEY,
     Decided,
     decided_results,
+    held_bind,
+    held_ref,
+    held_refused,
     read_held,
     review_held_tool,
     seal,
@@ -38,6 +49,7 @@ from guard_plugin.lc_messages.held import (
     withhold,
     without_record,
 )
+from guard_plugin.lc_messages.history import HistoryItem, apply_history, find_history
 from guard_plugin.lc_messages.inputs import apply_input, find_input
 from guard_plugin.lc_messages.responses import (
     ResponseCheck,
@@ -54,25 +66,34 @@ __all__ = [
     "ABANDONED",
     "HELD_KEY",
     "REVIEW_DECISIONS",
+    "Check",
     "Decided",
+    "HistoryItem",
     "Outcome",
     "ResponseCheck",
     "allowed_decisions",
     "answer_review",
+    "apply_history",
     "apply_input",
     "apply_response",
     "apply_tool_result",
+    "arun_checks",
     "can_interrupt",
     "check_id",
     "decided_results",
+    "find_history",
     "find_input",
     "find_response",
     "find_tool_results",
+    "held_bind",
+    "held_ref",
+    "held_refused",
     "interrupt",
     "read_held",
     "review_held_tool",
     "review_payload",
     "review_requests",
+    "run_checks",
     "run_config",
     "run_tenant",
     "seal",

@@ -3,6 +3,7 @@ the policy a decision was made under."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,10 +11,52 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
 
-__all__ = ["Outcome", "last_index", "preview", "text_of", "tool_call_text"]
+__all__ = [
+    "Check",
+    "Outcome",
+    "arun_checks",
+    "last_index",
+    "preview",
+    "run_checks",
+    "text_of",
+    "tool_call_text",
+]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One guard call: message content (``Guard.check_content``) or, with ``inputs``, inputs
+    built by hand (``Guard.check``)."""
+
+    content: Any
+    kwargs: dict[str, Any]
+    inputs: bool = False
+
+    def run(self, guard: Guard) -> Decision:
+        if self.inputs:
+            return guard.check(self.content, **self.kwargs)
+        return guard.check_content(self.content, **self.kwargs)
+
+    async def arun(self, guard: Guard) -> Decision:
+        if self.inputs:
+            return await guard.acheck(self.content, **self.kwargs)
+        return await guard.acheck_content(self.content, **self.kwargs)
+
+
+def run_checks(guard: Guard, checks: Sequence[Check]) -> list[Decision]:
+    """One decision per check, in order."""
+    return [c.run(guard) for c in checks]
+
+
+async def arun_checks(guard: Guard, checks: Sequence[Check]) -> list[Decision]:
+    """One decision per check, in order; the checks run together (one classifier batch)."""
+    if len(checks) == 1:
+        return [await checks[0].arun(guard)]
+    return list(await asyncio.gather(*(c.arun(guard) for c in checks)))
 
 
 @dataclass

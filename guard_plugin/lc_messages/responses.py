@@ -24,7 +24,14 @@ from guard_plugin.lc_messages.run import can_interrupt, interrupt
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import TEXT, Action, PartRef, Surface
 
-__all__ = ["ResponseCheck", "answer_review", "apply_response", "find_response", "review_requests"]
+__all__ = [
+    "ResponseCheck",
+    "answer_review",
+    "apply_response",
+    "find_response",
+    "response_inputs",
+    "review_requests",
+]
 
 
 @dataclass
@@ -40,6 +47,15 @@ def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
     i = last_index(messages, AIMessage)
     if i is None:
         return None
+    ai = messages[i]
+    assert isinstance(ai, AIMessage)
+    inputs = response_inputs(messages, i)
+    return ResponseCheck(i, ai, inputs) if inputs else None
+
+
+def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput]:
+    """The inputs of the assistant turn ``messages[i]``: its text and each tool call, with the
+    user turn before it as context."""
     ai = messages[i]
     assert isinstance(ai, AIMessage)
     h = last_index(messages[:i], HumanMessage)
@@ -58,7 +74,7 @@ def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
                 part=PartRef.tool_call(call.get("id")),
             )
         )
-    return ResponseCheck(i, ai, inputs) if inputs else None
+    return inputs
 
 
 def review_requests(ai: AIMessage, d: Decision) -> list[dict[str, Any]]:

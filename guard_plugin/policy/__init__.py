@@ -23,8 +23,10 @@ from guard_plugin.policy.schema import (
     Thresholds,
 )
 from guard_plugin.policy.store import (
+    TENANT_ID,
     PolicyStore,
     builtin_policies,
+    check_tenant_id,
     load_policy,
     policy_from_mapping,
     resolve_tenant,
@@ -32,6 +34,7 @@ from guard_plugin.policy.store import (
 
 __all__ = [
     "CUSTOM_POLICY_PREAMBLE",
+    "TENANT_ID",
     "Actions",
     "AuditOptions",
     "CompiledPolicy",
@@ -46,6 +49,7 @@ __all__ = [
     "SurfaceActions",
     "Thresholds",
     "builtin_policies",
+    "check_tenant_id",
     "compile_policy",
     "load_policy",
     "policy_from_mapping",

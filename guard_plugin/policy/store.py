@@ -4,6 +4,10 @@ reported, each naming the file, the field and the fix."""
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -11,17 +15,41 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from guard_plugin.errors import PolicyError, UnknownTenantError
+from guard_plugin.errors import InvalidTenantError, PolicyError, UnknownTenantError
 from guard_plugin.policy.compiled import CompiledPolicy, compile_policy
 from guard_plugin.policy.schema import Policy
 
 __all__ = [
+    "TENANT_ID",
     "PolicyStore",
     "builtin_policies",
+    "check_tenant_id",
     "load_policy",
     "policy_from_mapping",
     "resolve_tenant",
 ]
+
+_log = logging.getLogger("guard_plugin")
+
+#: What a tenant id may be: a letter or digit, then up to 127 letters, digits, ``_``, ``-``
+#: or ``.`` (no ``..``). File names of policy folders follow the same rule.
+TENANT_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,126})")
+
+UnknownTenant = Literal["error", "on_error", "default"]
+
+
+def check_tenant_id(tenant: Any) -> str:
+    """``tenant`` if it is a valid tenant id; raises :class:`UnknownTenantError` saying why
+    it is not (an id that can never name a policy is refused like an unknown one)."""
+    if not isinstance(tenant, str):
+        raise InvalidTenantError(f"a tenant id is a string, not {type(tenant).__name__}")
+    if not TENANT_ID.fullmatch(tenant) or ".." in tenant:
+        shown = tenant if len(tenant) <= 40 else tenant[:40] + "..."
+        raise InvalidTenantError(
+            f"invalid tenant id {shown!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return tenant
 
 
 def _problem(error: Any) -> tuple[str | None, str]:
@@ -121,8 +149,18 @@ def builtin_policies() -> Path:
 class PolicyStore:
     """Compiled policies by tenant.
 
-    ``unknown_tenant``: ``"default"`` serves the default policy to tenants without one of their
-    own; ``"error"`` refuses them (the guard then blocks and audits an ``unknown_tenant`` error).
+    ``unknown_tenant`` says what a tenant id without a policy of its own gets (a typo must not
+    quietly weaken the policy):
+
+    - ``"error"`` (the default where the store names tenants): the check is refused, a
+      blocking ``unknown_tenant`` decision whose error names the known tenants, audited and
+      logged;
+    - ``"on_error"``: a decision through the default policy's ``on_error``;
+    - ``"default"`` (the default for a store of one policy for everyone): the default
+      policy, with a warning logged once per unknown id.
+
+    Tenant ids are validated (:data:`TENANT_ID`) wherever they arrive: an invalid one is
+    refused in every mode.
     """
 
     def __init__(
@@ -130,21 +168,31 @@ class PolicyStore:
         policies: Mapping[str, Policy] | Iterable[Policy] = (),
         *,
         default: Policy | None = None,
-        unknown_tenant: Literal["default", "error"] = "default",
+        unknown_tenant: UnknownTenant | None = None,
     ) -> None:
-        if unknown_tenant not in ("default", "error"):
-            raise PolicyError("unknown_tenant must be 'default' or 'error'", field="unknown_tenant")
         items = policies.items() if isinstance(policies, Mapping) else ((p.id, p) for p in policies)
         self._compiled: dict[str, CompiledPolicy] = {t: compile_policy(p) for t, p in items}
+        for t in self._compiled:
+            try:
+                check_tenant_id(t)
+            except UnknownTenantError as err:
+                raise PolicyError(str(err), field="id") from None
+        if unknown_tenant is None:
+            named = set(self._compiled) - {"default"}
+            unknown_tenant = "error" if named else "default"
+        if unknown_tenant not in ("error", "on_error", "default"):
+            raise PolicyError(
+                "unknown_tenant must be 'error', 'on_error' or 'default'", field="unknown_tenant"
+            )
         if default is None:
             default = self._compiled["default"].policy if "default" in self._compiled else Policy()
         self._default = compile_policy(default)
-        self.unknown_tenant = unknown_tenant
+        self.unknown_tenant: UnknownTenant = unknown_tenant
+        self._announced: set[str] = set()
+        self._announce_lock = threading.Lock()
 
     @classmethod
-    def from_dir(
-        cls, path: str | Path, *, unknown_tenant: Literal["default", "error"] = "default"
-    ) -> PolicyStore:
+    def from_dir(cls, path: str | Path, *, unknown_tenant: UnknownTenant | None = None) -> PolicyStore:
         """Load every ``*.yaml`` / ``*.yml`` in a folder; ``default.yaml`` is the default.
         ``"builtin"`` is the example folder shipped with the package.
 
@@ -157,6 +205,11 @@ class PolicyStore:
         policies: dict[str, Policy] = {}
         errors: list[PolicyError] = []
         for f in files:
+            try:
+                check_tenant_id(f.stem)
+            except UnknownTenantError as err:
+                errors.append(PolicyError(f"the file name is the tenant id: {err}", source=str(f)))
+                continue
             if f.stem in policies:
                 errors.append(PolicyError(f"two files for tenant '{f.stem}'", source=str(f)))
                 continue
@@ -183,18 +236,37 @@ class PolicyStore:
         return sorted(self._compiled)
 
     def get(self, tenant: str | None = None) -> CompiledPolicy:
-        """The compiled policy for a tenant (``None``: the default)."""
+        """The compiled policy for a tenant (``None``: the default). Raises
+        :class:`UnknownTenantError` for an invalid id, and for an unknown one unless the store
+        serves the default policy to unknown tenants."""
         if tenant is None:
             return self._default
         found = self._compiled.get(tenant)
         if found is not None:
             return found
+        check_tenant_id(tenant)
         if self.unknown_tenant == "default":
+            self._announce(tenant)
             return self._default
+        known = self.tenants()
+        near = difflib.get_close_matches(tenant.lower(), [t.lower() for t in known], n=1)
+        hint = f" Did you mean '{known[[t.lower() for t in known].index(near[0])]}'?" if near else ""
         raise UnknownTenantError(
-            f"no policy for tenant '{tenant}'; "
-            f"known tenants: {', '.join(self.tenants()) or 'none'}. "
-            "Add a policy file for it or create the store with unknown_tenant='default'"
+            f"no policy for tenant '{tenant}'; known tenants: {', '.join(known) or 'none'}.{hint} "
+            "Add a policy file for it, or create the store with unknown_tenant='default' to "
+            "serve it the default policy"
+        )
+
+    def _announce(self, tenant: str) -> None:
+        with self._announce_lock:
+            if tenant in self._announced or len(self._announced) >= 1024:
+                return
+            self._announced.add(tenant)
+        _log.warning(
+            "tenant '%s' has no policy of its own; it gets the default policy "
+            "(unknown_tenant='default'; known tenants: %s)",
+            tenant,
+            ", ".join(self.tenants()) or "none",
         )
 
     def get_or_default(self, tenant: str | None = None) -> CompiledPolicy:

@@ -1,0 +1,125 @@
+"""Sealed records: content held for review travels through state, checkpoints and streams as
+an opaque token that nobody without the key can read, forge or move.
+
+A record is encrypted and authenticated with ``cryptography``'s Fernet (AES-128-CBC with
+HMAC-SHA256; :class:`~cryptography.fernet.MultiFernet` for key rotation) and bound to where
+it was made: the thread, the tenant and the message it stands for. Opening checks all three,
+so a record copied into another thread, tenant or message is refused like a forged one. A
+record that cannot be opened is never trusted: the caller keeps the content withheld and
+audits it.
+
+Keys come from :data:`SEAL_KEY_ENV` (comma-separated Fernet keys, newest first: the first
+seals, all open) or from the ``keys`` argument. Without either, the process makes a key of
+its own: records then open only in the process that sealed them (a restart, or another
+replica behind a load balancer, withholds what was held: set the variable in production).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from guard_plugin.errors import ConfigError, GuardError
+
+__all__ = ["SEAL_KEY_ENV", "SealError", "Sealer", "default_sealer", "new_seal_key"]
+
+SEAL_KEY_ENV = "GUARD_PLUGIN_SEAL_KEY"
+_PREFIX = "guard_plugin-sealed-v2:"
+_log = logging.getLogger("guard_plugin")
+
+
+class SealError(GuardError):
+    """A sealed record that cannot be trusted: not a record, sealed with another key, changed
+    since, expired, or bound to another thread, tenant or message."""
+
+
+def new_seal_key() -> str:
+    """A fresh key for :data:`SEAL_KEY_ENV` (``python -c "from guard_plugin.sealing import
+    new_seal_key; print(new_seal_key())"``)."""
+    return Fernet.generate_key().decode("ascii")
+
+
+def _fernet(key: str | bytes) -> Fernet:
+    try:
+        return Fernet(key.strip() if isinstance(key, (str, bytes)) else key)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"a seal key must be 32 url-safe base64-encoded bytes (as {SEAL_KEY_ENV} holds); "
+            "make one with: python -c 'from guard_plugin.sealing import new_seal_key; "
+            "print(new_seal_key())'"
+        ) from None
+
+
+class Sealer:
+    """Seals and opens records with authenticated encryption.
+
+    ``keys``: one key or several (newest first: the first seals, every one opens, so keys can
+    be rotated without losing what is held). ``ttl_s``: records older than this do not open
+    (``None``: no age limit)."""
+
+    def __init__(
+        self, keys: str | bytes | Sequence[str | bytes] | None = None, *, ttl_s: int | None = None
+    ) -> None:
+        self.ephemeral = keys is None
+        if keys is None:
+            keys = [Fernet.generate_key()]
+        elif isinstance(keys, (str, bytes)):
+            text = keys.decode("ascii") if isinstance(keys, bytes) else keys
+            keys = [k for k in text.split(",") if k.strip()]
+        if not keys:
+            raise ConfigError(f"no seal key given; {SEAL_KEY_ENV} holds one or more keys")
+        self._fernet = MultiFernet([_fernet(k) for k in keys])
+        self.ttl_s = ttl_s
+
+    def seal(self, payload: Mapping[str, Any], *, bind: Mapping[str, str | None]) -> str:
+        """``payload`` (JSON-serialisable) sealed and bound to ``bind``."""
+        body = json.dumps({"bind": _bind(bind), "payload": dict(payload)}, separators=(",", ":"))
+        return _PREFIX + self._fernet.encrypt(body.encode("utf-8")).decode("ascii")
+
+    def open(self, token: Any, *, bind: Mapping[str, str | None]) -> dict[str, Any]:
+        """The payload of a record sealed with this key and bound to ``bind``; raises
+        :class:`SealError` for anything else."""
+        if not isinstance(token, str) or not token.startswith(_PREFIX):
+            raise SealError("not a sealed record")
+        try:
+            raw = self._fernet.decrypt(token[len(_PREFIX) :].encode("ascii"), ttl=self.ttl_s)
+        except (InvalidToken, UnicodeEncodeError):
+            raise SealError(
+                "the record was not sealed with this deployment's key, was changed, or expired"
+            ) from None
+        body = json.loads(raw)
+        if body.get("bind") != _bind(bind):
+            raise SealError("the record belongs to another thread, tenant or message")
+        payload: dict[str, Any] = body["payload"]
+        return payload
+
+
+def _bind(bind: Mapping[str, str | None]) -> dict[str, str]:
+    return {k: "" if v is None else str(v) for k, v in sorted(bind.items())}
+
+
+_DEFAULT: Sealer | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_sealer() -> Sealer:
+    """The process's sealer: keys from :data:`SEAL_KEY_ENV`, else a key of this process's own
+    (logged once: held records then do not survive a restart)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            keys = os.environ.get(SEAL_KEY_ENV, "").strip()
+            _DEFAULT = Sealer(keys or None)
+            if not keys:
+                _log.info(
+                    "%s is not set: content held for review is sealed with a key of this "
+                    "process only, and stays withheld after a restart or on another replica",
+                    SEAL_KEY_ENV,
+                )
+        return _DEFAULT
