@@ -65,6 +65,7 @@ class AuditEvent:
     parts: int
     unsafe_parts: tuple[int, ...]
     score: float | None = None
+    threshold_unapplied: bool = False
     tool_name: str | None = None
     content: str | None = None
     review: str | None = None
@@ -100,6 +101,7 @@ class AuditEvent:
             "parts": len(decision.parts),
             "unsafe_parts": tuple(p.index for p in decision.parts if p.status == "unsafe"),
             "score": decision.score,
+            "threshold_unapplied": decision.threshold_unapplied,
         }
         values.update(fields)
         return cls(**values)

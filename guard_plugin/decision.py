@@ -37,6 +37,8 @@ class PartOutcome:
     cached: bool = False
     #: P(unsafe) where the backend reported it; the policy's threshold acts on it
     score: float | None = None
+    #: the policy has a threshold for this surface, but the backend reported no score
+    threshold_unapplied: bool = False
     verdict: Verdict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +101,8 @@ class Decision:
     request_id: str | None = None
     cached: bool = False
     score: float | None = None
+    #: some part had a threshold that could not apply (no score): the model's label decided
+    threshold_unapplied: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -163,7 +167,19 @@ def outcome_for(
     response = surface is Surface.RESPONSE
     label = result.label_for(response=response)
     score = result.score_for(response=response)
+    if score is not None and not 0.0 <= score <= 1.0:  # NaN or out of range: no score
+        score = None
     threshold = policy.threshold_for(surface)
+    unapplied = threshold is not None and score is None
+    if unapplied and policy.requires_score:
+        return PartOutcome(
+            index,
+            part,
+            "error",
+            error="the tenant's threshold requires a score, and the classifier reported none",
+            error_kind="no_score",
+            verdict=result,
+        )
     if label is not None and score is not None and threshold is not None:
         label = "unsafe" if score >= threshold else "safe"
     if label is None:  # parse_verdict guarantees the label for the surface it was asked for
@@ -183,6 +199,7 @@ def outcome_for(
             reasoning=result.reasoning,
             cached=cached,
             score=score,
+            threshold_unapplied=unapplied,
             verdict=result,
         )
     names = tuple(dict.fromkeys(taxonomy.canonical_name(c) for c in result.categories))
@@ -200,6 +217,7 @@ def outcome_for(
         reasoning=result.reasoning,
         cached=cached,
         score=score,
+        threshold_unapplied=unapplied,
         verdict=result,
     )
 
@@ -219,6 +237,7 @@ class _Tally:
         "on_error",
         "score",
         "traces",
+        "unapplied",
         "withheld",
     )
 
@@ -233,6 +252,7 @@ class _Tally:
         self.score: float | None = None
         self.n_unsafe = self.n_errors = self.n_unverifiable = 0
         self.all_cached = True
+        self.unapplied = False
 
     def add(self, p: PartOutcome) -> None:
         if p.status == "unsafe":
@@ -249,6 +269,7 @@ class _Tally:
         if p.score is not None and (self.score is None or p.score > self.score):
             self.score = p.score
         self.all_cached = self.all_cached and p.cached
+        self.unapplied = self.unapplied or p.threshold_unapplied
 
     def _error(self, p: PartOutcome) -> None:
         self.n_errors += 1
@@ -308,6 +329,7 @@ def decide(
         policy_fingerprint=policy.fingerprint,
         cached=bool(parts) and t.all_cached,
         score=t.score,
+        threshold_unapplied=t.unapplied,
         **meta,
     )
 

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import math
 import os
 import random
@@ -62,6 +63,8 @@ from guard_plugin.errors import (
 from guard_plugin.prompting import ModelRequest
 
 __all__ = ["DEFAULT_SERVED_MODEL", "OpenAICompatClassifier"]
+
+_log = logging.getLogger("guard_plugin")
 
 DEFAULT_SERVED_MODEL = "nvidia/Nemotron-3.5-Content-Safety"
 _KEY_ENV = "GUARD_PLUGIN_API_KEY"
@@ -101,24 +104,40 @@ def label_scores(content: str, logprobs: Any) -> tuple[float | None, float | Non
     scores: list[float | None] = []
     for pattern in _LABEL_AT.values():
         m = pattern.search(content[offset:])
-        scores.append(None if m is None else _score_at(entries, starts, offset + m.end()))
+        if m is None:
+            scores.append(None)
+            continue
+        pos = offset + m.end()
+        label = "unsafe" if content[pos : pos + 6].lower() == "unsafe" else "safe"
+        scores.append(_score_at(entries, starts, pos, label))
     return scores[0], scores[1]
 
 
-def _score_at(entries: list[dict[str, Any]], starts: list[int], pos: int) -> float | None:
-    """P(unsafe) at the token that holds the label's first character."""
+def _score_at(
+    entries: list[dict[str, Any]], starts: list[int], pos: int, label: str
+) -> float | None:
+    """P(unsafe) at the token that holds the label, or ``None`` unless the server's answer is
+    consistent: the chosen token is the whole label the text says (not a piece of it), both
+    labels are among its alternatives with finite log-probabilities, and the chosen label is
+    the likelier one (greedy decoding chose it)."""
     i = max(n for n, s in enumerate(starts) if s <= pos)
+    chosen = entries[i]["token"]
+    if chosen[: pos - starts[i]].strip() or chosen.strip().lower() != label:
+        return None  # the label is split over tokens, or shares one with other text
     alts = entries[i].get("top_logprobs")
     best: dict[str, float] = {}
     for alt in alts if isinstance(alts, list) else ():
         tok = alt.get("token") if isinstance(alt, dict) else None
         lp = alt.get("logprob") if isinstance(alt, dict) else None
-        if not isinstance(tok, str) or not isinstance(lp, (int, float)) or math.isnan(lp):
+        if not isinstance(tok, str) or isinstance(lp, bool) or not isinstance(lp, (int, float)):
             continue
-        label = tok.strip().lower()
-        if label in ("safe", "unsafe") and lp > best.get(label, -math.inf):
-            best[label] = float(lp)
-    if len(best) != 2:
+        if not math.isfinite(lp):
+            return None  # +inf, -inf or NaN: no score can be read from this position
+        name = tok.strip().lower()
+        if name in ("safe", "unsafe") and lp > best.get(name, -math.inf):
+            best[name] = float(lp)
+    other = "safe" if label == "unsafe" else "unsafe"
+    if len(best) != 2 or best[label] < best[other]:
         return None
     # the logistic of the difference, written so that a floor value (vLLM's -9999) cannot
     # overflow
@@ -144,6 +163,9 @@ class OpenAICompatClassifier(BaseClassifier):
       left when other replicas could still answer).
     - ``max_retries``: extra attempts after connection errors, timeouts, 429 and 5xx.
     - ``max_concurrency``: requests in flight at once from this instance.
+    - ``logprobs``: ask for the label's log-probabilities (the score). A replica that refuses
+      them (HTTP 400/422 about logprobs) is asked without them for ``logprob_retry_s``, then
+      again; other replicas keep their scores. Each fallback is logged.
     """
 
     def __init__(
@@ -162,6 +184,7 @@ class OpenAICompatClassifier(BaseClassifier):
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         logprobs: bool = True,
+        logprob_retry_s: float = 300.0,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         urls = [u.strip().rstrip("/") for u in urls if u and u.strip()]
@@ -182,6 +205,8 @@ class OpenAICompatClassifier(BaseClassifier):
         self.cooldown_s = cooldown_s
         self.max_concurrency = max_concurrency
         self.logprobs = logprobs
+        self.logprob_retry_s = logprob_retry_s
+        self._no_logprobs_until: dict[str, float] = {}
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
@@ -207,8 +232,9 @@ class OpenAICompatClassifier(BaseClassifier):
 
     # -- request building ----------------------------------------------------------------------
 
-    def body(self, req: ModelRequest) -> dict[str, Any]:
-        """The JSON body sent for one request (``model`` is filled in once it is known)."""
+    def body(self, req: ModelRequest, url: str | None = None) -> dict[str, Any]:
+        """The JSON body sent for one request to ``url`` (``model`` is filled in once it is
+        known); logprobs are asked for unless that replica refused them lately."""
         user_text = req.user_text
         response = req.response_text
         if response is not None and self.fold_response:
@@ -233,10 +259,28 @@ class OpenAICompatClassifier(BaseClassifier):
             "stream": False,
             "chat_template_kwargs": dict(req.template_kwargs),
         }
-        if self.logprobs:
+        if self.asks_logprobs(url):
             body["logprobs"] = True
             body["top_logprobs"] = _TOP_LOGPROBS
         return body
+
+    def asks_logprobs(self, url: str | None) -> bool:
+        """Whether a request to ``url`` asks for logprobs now."""
+        if not self.logprobs:
+            return False
+        with self._lock:
+            return url is None or self._no_logprobs_until.get(url, 0.0) <= time.monotonic()
+
+    def _refused_logprobs(self, url: str, why: str) -> None:
+        with self._lock:
+            self._no_logprobs_until[url] = time.monotonic() + self.logprob_retry_s
+        _log.warning(
+            "%s refused logprobs (%s): its checks carry no score for %.0f s; a tenant "
+            "threshold falls back to the model's label there (or, with require_score, errs)",
+            url,
+            why,
+            self.logprob_retry_s,
+        )
 
     # -- endpoint selection ---------------------------------------------------------------------
 
@@ -348,18 +392,18 @@ class OpenAICompatClassifier(BaseClassifier):
                 await self._served_model(client, deadline)
             except ClassifierError as err:
                 return err
-        body, attempts = self.body(req), _Attempts(self, deadline)
+        attempts = _Attempts(self, deadline)
         while True:
             try:
                 url, t = attempts.begin()
+                body = self.body(req, url)
                 async with sem:
                     resp = await within(
                         client.post(f"{url}/chat/completions", json=body, timeout=t), t
                     )
                 return self._interpret(resp, url, "logprobs" in body)
-            except _NoLogprobs:
-                self.logprobs = False  # this server takes no logprobs: labels only from now on
-                body = self.body(req)
+            except _NoLogprobs as err:
+                self._refused_logprobs(url, str(err))  # this replica: labels only, for a while
             except ClassifierError as err:
                 return err
             except (httpx.TransportError, _Retryable, TimeoutError) as err:

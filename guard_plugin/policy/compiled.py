@@ -60,6 +60,11 @@ class CompiledPolicy:
         """The tenant's P(unsafe) threshold on ``surface``; ``None``: the model's own label."""
         return getattr(self.policy.thresholds, surface.value)
 
+    @property
+    def requires_score(self) -> bool:
+        """Whether a check on a surface with a threshold needs a score (else: an error)."""
+        return self.policy.thresholds.require_score
+
     def request_settings(self, think: bool) -> tuple[dict[str, Any], int, str]:
         """Template kwargs (a fresh dict), token budget, and a stable text of both."""
         kwargs, budget, text = self._settings[think]

@@ -85,13 +85,17 @@ class Thresholds(_Model):
     """P(unsafe) at or above which a part counts as unsafe, per surface.
 
     ``None`` (the default) keeps the model's own label (its argmax). A threshold acts only
-    where the backend reports a score; elsewhere the model's label decides. In YAML a bare
-    number (``thresholds: 0.3``) applies to every surface.
+    where the backend reports a score; elsewhere the model's label decides, and the decision
+    and its audit event say that the threshold could not apply (``threshold_unapplied``).
+    ``require_score: true`` makes a check without a score an error instead (through
+    ``on_error``: block by default). In YAML a bare number (``thresholds: 0.3``) applies to
+    every surface.
     """
 
     input: float | None = Field(None, gt=0, lt=1)
     tool: float | None = Field(None, gt=0, lt=1)
     response: float | None = Field(None, gt=0, lt=1)
+    require_score: bool = False
 
     @model_validator(mode="before")
     @classmethod
