@@ -115,3 +115,33 @@ def test_close_serves_accepted_requests_and_refuses_new_ones() -> None:
     assert queued.result(1) == 2
     with pytest.raises(ClassifierUnavailable, match="closed"):
         w.submit(3)
+
+
+def test_async_callers_that_give_up_take_their_requests_back() -> None:
+    """400 checks whose callers are cancelled (an outer deadline) while the model is busy: the
+    model runs the batch it had started and nothing more."""
+    started, release = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def run_batch(reqs: list[int]) -> list[int]:
+        started.set()
+        release.wait(10)
+        ran.extend(reqs)
+        return reqs
+
+    worker: BatchWorker[int, int] = BatchWorker(run_batch, max_batch_size=8, max_wait_s=0)
+
+    async def burst() -> None:
+        first = asyncio.ensure_future(worker.arun([-1]))
+        await asyncio.to_thread(started.wait, 10)  # the model is busy with the first request
+        callers = [asyncio.ensure_future(worker.arun([i])) for i in range(400)]
+        await asyncio.sleep(0)  # every request is queued
+        for c in callers:
+            c.cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+        release.set()
+        assert await first == [-1]
+
+    asyncio.run(burst())
+    worker.close()
+    assert ran == [-1]

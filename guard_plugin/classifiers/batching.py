@@ -119,10 +119,17 @@ class BatchWorker(Generic[Req, Res]):
     async def arun(
         self, requests: Sequence[Req], timeout: float | None = None
     ) -> list[Res | ClassifierError]:
-        """Submit and await (asyncio); the event loop is never blocked."""
+        """Submit and await (asyncio); the event loop is never blocked. A caller that gives
+        up (its task cancelled, say by an outer deadline) takes its requests back: the ones
+        the worker has not started never reach the model."""
         futures = self.submit_all(requests)
         wrapped = [asyncio.wrap_future(f) for f in futures]
-        done, _ = await asyncio.wait(wrapped, timeout=timeout)
+        try:
+            done, _ = await asyncio.wait(wrapped, timeout=timeout)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
         return [_outcome(f, w in done, timeout) for f, w in zip(futures, wrapped, strict=True)]
 
     def close(self, timeout: float | None = 30.0) -> None:
