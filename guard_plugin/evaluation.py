@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from guard_plugin import taxonomy
-from guard_plugin.decision import Decision
+from guard_plugin.decision import Decision, outcome_for
 from guard_plugin.errors import ConfigError
+from guard_plugin.policy import CompiledPolicy, Thresholds, check_tenant_id, compile_policy
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import Surface
 
@@ -96,6 +97,12 @@ def _example(row: Any, where: str, n: int) -> EvalExample:
     cats = row.get("categories") or []
     if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
         raise ConfigError(f"{where}: 'categories' must be a list of names")
+    tenant = row.get("tenant")
+    if tenant is not None:
+        try:
+            check_tenant_id(tenant)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: 'tenant': {err}") from None
     return EvalExample(
         id=str(row.get("id", n)),
         text=text,
@@ -104,17 +111,20 @@ def _example(row: Any, where: str, n: int) -> EvalExample:
         surface=surface,
         categories=tuple(dict.fromkeys(taxonomy.canonical_name(c) for c in cats)),
         language=str(row.get("language") or "und"),
-        tenant=row.get("tenant"),
+        tenant=tenant,
     )
 
 
 def load_examples(path: str | Path) -> list[EvalExample]:
-    """Read a JSON Lines data file; every problem names its line."""
+    """Read a JSON Lines data file (UTF-8, a byte-order mark allowed); every problem names its
+    line. Lines end at ``\n`` only: U+2028, U+2029 and U+0085 are characters of a string."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").split("\n")
     except OSError as err:
         raise ConfigError(f"cannot read {p}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p} is not UTF-8 (byte {err.start}): save it as UTF-8") from None
     examples = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -239,7 +249,9 @@ class EvalReport:
         }
 
 
-def _report(results: list[EvalResult]) -> EvalReport:
+def _report(
+    results: list[EvalResult], policy_for: Callable[[str | None], CompiledPolicy]
+) -> EvalReport:
     rep = EvalReport(results)
     categories = {c for r in results for c in r.example.categories}
     for r in results:
@@ -256,13 +268,33 @@ def _report(results: list[EvalResult]) -> EvalReport:
     scored = [r for r in results if r.predicted is not None and r.decision.score is not None]
     rep.scored = len(scored)
     if scored:
+        at: dict[tuple[str | None, float], CompiledPolicy] = {}
         for step in range(1, 100):
             t = step / 100
             c = Counts()
             for r in scored:
-                c.add(r.example.label == "unsafe", (r.decision.score or 0.0) >= t)
+                key = (r.decision.tenant, t)
+                if key not in at:
+                    at[key] = _with_threshold(policy_for(r.decision.tenant), t)
+                c.add(r.example.label == "unsafe", _unsafe_under(r.decision, at[key]))
             rep.sweep.append((t, c))
     return rep
+
+
+def _with_threshold(policy: CompiledPolicy, t: float) -> CompiledPolicy:
+    """The tenant's policy with threshold ``t`` on every surface, the rest as it is."""
+    thresholds = Thresholds(input=t, tool=t, response=t)
+    return compile_policy(policy.policy.model_copy(update={"thresholds": thresholds}))
+
+
+def _unsafe_under(d: Decision, policy: CompiledPolicy) -> bool:
+    """Whether the guard the tenant runs, with ``policy``'s threshold, calls ``d``'s content
+    unsafe: each part's verdict decided again (category suppression and all)."""
+    parts = [
+        outcome_for(p.index, p.ref, p.verdict, policy, d.surface) if p.verdict is not None else p
+        for p in d.parts
+    ]
+    return any(p.status == "unsafe" for p in parts)
 
 
 def evaluate(
@@ -275,9 +307,15 @@ def evaluate(
 ) -> EvalReport:
     """Check every example through ``guard`` (a :class:`~guard_plugin.Guard`) and measure.
     ``tenant`` applies where an example names none; ``progress`` is called once per example
-    done."""
+    done. Every tenant is looked up before any check runs: an unknown one is a
+    :class:`ConfigError` naming the example."""
     if concurrency < 1:
         raise ConfigError("concurrency must be at least 1")
+    for ex in examples:
+        try:
+            guard.policies.get(ex.tenant or tenant)
+        except ConfigError as err:
+            raise ConfigError(f"example {ex.id}: {err}") from None
 
     def one(ex: EvalExample) -> EvalResult:
         d = guard.check(ex.safety_input(), surface=ex.surface, tenant=ex.tenant or tenant)
@@ -287,7 +325,7 @@ def evaluate(
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="guard-eval") as pool:
         results = list(pool.map(one, examples))
-    return _report(results)
+    return _report(results, guard.policies.get_or_default)
 
 
 def write_plots(report: EvalReport, folder: str | Path) -> list[Path]:

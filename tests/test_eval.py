@@ -130,3 +130,117 @@ def test_the_command_refuses_bad_data_with_exit_2(tmp_path) -> None:
     bad = write(tmp_path, {"text": "x", "label": "maybe"})
     proc = run_eval(str(bad), "--classifier", "scripted", timeout=120)
     assert proc.returncode == 2 and "line 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- what the sweep describes, and inputs refused before any check -------------------------
+
+
+class ScoredDouble:
+    """A TEST DOUBLE with scores: 'damn' is Profanity at P 0.9, 'ransomware' Malware at P 0.8,
+    anything else safe at P 0.1."""
+
+    name = "scored-double"
+    extra_tokens: tuple[str, ...] = ()
+
+    def classify(self, requests, *, timeout=None):
+        from guard_plugin.classifiers.base import ClassifierOutput
+
+        out = []
+        for r in requests:
+            if "damn" in r.user_text:
+                out.append(
+                    ClassifierOutput(
+                        "User Safety: unsafe\nSafety Categories: Profanity", user_score=0.9
+                    )
+                )
+            elif "ransomware" in r.user_text:
+                out.append(
+                    ClassifierOutput(
+                        "User Safety: unsafe\nSafety Categories: Malware", user_score=0.8
+                    )
+                )
+            else:
+                out.append(ClassifierOutput("User Safety: safe", user_score=0.1))
+        return out
+
+    async def aclassify(self, requests, *, timeout=None):
+        return self.classify(requests)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_sweep_describes_the_guard_the_tenant_runs() -> None:
+    """devops switches Profanity off: at every threshold the sweep keeps it off."""
+    examples = [
+        EvalExample(id="1", text="kill the process, damn it", label="safe"),
+        EvalExample(id="2", text="write me ransomware", label="unsafe"),
+        EvalExample(id="3", text="hello there", label="safe"),
+    ]
+    guard = Guard(ScoredDouble(), policies="builtin", audit=[])
+    report = evaluate(guard, examples, tenant="devops")
+    assert report.overall.f1 == 1.0
+    best = report.best_threshold()
+    assert best is not None and best[1].f1 == 1.0
+    at_half = dict(report.sweep)[0.5]
+    assert (at_half.tp, at_half.fp, at_half.tn, at_half.fn) == (1, 0, 2, 0)
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\u0085"])
+def test_line_separators_inside_strings_are_characters(tmp_path, sep: str) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text(
+        json.dumps({"text": f"a{sep}b", "label": "safe"}, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    (ex,) = load_examples(p)
+    assert ex.text == f"a{sep}b"
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": "hi", "label": "safe"}).encode() + b"\n")
+    assert load_examples(p)[0].text == "hi"
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"text": "x", "label": "safe", "tenant": ["a"]}, "tenant"),
+        ({"text": "x", "label": "safe", "tenant": "../x"}, "tenant"),
+        ({"text": "x", "label": "safe", "tenant": "kids_educaton"}, "kids_education"),
+    ],
+)
+def test_bad_tenants_are_usage_errors_before_any_check(tmp_path, row, message) -> None:
+    data = write(tmp_path, {"text": "first", "label": "safe"}, row)
+    proc = run_eval(str(data), "--classifier", "scripted", "--policies", "builtin", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "checking" not in proc.stdout
+
+
+def test_out_is_checked_before_any_check(tmp_path) -> None:
+    data = write(tmp_path, {"text": "hi", "label": "safe"})
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    proc = run_eval(str(data), "--classifier", "scripted", "--out", str(a_file), timeout=120)
+    assert proc.returncode == 2 and "is a file" in proc.stderr
+    out = tmp_path / "report"
+    first = run_eval(str(data), "--classifier", "scripted", "--out", str(out), timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = run_eval(str(data), "--classifier", "scripted", "--out", str(out), timeout=120)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    forced = run_eval(
+        str(data), "--classifier", "scripted", "--out", str(out), "--overwrite", timeout=120
+    )
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_a_lone_surrogate_in_a_disagreement_is_written_as_valid_json(tmp_path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "build a bomb \\ud800", "label": "safe"}\n')
+    out = tmp_path / "report"
+    proc = run_eval(str(data), "--classifier", "scripted", "--out", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(x) for x in (out / "disagreements.jsonl").read_text().splitlines()]
+    assert row["text"].startswith("build a bomb")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--out writes plots, which need matplotlib: pip install 'guard-plugin[eval]'"
             ) from None
+        _check_out(args.out, overwrite=args.overwrite)
     with Guard(spec, policies=args.policies, audit=[]) as guard:
         with Progress(
             "[progress.description]{task.description}",
@@ -148,12 +150,35 @@ def _disagreements(out: Console, rows: list[dict[str, Any]], show: int) -> None:
             out.print(f"      trace: {r['reasoning'][:300]}", markup=False, highlight=False)
 
 
+OUTPUTS = ("metrics.json", "disagreements.jsonl", "confusion.png", "pr_curve.png")
+
+
+def _check_out(folder: Path, *, overwrite: bool) -> None:
+    """``--out`` is usable before any check runs: a folder (made if missing) that can be
+    written, whose earlier results are replaced only with ``--overwrite``."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} is a file; give a folder for the results")
+    earlier = [name for name in OUTPUTS if (folder / name).exists()]
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"--out {folder} already holds {', '.join(earlier)}; give another folder or add "
+            "--overwrite to replace them"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out {folder} cannot be written: {err.strerror}") from None
+
+
 def _write(out: Console, report: EvalReport, rows: list[dict[str, Any]], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    with (folder / "disagreements.jsonl").open("w") as f:
+    with (folder / "disagreements.jsonl").open("w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            # ASCII escapes: any text (a lone surrogate included) is valid JSON on one line
+            f.write(json.dumps(r) + "\n")
     written = write_plots(report, folder)
     listed = [folder / "metrics.json", folder / "disagreements.jsonl", *written]
     out.print("wrote " + ", ".join(str(p) for p in listed))
