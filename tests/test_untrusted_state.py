@@ -276,7 +276,9 @@ ODD_TENANTS = ["kids_educaton", "DEVOPS", "../../etc/passwd", "a b", "", "x" * 2
 
 
 @pytest.mark.parametrize("tenant", ODD_TENANTS)
-def test_an_unknown_or_invalid_tenant_never_gets_the_default_policy_unannounced(tenant: str) -> None:
+def test_an_unknown_or_invalid_tenant_never_gets_the_default_policy_unannounced(
+    tenant: str,
+) -> None:
     sink = MemoryAuditSink()
     guard = Guard(ScriptedClassifier(), policies="builtin", audit=sink)
     d = guard.check("kill the process, damn it", tenant=tenant)
@@ -322,7 +324,7 @@ def test_a_policy_file_whose_name_is_no_tenant_id_is_refused(tmp_path) -> None:
 
     (tmp_path / "default.yaml").write_text("id: default\n")
     (tmp_path / "bad name.yaml").write_text("actions: {}\n")
-    with pytest.raises(PolicyError, match="bad name.yaml"):
+    with pytest.raises(PolicyError, match=r"bad name\.yaml"):
         PolicyStore.from_dir(tmp_path)
 
 
@@ -330,7 +332,7 @@ def test_a_policy_file_whose_name_is_no_tenant_id_is_refused(tmp_path) -> None:
 def test_an_unknown_tenant_through_the_middleware_is_refused(where: str) -> None:
     sink = MemoryAuditSink()
     guard = Guard(ScriptedClassifier(), policies="builtin", audit=sink)
-    agent, model = agent_for(guard, [AIMessage("Sure.")])
+    agent, _ = agent_for(guard, [AIMessage("Sure.")])
     config: dict[str, Any] = {"configurable": {"tenant_id": "kids_educaton"}}
     kwargs: dict[str, Any] = {}
     if where == "context":
@@ -351,7 +353,16 @@ def test_an_unknown_tenant_through_the_cli_is_a_usage_error(capsys) -> None:
     from guard_plugin.cli import main
 
     code = main(
-        ["check", "--text", "hi", "--tenant", "kids_educaton", "--policies", "builtin",
-         "--classifier", "scripted"]
+        [
+            "check",
+            "--text",
+            "hi",
+            "--tenant",
+            "kids_educaton",
+            "--policies",
+            "builtin",
+            "--classifier",
+            "scripted",
+        ]
     )
     assert code == 2 and "kids_education" in capsys.readouterr().err

@@ -30,8 +30,8 @@ from guard_plugin.errors import (
     ClassifierError,
     ClassifierTimeout,
     ConfigError,
-    MediaError,
     InvalidTenantError,
+    MediaError,
     UnknownTenantError,
     VerdictParseError,
 )

@@ -14,8 +14,8 @@
 Exit codes (also in ``--help``): 0 allowed / valid, 1 not allowed (block, rewrite or escalate)
 / invalid policy, 2 usage or configuration error (the message says what to fix), 3 internal
 failure, 4 no verdict (``check``: the classifier failed, timed out or answered no verdict, and
-``on_error`` decided). ``check`` reads the classifier from ``--classifier`` or ``GUARD_PLUGIN_CLASSIFIER``
-and stops with exit 2 when neither is set; ``--classifier scripted`` runs the scripted
+``on_error`` decided). ``check`` reads the classifier from ``--classifier`` or
+``GUARD_PLUGIN_CLASSIFIER`` and stops with exit 2 when neither is set; ``--classifier scripted`` runs the scripted
 stand-in, a test double that is not a safety model, and says so on standard error.
 """
 
@@ -121,9 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="write metrics.json, disagreements.jsonl, confusion.png and pr_curve.png here",
     )
-    e.add_argument(
-        "--overwrite", action="store_true", help="replace the results already in --out"
-    )
+    e.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     e.add_argument("--concurrency", type=int, default=16, help="checks in flight (default 16)")
     e.add_argument(
         "--show", type=int, default=20, help="disagreements to print (default 20; all in --out)"

@@ -192,7 +192,9 @@ class PolicyStore:
         self._announce_lock = threading.Lock()
 
     @classmethod
-    def from_dir(cls, path: str | Path, *, unknown_tenant: UnknownTenant | None = None) -> PolicyStore:
+    def from_dir(
+        cls, path: str | Path, *, unknown_tenant: UnknownTenant | None = None
+    ) -> PolicyStore:
         """Load every ``*.yaml`` / ``*.yml`` in a folder; ``default.yaml`` is the default.
         ``"builtin"`` is the example folder shipped with the package.
 
@@ -250,7 +252,9 @@ class PolicyStore:
             return self._default
         known = self.tenants()
         near = difflib.get_close_matches(tenant.lower(), [t.lower() for t in known], n=1)
-        hint = f" Did you mean '{known[[t.lower() for t in known].index(near[0])]}'?" if near else ""
+        hint = (
+            f" Did you mean '{known[[t.lower() for t in known].index(near[0])]}'?" if near else ""
+        )
         raise UnknownTenantError(
             f"no policy for tenant '{tenant}'; known tenants: {', '.join(known) or 'none'}.{hint} "
             "Add a policy file for it, or create the store with unknown_tenant='default' to "
