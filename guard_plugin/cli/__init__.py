@@ -15,8 +15,9 @@ Exit codes (also in ``--help``): 0 allowed / valid, 1 not allowed (block, rewrit
 / invalid policy, 2 usage or configuration error (the message says what to fix), 3 internal
 failure, 4 no verdict (``check``: the classifier failed, timed out or answered no verdict, and
 ``on_error`` decided). ``check`` reads the classifier from ``--classifier`` or
-``GUARD_PLUGIN_CLASSIFIER`` and stops with exit 2 when neither is set; ``--classifier scripted`` runs the scripted
-stand-in, a test double that is not a safety model, and says so on standard error.
+``GUARD_PLUGIN_CLASSIFIER`` and stops with exit 2 when neither is set; ``--classifier
+scripted`` runs the scripted stand-in, a test double that is not a safety model, and says so
+on standard error.
 """
 
 from __future__ import annotations
