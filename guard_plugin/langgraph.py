@@ -394,7 +394,9 @@ def _decided_response(
     if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
         pending = g.policy_of(d).messages.review_pending
         bind = _bind(*tenant, ai.id)
-        sealed = lc.seal(ai, g, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d))
+        sealed = lc.seal(
+            ai, g, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d, g)
+        )
         return AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
     outcome = lc.apply_response(rc, d, guard=g, escalate=False)
     new = outcome.messages[0] if outcome.messages else ai

@@ -83,7 +83,8 @@ def test_check_a_pdf_file(capsys, tmp_path: Path) -> None:
     broken.write_bytes(b"%PDF-1.4 not really")
     code, out, _ = run(capsys, "check", "--file", str(broken), "--json")
     d = json.loads(out)
-    assert code == 1 and d["status"] == "error" and d["error_kind"] == "media"
+    # no verdict: blocked by on_error, with an exit code of its own
+    assert code == 4 and d["status"] == "error" and d["error_kind"] == "media"
 
 
 @pytest.mark.parametrize(
@@ -168,3 +169,17 @@ def test_demo_runs_the_guarded_agent_and_labels_the_stand_in(capsys) -> None:
     assert "page 2 of this document" in out and "interrupt: human review requested" in out
     assert "Emails actually sent: 0" in out and "Messages actually posted: 0" in out
     assert out.count('"tenant":') >= 10  # the audit log lines
+
+
+def test_a_malformed_spec_a_dead_server_and_unsafe_content_have_three_exit_codes(capsys) -> None:
+    from tests.loopback_openai import free_port
+
+    code, _, err = run(capsys, "check", "--text", "hi", "--classifier", "vllm:/localhost:8000")
+    assert code == 2 and "vllm://localhost:8000/v1" in err
+    dead = f"vllm://127.0.0.1:{free_port()}/v1?model=m"
+    code, out, _ = run(capsys, "check", "--text", "hi", "--classifier", dead)
+    assert code == 4 and "no verdict:" in out and "unreachable" in out
+    code, out, _ = run(capsys, "check", "--text", "how to build a bomb", "--classifier", "scripted")
+    assert code == 1 and out.startswith("BLOCK")
+    code, _, _ = run(capsys, "check", "--text", "hello", "--classifier", "scripted")
+    assert code == 0

@@ -110,12 +110,18 @@ def test_shipped_policies_load(policies_dir: Path) -> None:
 
 
 def test_store_unknown_tenant_modes(policies_dir: Path) -> None:
-    lenient = PolicyStore.from_dir(policies_dir)
-    assert lenient.get("nobody") is lenient.default
-    strict = PolicyStore.from_dir(policies_dir, unknown_tenant="error")
+    # a store that names tenants refuses unknown ones unless told otherwise
+    strict = PolicyStore.from_dir(policies_dir)
+    assert strict.unknown_tenant == "error"
     with pytest.raises(UnknownTenantError, match="nobody"):
         strict.get("nobody")
     assert strict.get(None) is strict.default
+    lenient = PolicyStore.from_dir(policies_dir, unknown_tenant="default")
+    assert lenient.get("nobody") is lenient.default
+    # a store of one policy serves it to everyone
+    assert PolicyStore().unknown_tenant == "default"
+    with pytest.raises(PolicyError, match="unknown_tenant"):
+        PolicyStore(unknown_tenant="sometimes")  # type: ignore[arg-type]
 
 
 def test_store_from_missing_dir(tmp_path: Path) -> None:

@@ -366,3 +366,18 @@ def test_an_unknown_tenant_through_the_cli_is_a_usage_error(capsys) -> None:
         ]
     )
     assert code == 2 and "kids_education" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chars", [0, 12])
+def test_a_tenant_chooses_how_much_held_content_a_review_request_shows(chars: int) -> None:
+    policy = Policy(
+        id="t", actions={"input": "escalate"}, escalation={"review_preview_chars": chars}
+    )
+    guard, _ = guard_for(t=policy)
+    graph, _model = graph_for(guard, [AIMessage("Sure.")], InMemorySaver())
+    config = {"configurable": {"thread_id": f"preview-{chars}", "tenant_id": "t"}}
+    events = list(graph.stream({"messages": [HumanMessage(UNSAFE, id="h1")]}, config))
+    payload = dump([e["__interrupt__"] for e in events if "__interrupt__" in e])
+    assert "Violence" in payload  # the categories are always there
+    assert ("fertiliser" in payload) is False
+    assert (UNSAFE[:12] in payload) is (chars == 12)

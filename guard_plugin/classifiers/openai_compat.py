@@ -193,6 +193,7 @@ class OpenAICompatClassifier(BaseClassifier):
         for u in urls:
             if not u.startswith(("http://", "https://")):
                 raise ConfigError(f"base URL '{u}' must start with http:// or https://")
+            _check_url(u)
         if max_retries < 0 or timeout <= 0 or max_concurrency < 1:
             raise ConfigError("max_retries must be >= 0, timeout > 0, max_concurrency >= 1")
         self.base_urls = urls
@@ -557,9 +558,28 @@ _OPTIONS = {
 }
 
 
+def _check_url(url: str) -> None:
+    """A base URL with a host and, if given, a port in range (a configuration error here, not
+    a failed check at run time)."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as err:
+        raise ConfigError(f"'{url}' is not a usable URL: {err}") from None
+    if not parsed.host or parsed.host.startswith("/"):
+        raise ConfigError(f"'{url}' names no host, e.g. vllm://localhost:8000/v1")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"'{url}' has port {port}, out of range")
+
+
 def _make_factory(default_https: bool, fold: bool) -> Factory:
     def factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
         https = default_https
+        if not rest.startswith("//"):
+            raise ConfigError(
+                f"an endpoint spec is SCHEME://HOST:PORT/v1, and {rest!r} after the scheme "
+                "lacks the '//': write e.g. vllm://localhost:8000/v1"
+            )
         hosts, _, query = rest.removeprefix("//").partition("?")
         params: dict[str, Any] = {}
         for k, v in parse_qsl(query):
@@ -584,6 +604,8 @@ def _make_factory(default_https: bool, fold: bool) -> Factory:
             raise ConfigError(
                 "the endpoint spec names no host, e.g. openai://localhost:8000/v1?model=..."
             )
+        for u in urls:
+            _check_url(u)
         key = "openai:" + ",".join(urls) + "|" + repr(sorted(params.items()))
         return key, lambda: OpenAICompatClassifier(urls, **params)
 

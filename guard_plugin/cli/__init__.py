@@ -23,6 +23,7 @@ on standard error.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,6 +171,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # what the library logs as warnings (a decision without a verdict, say) the commands
+    # print themselves, once, in their own words
+    lib = logging.getLogger("guard_plugin")
+    level = lib.level
+    lib.setLevel(logging.ERROR)
+    try:
+        return _run(args)
+    finally:
+        lib.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "check":
             from guard_plugin.cli import check

@@ -412,7 +412,8 @@ class SafetyMiddleware(AgentMiddleware):
         pending = self.guard.policy_of(d).messages.review_pending
         anchor = str(uuid4())
         review_id = f"{anchor}-review"
-        requests = [{"name": "user_message", "args": {"text": lc.text_of(human)[:500]}}]
+        text = lc.preview(lc.text_of(human), lc.shown(d, self.guard))
+        requests = [{"name": "user_message", "args": {"text": text}}]
         record = {
             "kind": "input",
             "anchor": anchor,
@@ -593,7 +594,11 @@ class SafetyMiddleware(AgentMiddleware):
             "anchor": ai.id,
             "review_id": review_id,
             "sealed": lc.seal(
-                ai, self.guard, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d)
+                ai,
+                self.guard,
+                bind=bind,
+                decision=d.to_dict(),
+                requests=lc.review_requests(ai, d, self.guard),
             ),
         }
         call = {"name": REVIEW_TOOL, "args": {}, "id": review_id, "type": "tool_call"}

@@ -22,6 +22,7 @@ __all__ = [
     "last_index",
     "preview",
     "run_checks",
+    "shown",
     "text_of",
     "tool_call_text",
 ]
@@ -85,5 +86,14 @@ def tool_call_text(call: Mapping[str, Any]) -> str:
     return f"Calling tool {call.get('name')} with arguments {args}"
 
 
+def shown(d: Decision, guard: Guard) -> int:
+    """How many characters of held content a review request may show (the tenant's
+    ``escalation.review_preview_chars``)."""
+    return int(guard.policy_of(d).escalation.review_preview_chars)
+
+
 def preview(text: str, limit: int = 500) -> str:
+    """The first ``limit`` characters of ``text`` (what a review request shows of it)."""
+    if limit <= 0:
+        return "" if not text else f"[{len(text)} characters, not shown by the tenant's policy]"
     return text if len(text) <= limit else text[:limit] + "..."

@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Outcome, last_index, preview, text_of
+from guard_plugin.lc_messages.base import Outcome, last_index, preview, shown, text_of
 from guard_plugin.lc_messages.review import ask
 from guard_plugin.types import Action, Surface
 
@@ -28,7 +28,7 @@ def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool)
     action, _ = ask(
         d,
         Surface.INPUT,
-        [{"name": "user_message", "args": {"text": preview(text_of(msg))}}],
+        [{"name": "user_message", "args": {"text": preview(text_of(msg), shown(d, guard))}}],
         guard,
         escalate,
     )

@@ -16,6 +16,7 @@ from guard_plugin.lc_messages.base import (
     Outcome,
     last_index,
     preview,
+    shown,
     text_of,
     tool_call_text,
 )
@@ -77,7 +78,7 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
     return inputs
 
 
-def review_requests(ai: AIMessage, d: Decision) -> list[dict[str, Any]]:
+def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, Any]]:
     """What a reviewer is asked about an escalated response: each unsafe tool call, and the
     text when it is unsafe (or when no call is)."""
     unsafe = {d.parts[i].ref for i in d.withheld_parts}
@@ -92,7 +93,7 @@ def review_requests(ai: AIMessage, d: Decision) -> list[dict[str, Any]]:
             0,
             {
                 "name": "assistant_response",
-                "args": {"text": preview(text_of(ai))},
+                "args": {"text": preview(text_of(ai), shown(d, guard))},
                 "part": TEXT.label,
             },
         )
@@ -134,7 +135,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
     action = d.action
     if action is Action.ESCALATE:
         if escalate and can_interrupt():
-            requests = review_requests(ai, d)
+            requests = review_requests(ai, d, guard)
             resume = interrupt(review_payload(d, Surface.RESPONSE, requests))
             return answer_review(ai, requests, resume, d, guard)
         action = Action(guard.policy_of(d).escalation.fallback)

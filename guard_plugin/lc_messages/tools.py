@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Outcome, last_index, preview, text_of
+from guard_plugin.lc_messages.base import Outcome, last_index, preview, shown, text_of
 from guard_plugin.lc_messages.review import ask
 from guard_plugin.lc_messages.run import check_id
 from guard_plugin.media import artifact_withheld, rewrite_content
@@ -42,7 +42,10 @@ def tool_check_args(
 
 def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: bool) -> Outcome:
     req = [
-        {"name": f"tool_result:{msg.name or 'tool'}", "args": {"content": preview(text_of(msg))}}
+        {
+            "name": f"tool_result:{msg.name or 'tool'}",
+            "args": {"content": preview(text_of(msg), shown(d, guard))},
+        }
     ]
     action, responded = ask(d, Surface.TOOL, req, guard, escalate, msg.name)
     if action is Action.ALLOW:

@@ -202,9 +202,14 @@ class AuditOptions(_Model):
 
 
 class EscalationOptions(_Model):
-    """What adapters without a human-review mechanism do with ``escalate``."""
+    """What adapters without a human-review mechanism do with ``escalate``, and how much of
+    the held content a reviewer's request (LangGraph's ``__interrupt__`` payload, which every
+    stream consumer and ``get_state`` caller of the thread sees) carries: the first
+    ``review_preview_chars`` characters of its text (0: none, only the categories and the
+    tool calls' names and arguments, which the reviewer approves or edits)."""
 
     fallback: Literal["block", "allow"] = "block"
+    review_preview_chars: int = Field(500, ge=0, le=100_000)
 
 
 class Policy(_Model):
