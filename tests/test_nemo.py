@@ -408,3 +408,20 @@ def test_builtin_flow_on_the_tiny_local_model_fails_closed(tiny_model) -> None:
     res = rails.generate(messages=[{"role": "user", "content": "hello"}])
     reply = res[0]["content"] if isinstance(res, list) else res["content"]
     assert reply == "I'm sorry, an internal error has occurred."  # random weights: unparseable
+
+
+def test_an_unknown_tenant_in_the_nemo_context_is_refused(tmp_path: Path) -> None:
+    sink = MemoryAuditSink()
+    store = PolicyStore({"ops": Policy(id="ops", categories_off=["Profanity"])})
+    rails = our_rails(
+        tmp_path,
+        guard=Guard(ScriptedClassifier(), policies=store, audit=sink),
+        answers=[MAIN_ANSWER],
+    )
+    for tenant in ("opss", "../ops"):
+        ctx = [
+            {"role": "context", "content": {"tenant_id": tenant}},
+            {"role": "user", "content": "hello there"},
+        ]
+        assert outcome(rails, ctx)[0] is True  # refused, not the default policy
+    assert [e.error_kind for e in sink.events] == ["unknown_tenant", "invalid_tenant"]
