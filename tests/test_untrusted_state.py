@@ -381,3 +381,24 @@ def test_a_tenant_chooses_how_much_held_content_a_review_request_shows(chars: in
     assert "Violence" in payload  # the categories are always there
     assert ("fertiliser" in payload) is False
     assert (UNSAFE[:12] in payload) is (chars == 12)
+
+
+def test_an_unknown_tenant_through_the_langgraph_context_is_refused() -> None:
+    from typing import TypedDict
+
+    sink = MemoryAuditSink()
+    guard = Guard(ScriptedClassifier(), policies="builtin", audit=sink)
+    model = ScriptedChatModel(responses=[AIMessage("Sure.")])
+
+    class Context(TypedDict):
+        tenant_id: str
+
+    def call_model(state: Any) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = guarded_agent_graph(call_model, [search], guard)
+    builder.context_schema = Context
+    graph = builder.compile()
+    out = graph.invoke({"messages": [HumanMessage("hello")]}, context={"tenant_id": "DEVOPS"})
+    assert model.calls == [] and out["messages"][-1].content == Policy().messages.refusal
+    assert "Did you mean 'devops'" in (sink.events[0].error or "")
