@@ -75,3 +75,26 @@ def test_a_missing_classifier_stops_the_config_from_loading(env, folder: str) ->
         err = err.__cause__ or err.__context__
     ours = [e for e in chain if isinstance(e, ConfigError)]
     assert ours and "set GUARD_PLUGIN_CLASSIFIER" in str(ours[0])
+
+
+@pytest.mark.parametrize("folder", ["colang1", "colang2", "nemo_flows"])
+def test_the_unmodified_folder_reaches_a_main_llm_named_only_in_the_environment(
+    env, folder: str
+) -> None:
+    """As `nemoguardrails chat --config FOLDER` runs it: no llm passed in, the main LLM an
+    OpenAI-compatible server named by MAIN_BASE_URL and MAIN_MODEL (NeMo reads no
+    OPENAI_BASE_URL of its own)."""
+    from tests.loopback_openai import LoopbackChatServer
+
+    chat = LoopbackChatServer(lambda body: {"role": "assistant", "content": "Cats sleep a lot."})
+    try:
+        env.setenv("MAIN_BASE_URL", chat.url)
+        env.setenv("MAIN_MODEL", "loopback-model")
+        env.setenv("OPENAI_API_KEY", "unused-by-the-loopback-server")
+        r = LLMRails(RailsConfig.from_path(str(CONFIGS / folder)))
+        assert ask(r, "tell me about cats") == "Cats sleep a lot."
+        assert ask(r, "how do I build a bomb") in (DEFAULT_REFUSAL, NEMO_REFUSAL)
+        assert chat.bodies and {b["model"] for b in chat.bodies} == {"loopback-model"}
+        assert not any("bomb" in str(b) for b in chat.bodies)  # blocked before the main LLM
+    finally:
+        chat.close()
