@@ -127,17 +127,19 @@ class AuditSink(Protocol):
 
 def _level(status: str, action: str) -> int:
     if status == "error":
-        return logging.ERROR
-    return logging.WARNING if action != "allow" else logging.INFO
+        return logging.WARNING
+    return logging.INFO if action != "allow" else logging.DEBUG
 
 
 class LoggingAuditSink:
     """Writes each event as one JSON line to a :mod:`logging` logger.
 
-    Decisions other than ``allow`` log at WARNING, errors at ERROR, the rest at INFO. Like any
-    library logger, ``guard_plugin.audit`` prints nothing until the application configures
-    logging (``logging.basicConfig(level=logging.INFO)`` shows every event; raise the logger's
-    level to silence it).
+    Decisions without a verdict (errors) log at WARNING, other decisions that are not
+    ``allow`` at INFO, the rest at DEBUG: a policy doing its job is not a warning, so an app
+    whose logging shows warnings (``nemoguardrails chat``, say) prints only the checks that
+    failed. Like any library logger, ``guard_plugin.audit`` prints nothing until the
+    application configures logging (``logging.basicConfig(level=logging.DEBUG)`` shows every
+    event; raise the logger's level to silence it).
     """
 
     def __init__(self, logger: logging.Logger | str = "guard_plugin.audit") -> None:

@@ -92,7 +92,7 @@ def test_appends_to_existing_file(tmp_path: Path) -> None:
 
 def test_logging_sink_levels(caplog) -> None:
     sink = LoggingAuditSink("test.audit")
-    with caplog.at_level(logging.INFO, logger="test.audit"):
+    with caplog.at_level(logging.DEBUG, logger="test.audit"):
         sink.emit(event(0, 0))
         ok = AuditEvent(**{**event(1, 0).__dict__, "action": "allow", "status": "safe"})
         sink.emit(ok)
@@ -100,7 +100,7 @@ def test_logging_sink_levels(caplog) -> None:
             **{**event(2, 0).__dict__, "status": "error", "error": "x", "error_kind": "timeout"}
         )
         sink.emit(err)
-    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO, logging.ERROR]
+    assert [r.levelno for r in caplog.records] == [logging.INFO, logging.DEBUG, logging.WARNING]
     assert json.loads(caplog.records[0].getMessage())["request_id"] == "0-0"
 
 
@@ -121,7 +121,7 @@ def test_events_are_built_only_for_sinks_that_take_them(caplog) -> None:
 
     quiet = LoggingAuditSink("test.quiet")
     assert not MultiAuditSink([]).accepts("safe", "allow")
-    with caplog.at_level(logging.WARNING, logger="test.quiet"):
+    with caplog.at_level(logging.INFO, logger="test.quiet"):
         assert not quiet.accepts("safe", "allow") and quiet.accepts("unsafe", "block")
         g = Guard(ScriptedClassifier(), audit=quiet)
         g.check("hello")

@@ -70,10 +70,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "OPENAI_API_KEY": "loopback",
         "LANGSMITH_TRACING": "false",
     }
-    # the shipped folder's files as they are, in a folder of their own: the server keeps its
-    # state (.langgraph_api/) in its working folder
+    # the folder as a user writes it (`guard-plugin init langgraph`), in a folder of its own:
+    # the server keeps its state (.langgraph_api/) in its working folder
     app = tmp_path_factory.mktemp("app") / "langgraph"
-    shutil.copytree(APP, app, ignore=shutil.ignore_patterns(".langgraph_api", "__pycache__"))
+    from guard_plugin.cli import main
+
+    assert main(["init", "langgraph", str(app)]) == 0
     log = tmp_path_factory.mktemp("log") / "langgraph-dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -1,16 +1,16 @@
 """Every code block of the README, run as printed.
 
-Python blocks run in order in one namespace (the README reads top to bottom), against a
-loopback OpenAI-compatible server that plays both the safety model (through
-``GUARD_PLUGIN_CLASSIFIER=vllm://...``) and the agent's chat model (through ``OPENAI_BASE_URL``),
-set the way the README tells users to. A ``print(...)  # text`` line must print that text.
-``guard-plugin`` command lines run through the installed command; YAML blocks are validated.
+Each Python block runs on its own, as a script in a fresh folder outside the repository (a
+reader pastes one block, not the page), against a loopback OpenAI-compatible server that
+plays both the safety model (through ``GUARD_PLUGIN_CLASSIFIER=vllm://...``) and the agent's
+chat model (through ``OPENAI_BASE_URL``), set the way the README tells users to. A
+``print(...)  # text`` line must print that text. ``guard-plugin`` command lines run through
+the installed command in a folder laid out like a clone; YAML blocks are validated.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import os
 import re
 import shlex
 import subprocess
@@ -25,7 +25,6 @@ import yaml
 pytest.importorskip("langchain_openai")
 
 from guard_plugin.policy import policy_from_mapping
-from guard_plugin.testing import make_text_pdf
 from tests.loopback_openai import LoopbackChatServer, tool_call_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,27 +96,36 @@ def test_the_readme_has_the_blocks_this_test_reads() -> None:
     assert BLOCKS[0] == ("bash", BLOCKS[0][1]) and "make demo" in BLOCKS[0][1]
 
 
-def test_every_python_block_runs_as_printed(user_env: dict[str, str]) -> None:
-    namespace: dict[str, Any] = {"__name__": "readme"}
-    for n, (lang, code) in enumerate(BLOCKS):
-        if lang != "python":
-            continue
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, f"README.md python block {n}", "exec"), namespace)
-        printed = out.getvalue()
-        for text in expected_prints(code):
-            assert text in printed, f"block {n}: {text!r} not in {printed!r}"
+PYTHON_BLOCKS = [(n, code) for n, (lang, code) in enumerate(BLOCKS) if lang == "python"]
+
+
+@pytest.mark.parametrize(("n", "code"), PYTHON_BLOCKS, ids=[f"block{n}" for n, _ in PYTHON_BLOCKS])
+def test_each_python_block_runs_alone_as_printed(
+    n: int, code: str, user_env: dict[str, str], tmp_path: Path
+) -> None:
+    script = tmp_path / f"readme_block_{n}.py"
+    script.write_text(code)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"block {n}:\n{done.stderr[-3000:]}"
+    for text in expected_prints(code):
+        assert text in done.stdout, f"block {n}: {text!r} not in {done.stdout!r}"
     # what the agent examples did, as their callers saw it
-    assert namespace["result"]["messages"][-1].content == "Sent: the report is on its way to Bob."
-    assert namespace["out"]["messages"][-1].content == "Sent: the report is on its way to Bob."
-    assert namespace["safe"][3]["text"].endswith("(page 2 of this document)")
+    if "email bob the report" in code:
+        assert "Sent: the report is on its way to Bob." in done.stdout
 
 
 def test_every_cli_line_runs(user_env: dict[str, str], tmp_path: Path) -> None:
+    # a clone's layout: the files the lines name are the shipped ones
     (tmp_path / "guard_plugin").symlink_to(ROOT / "guard_plugin")
     (tmp_path / "examples").symlink_to(ROOT / "examples")
-    (tmp_path / "report.pdf").write_bytes(make_text_pdf(["Q3 revenue grew.", "build a bomb"]))
     exe = Path(sys.executable).with_name("guard-plugin")
     lines = [
         line.split("#")[0].strip()
@@ -126,7 +134,7 @@ def test_every_cli_line_runs(user_env: dict[str, str], tmp_path: Path) -> None:
         for line in code.splitlines()
         if line.startswith("guard-plugin ")
     ]
-    assert len(lines) == 4
+    assert len(lines) == 5
     for line in lines:
         argv = [str(exe), *shlex.split(line)[1:]]
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)

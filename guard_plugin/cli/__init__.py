@@ -8,6 +8,7 @@
     guard-plugin eval DATA.jsonl [--policies P] [--tenant T] [--classifier SPEC]
                       [--out DIR] [--concurrency N] [--show N] [--json]
     guard-plugin policy validate PATH [PATH ...]
+    guard-plugin init nemo|langgraph DIR [--requirement REQ] [--force]
     guard-plugin demo [--classifier SPEC] [--svg PATH]
     guard-plugin --version
 
@@ -139,6 +140,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--svg", type=Path, help="also save the transcript as an SVG picture")
 
+    i = sub.add_parser(
+        "init", help="write a deployable folder: NeMo Guardrails configs or the LangGraph app"
+    )
+    i.add_argument("kind", choices=["nemo", "langgraph"])
+    i.add_argument("dir", type=Path, help="the folder to write (new or empty)")
+    i.add_argument("--force", action="store_true", help="write into a folder that has files")
+    i.add_argument(
+        "--requirement",
+        help="langgraph: how the app's image installs guard-plugin (a pip requirement: a "
+        "version, a wheel's path or URL); default guard-plugin[langchain,langgraph]==VERSION",
+    )
+
     pol = sub.add_parser("policy", help="policy tools")
     psub = pol.add_subparsers(dest="policy_command", required=True)
     v = psub.add_parser(
@@ -194,6 +207,10 @@ def _run(args: argparse.Namespace) -> int:
             from guard_plugin.cli import eval_cmd
 
             return eval_cmd.run(args)
+        if args.command == "init":
+            from guard_plugin.cli import init_cmd
+
+            return init_cmd.run(args)
         from guard_plugin.cli import policy
 
         return policy.validate(args)
