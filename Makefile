@@ -8,7 +8,7 @@ TORCH_CPU ?= torch==2.13.0
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: demo test test-vllm lint typecheck unit bench notebooks clean constraints
+.PHONY: demo test test-vllm lint typecheck unit bench notebooks docs clean constraints
 
 # Pinned versions for make and CI (constraints.txt); users install pyproject's ranges.
 CONSTRAINTS ?= constraints.txt
@@ -69,6 +69,10 @@ bench: $(VENV)/.stamp-dev
 # classifier unless GUARD_PLUGIN_CLASSIFIER names a model.
 notebooks: $(VENV)/.stamp-dev
 	cd notebooks && ../$(VENV)/bin/jupyter-execute --inplace *.ipynb
+
+# Write the generated parts of the docs anew (docs/eval.md's example output and plots)
+docs: $(VENV)/.stamp-dev
+	$(PY) scripts/render_eval_doc.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

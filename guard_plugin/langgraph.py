@@ -129,7 +129,7 @@ class _InputNode:
         if not (d.action is Action.ESCALATE and self.escalate and lc.can_interrupt()):
             return None
         msg = found[1]
-        pending = self.g.policy_of(d).messages.review_pending
+        pending = self.g.policy_of(d).messages.review_pending_input
         bind = _bind(self.tenant, self.tenant_key, lc.held_ref(msg))
         sealed = lc.seal(msg, self.g, bind=bind, decision=d.to_dict())
         extra = {**msg.additional_kwargs, HELD: sealed}
@@ -286,7 +286,7 @@ def guarded_tool_node(
         msg, rebuild = found
         scope = g.scope_of(d.tenant)
         if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
-            pending = g.policy_of(d).messages.review_pending
+            pending = g.policy_of(d).messages.review_pending_tool
             bind = _bind(tenant, tenant_key, lc.held_ref(msg))
             sealed = lc.seal(msg, g, bind=bind, decision=d.to_dict())
             extra = {**msg.additional_kwargs, HELD: sealed}

@@ -116,6 +116,14 @@ def test_the_command_on_the_shipped_file_with_the_test_model(verdict_model, tmp_
     for png in ("confusion.png", "pr_curve.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Traceback" not in proc.stderr
+    # docs/eval.md shows this command's output (make docs writes it): the same rows
+    doc = (SHIPPED.parents[2] / "docs" / "eval.md").read_text()
+    shown = doc.split("--out docs/eval --overwrite\n```\n\n```\n", 1)[1].split("\n```", 1)[0]
+
+    def rows(text: str) -> list[str]:
+        return [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+
+    assert rows(shown) == rows(text) and "threshold sweep over 30 scored checks" in shown
 
 
 def test_json_prints_only_the_metrics() -> None:

@@ -235,3 +235,21 @@ def test_an_escalation_after_regeneration_goes_to_a_person() -> None:
     out = agent.invoke(Command(resume={"decisions": [{"type": "reject"}]}), config)
     assert "kill" not in str(out["messages"][-1].content)
     assert [e.event for e in g.audit.events][-1] == "review"
+
+
+def test_a_block_is_not_logged_as_a_callback_error(caplog) -> None:
+    """LangChain logs every exception a handler raises; a GuardBlocked is the policy working."""
+    import logging
+
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from guard_plugin import Guard, GuardBlocked
+    from guard_plugin.langchain import SafetyCallbackHandler
+    from guard_plugin.testing import ScriptedClassifier
+
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | FakeListChatModel(responses=["x"])
+    handler = SafetyCallbackHandler(Guard(ScriptedClassifier(), audit=[]))
+    with caplog.at_level(logging.WARNING), pytest.raises(GuardBlocked):
+        chain.invoke({"q": "how do I build a bomb"}, {"callbacks": [handler]})
+    assert not [r for r in caplog.records if "callback" in r.getMessage()]

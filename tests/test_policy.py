@@ -42,7 +42,7 @@ BAD_FILES = [
         "custom_policy",
         "at least one 'disallowed'",
     ),
-    ("bad_action.yaml", "actions:\n  input: destroy\n", "actions.input.default", "block"),
+    ("bad_action.yaml", "actions:\n  input: destroy\n", "actions.input", "block"),
     ("bad_on_error.yaml", "on_error: maybe\n", "on_error", "block"),
     ("not_mapping.yaml", "- a\n- b\n", None, "must be a mapping"),
     ("negative_budget.yaml", "time_budget_ms: -1\n", "time_budget_ms", "greater than 0"),
@@ -217,3 +217,16 @@ def test_fingerprint_changes_with_content_only() -> None:
     a, b = compile_policy(Policy()), compile_policy(Policy())
     assert a.fingerprint == b.fingerprint
     assert compile_policy(Policy(on_error="allow")).fingerprint != a.fingerprint
+
+
+def test_every_problem_at_once_unknown_categories_with_schema_errors() -> None:
+    from guard_plugin.policy import policy_from_mapping
+
+    with pytest.raises(PolicyError) as info:
+        policy_from_mapping(
+            {"actions": {"input": "escalat"}, "categories_off": ["Violense"], "foo": 1}
+        )
+    fields = [f for f, _ in info.value.problems]
+    assert fields == ["actions.input", "foo", "categories_off"]
+    text = str(info.value)
+    assert "'escalat' is not an action" in text and "Did you mean 'Violence'?" in text

@@ -85,3 +85,13 @@ def test_scripted_classifier_says_what_it_is() -> None:
     assert "NOT a safety model" in (ScriptedClassifier.__doc__ or "") + (
         sys.modules["guard_plugin.testing.scripted"].__doc__ or ""
     )
+
+
+def test_the_architecture_page_lists_exactly_the_public_names() -> None:
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = page.split("## Public API", 1)[1].split("\n## ", 1)[0]
+    listed = section.split("which also checks this list):", 1)[1].split(".\n", 1)[0]
+    assert set(re.findall(r"`([\w]+)`", listed)) == set(guard_plugin.__all__)

@@ -4,6 +4,7 @@ is not allowed. Callbacks cannot change what flows through a chain, so ``rewrite
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -22,6 +23,23 @@ __all__ = ["EscalationHandler", "SafetyCallbackHandler"]
 
 EscalationHandler = Callable[[Decision], bool]
 """Called for ``escalate`` where no interrupt is possible: True allows, False blocks."""
+
+
+class _QuietBlocks(logging.Filter):
+    """LangChain logs "Error in <handler>.<event> callback" before re-raising any exception a
+    handler raises; for this handler's GuardBlocked that is the policy working, not an error,
+    and the caller gets the exception anyway. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (
+            len(args) == 3
+            and args[0] == "SafetyCallbackHandler"
+            and str(args[2]).startswith("GuardBlocked(")
+        )
+
+
+logging.getLogger("langchain_core.callbacks.manager").addFilter(_QuietBlocks())
 
 
 class SafetyCallbackHandler(BaseCallbackHandler):

@@ -248,7 +248,7 @@ class SafetyMiddleware(AgentMiddleware):
                 raise GuardBlocked(d)
             if msg.id is None:  # the placeholder and a restored original share one id
                 msg = msg.model_copy(update={"id": str(uuid4())})
-            pending = self.guard.policy_of(d).messages.review_pending
+            pending = self.guard.policy_of(d).messages.review_pending_tool
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
             bind = lc.held_bind(config, tenant, msg.tool_call_id)
             record = lc.seal(msg, self.guard, bind=bind, decision=d.to_dict())
@@ -409,7 +409,7 @@ class SafetyMiddleware(AgentMiddleware):
         placeholder takes its id, the original waits sealed in the private review key, and
         the turn comes straight back to the model step for the review (as a held response
         does). A new turn instead of the answer leaves it withheld."""
-        pending = self.guard.policy_of(d).messages.review_pending
+        pending = self.guard.policy_of(d).messages.review_pending_input
         anchor = str(uuid4())
         review_id = f"{anchor}-review"
         text = lc.preview(lc.text_of(human), lc.shown(d, self.guard))

@@ -36,7 +36,8 @@ def tool_check_args(
         "tenant": tenant,
         "tool_name": msg.name,
         "artifact": msg.artifact,
-        "request_id": check_id(config, msg.id, Surface.TOOL),
+        # a tool's own message has no id until the state gives it one: its call id is stable
+        "request_id": check_id(config, msg.id or msg.tool_call_id, Surface.TOOL),
     }
 
 

@@ -154,7 +154,14 @@ def from_b64(
 ) -> Part:
     try:
         return part_from_bytes(
-            ref, b64_bytes(payload, cap_for(kind, limits), f"{kind} block"), claimed, filename
+            ref,
+            b64_bytes(
+                payload,
+                cap_for(kind, limits),
+                f"{kind} block" + (f" '{filename}'" if filename else ""),
+            ),
+            claimed,
+            filename,
         )
     except GuardError as err:
         return FailedPart(ref, err)

@@ -64,6 +64,8 @@ class SurfaceActions(_Model):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in {a.value for a in Action}:
+            raise ValueError(f"'{value}' is not an action; use allow, rewrite, escalate or block")
         if isinstance(value, (str, Action)):
             return {"default": value}
         return value
@@ -177,6 +179,8 @@ class Messages(_Model):
         "Reply with a short, polite refusal and offer help with something else.]"
     )
     review_pending: str = "This answer is being held for review by a person."
+    review_pending_input: str = "Your message is being held for review by a person."
+    review_pending_tool: str = "This tool result is being held for review by a person."
 
 
 class MediaLimits(_Model):

@@ -15,9 +15,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from guard_plugin import taxonomy
 from guard_plugin.errors import InvalidTenantError, PolicyError, UnknownTenantError
 from guard_plugin.policy.compiled import CompiledPolicy, compile_policy
 from guard_plugin.policy.schema import Policy
+from guard_plugin.types import Surface
 
 __all__ = [
     "TENANT_ID",
@@ -76,8 +78,49 @@ def _problem(error: Any) -> tuple[str | None, str]:
     return loc, msg
 
 
-def _format_validation_error(err: ValidationError, source: str) -> PolicyError:
+def _category_problems(data: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    """Unknown category names in a policy that failed validation for other reasons (the
+    policy-level check runs only on an otherwise valid policy): every problem at once."""
+    if data.get("custom_policy") is not None:
+        return []
+    custom = data.get("custom_categories") or []
+    declared = {
+        taxonomy.category_key(str(c.get("name", ""))) for c in custom if isinstance(c, Mapping)
+    }
+    places: list[tuple[str, Any]] = [("categories_off", data.get("categories_off"))]
+    actions = data.get("actions")
+    if isinstance(actions, Mapping):
+        places.append(("actions.categories", actions.get("categories")))
+        for s in Surface:
+            surface = actions.get(s.value)
+            if isinstance(surface, Mapping):
+                places.append((f"actions.{s.value}.categories", surface.get("categories")))
+    known = [c.name for c in taxonomy.CATEGORIES]
+    problems: list[tuple[str | None, str]] = []
+    for where, names in places:
+        for name in names if isinstance(names, (list, tuple, Mapping)) else ():
+            if (
+                taxonomy.lookup(str(name)) is None
+                and taxonomy.category_key(str(name)) not in declared
+            ):
+                near = difflib.get_close_matches(str(name), known, n=1)
+                hint = f" Did you mean '{near[0]}'?" if near else ""
+                problems.append(
+                    (
+                        where,
+                        f"unknown category '{name}'.{hint} Known categories: "
+                        f"{', '.join(known)}; or declare it under custom_categories",
+                    )
+                )
+    return problems
+
+
+def _format_validation_error(
+    err: ValidationError, source: str, data: Mapping[str, Any] | None = None
+) -> PolicyError:
     problems = [_problem(e) for e in err.errors()]
+    if data is not None and not any("unknown category" in m for _, m in problems):
+        problems += _category_problems(data)
     if len(problems) == 1:
         loc, msg = problems[0]
         return PolicyError(msg, source=source, field=loc, problems=problems)
@@ -114,7 +157,7 @@ def policy_from_mapping(
     try:
         return Policy.model_validate(data)
     except ValidationError as err:
-        raise _format_validation_error(err, source) from None
+        raise _format_validation_error(err, source, data) from None
 
 
 def load_policy(path: str | Path) -> Policy:
