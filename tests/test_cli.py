@@ -183,3 +183,29 @@ def test_a_malformed_spec_a_dead_server_and_unsafe_content_have_three_exit_codes
     assert code == 1 and out.startswith("BLOCK")
     code, _, _ = run(capsys, "check", "--text", "hello", "--classifier", "scripted")
     assert code == 0
+
+
+def test_loading_a_local_model_prints_no_progress_bars(tiny_model) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard_plugin.cli",
+            "check",
+            "--text",
+            "hi",
+            "--classifier",
+            f"transformers:{tiny_model.path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode in (0, 1, 4), done.stderr
+    assert "Loading weights" not in done.stderr and "it/s" not in done.stderr

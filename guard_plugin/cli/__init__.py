@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +185,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # a command prints its own results: no weight-loading bars from Hugging Face libraries
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # what the library logs as warnings (a decision without a verdict, say) the commands
     # print themselves, once, in their own words
     lib = logging.getLogger("guard_plugin")
