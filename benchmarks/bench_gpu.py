@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -147,8 +148,10 @@ def breakdown(args: argparse.Namespace, lm: LocalModel, cuda: bool) -> None:
     between the physical floor and the measured latency goes."""
     from guard_plugin.classifiers.transformers.labels import USER_FIELD
 
-    clf = TransformersClassifier(lm, max_batch_size=32, max_wait_ms=2, verdict_mode="logits")
+    clf = TransformersClassifier(lm, max_batch_size=32, verdict_mode="logits")  # dispatch at once
+    waits = TransformersClassifier(lm, max_batch_size=32, max_wait_ms=2, verdict_mode="logits")
     runner = clf._runner
+    pool = ThreadPoolExecutor(1)
     tok = lm.processor.tokenizer
     policy = compile_policy(Policy())
     text = "please summarise the attached quarterly report for the board " * (
@@ -184,14 +187,28 @@ def breakdown(args: argparse.Namespace, lm: LocalModel, cuda: bool) -> None:
         "to device": lambda b: runner.decoder.inputs(enc[len(b)]),
         "encode + forward (one pass)": forward,
         "runner (whole batch)": lambda b: runner(b),
-        "classify (worker, whole)": lambda b: clf.classify(b),
+        # the runner on a thread of its own, as the worker runs it: once several threads have
+        # called torch on a CPU, each call pays for OpenMP teams that are not its own, so the
+        # worker's cost is read against this line, not the one above
+        "runner (a thread of its own)": lambda b: pool.submit(runner, b).result(),
+        "classify (worker, at once)": lambda b: clf.classify(b),
+        "classify (worker, waits 2 ms)": lambda b: waits.classify(b),
     }
     width = len(tok(reqs(1, 0)[0].user_text).input_ids)
     print(f"breakdown, logits mode, ~{width}-token user text, median of {args.n} (ms)")
     print(f"{'stage':32} {'batch 1':>9} {'batch 32':>9}")
+    at1: dict[str, float] = {}
     for name, fn in stages.items():
-        print(f"{name:32} {timed(fn, 1):9.2f} {timed(fn, 32):9.2f}")
+        at1[name] = timed(fn, 1)
+        print(f"{name:32} {at1[name]:9.2f} {timed(fn, 32):9.2f}")
+    base = at1["runner (a thread of its own)"]
+    print(
+        f"batch 1, worker / runner: at once {at1['classify (worker, at once)'] / base:.2f}, "
+        f"waiting 2 ms {at1['classify (worker, waits 2 ms)'] / base:.2f}"
+    )
     clf.close()
+    waits.close()
+    pool.shutdown()
 
 
 def main() -> None:

@@ -145,3 +145,49 @@ def test_async_callers_that_give_up_take_their_requests_back() -> None:
     asyncio.run(burst())
     worker.close()
     assert ran == [-1]
+
+
+def test_an_idle_worker_runs_a_lone_request_at_once_and_batches_what_queues_while_busy() -> None:
+    """Driven by events, not timing: the first request runs alone (no pause for companions);
+    the five that arrive while it runs go together in the next batch."""
+    busy, release = threading.Event(), threading.Event()
+    sizes: list[int] = []
+
+    def run_batch(reqs: list[int]) -> list[int]:
+        sizes.append(len(reqs))
+        if reqs == [0]:
+            busy.set()
+            assert release.wait(10)
+        return reqs
+
+    worker: BatchWorker[int, int] = BatchWorker(run_batch, max_batch_size=16)
+    first = worker.submit(0)
+    assert busy.wait(10)  # dispatched without any companion
+    later = [worker.submit(i) for i in range(1, 6)]
+    assert worker.queued == 5
+    release.set()
+    assert first.result(10) == 0 and [f.result(10) for f in later] == [1, 2, 3, 4, 5]
+    worker.close()
+    assert sizes == [1, 5]
+
+
+def test_the_requests_of_one_call_are_never_split_by_a_starting_batch() -> None:
+    sizes: list[int] = []
+    worker: BatchWorker[int, int] = BatchWorker(lambda r: sizes.append(len(r)) or r)
+    for _ in range(50):
+        assert worker.run(list(range(7)), timeout=10) == list(range(7))
+    worker.close()
+    assert set(sizes) == {7}
+
+
+def test_a_full_queue_refuses_the_whole_call() -> None:
+    release = threading.Event()
+    worker: BatchWorker[int, int] = BatchWorker(
+        lambda r: release.wait(10) and r, max_batch_size=1, max_queue=3
+    )
+    worker.submit(0)
+    with pytest.raises(QueueFullError):
+        worker.submit_all([1, 2, 3, 4])
+    assert worker.queued <= 1
+    release.set()
+    worker.close()

@@ -1,18 +1,21 @@
 """A batching worker: one thread owns the model, callers get futures.
 
 Requests queue up (bounded: a full queue is a :class:`QueueFullError`, not unbounded memory).
-The worker takes the first waiting request, gathers more for up to ``max_wait_s`` or until
-``max_batch_size``, runs them as one batch, and resolves each request's future. Futures are
-``concurrent.futures.Future`` objects, so threads wait on them directly and asyncio code wraps
-them with :func:`asyncio.wrap_future`.
+When the model is idle the worker runs what is waiting at once, with no pause to wait for
+companions; while it is busy, requests queue and the next batch takes them all (up to
+``max_batch_size``). So one request alone pays no batching delay, and batches form by
+themselves under load. ``max_wait_s`` > 0 brings back a pause for companions, for a load
+that arrives in bursts slower than one batch. Every request of one call (the parts of a
+check) enters the queue at once, so they are never split by a batch that starts between
+them. Futures are ``concurrent.futures.Future`` objects, so threads wait on them directly and
+asyncio code wraps them with :func:`asyncio.wrap_future`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
-import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
@@ -30,8 +33,6 @@ __all__ = ["BatchStats", "BatchWorker"]
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
-
-_STOP = object()
 
 
 @dataclass
@@ -62,7 +63,7 @@ class BatchWorker(Generic[Req, Res]):
         run_batch: Callable[[list[Req]], Sequence[Res]],
         *,
         max_batch_size: int = 16,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         max_queue: int = 1024,
         name: str = "guard-plugin-batcher",
     ) -> None:
@@ -72,9 +73,9 @@ class BatchWorker(Generic[Req, Res]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
+        self._pending: deque[_Job[Req, Res]] = deque()
+        self._cv = threading.Condition()
         self._closed = False
-        self._lock = threading.Lock()
         self.stats = BatchStats()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -82,31 +83,24 @@ class BatchWorker(Generic[Req, Res]):
     # -- callers ------------------------------------------------------------------------------
 
     def submit(self, request: Req) -> Future[Res]:
-        fut: Future[Res] = Future()
-        with self._lock:
+        return self.submit_all([request])[0]
+
+    def submit_all(self, requests: Sequence[Req]) -> list[Future[Res]]:
+        """Queue ``requests`` together (all or none: a full queue refuses the whole call)."""
+        jobs: list[_Job[Req, Res]] = [_Job(r, Future()) for r in requests]
+        with self._cv:
             if self._closed:
                 raise ClassifierUnavailable("the classifier has been closed")
-            try:
-                self._queue.put_nowait(_Job(request, fut))
-            except queue.Full:
+            if len(self._pending) + len(jobs) > self.max_queue:
                 self.stats.queue_full += 1
                 raise QueueFullError(
                     f"the classifier queue is full ({self.max_queue} requests waiting); "
                     "retry later, raise max_queue, or spread load over more replicas"
-                ) from None
-            self.stats.requests += 1
-        return fut
-
-    def submit_all(self, requests: Sequence[Req]) -> list[Future[Res]]:
-        futures: list[Future[Res]] = []
-        try:
-            for r in requests:
-                futures.append(self.submit(r))
-        except ClassifierError:
-            for f in futures:
-                f.cancel()
-            raise
-        return futures
+                )
+            self._pending.extend(jobs)
+            self.stats.requests += len(jobs)
+            self._cv.notify()
+        return [j.future for j in jobs]
 
     def run(
         self, requests: Sequence[Req], timeout: float | None = None
@@ -134,43 +128,44 @@ class BatchWorker(Generic[Req, Res]):
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop taking requests; requests accepted before the call are still served."""
-        with self._lock:
+        with self._cv:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(_STOP)
+            self._cv.notify_all()
         self._thread.join(timeout)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the model (not counting the batch it is running)."""
+        with self._cv:
+            return len(self._pending)
+
     # -- the worker ---------------------------------------------------------------------------
 
+    def _next_batch(self) -> list[_Job[Req, Res]] | None:
+        """What the model runs next: everything waiting, up to ``max_batch_size``, as soon as
+        there is anything (after ``max_wait_s`` for companions, where set). ``None`` once
+        closed and drained."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._pending or self._closed)
+            if not self._pending:
+                return None
+            if self.max_wait_s > 0 and len(self._pending) < self.max_batch_size:
+                self._cv.wait_for(
+                    lambda: len(self._pending) >= self.max_batch_size or self._closed,
+                    timeout=self.max_wait_s,
+                )
+            n = min(len(self._pending), self.max_batch_size)
+            return [self._pending.popleft() for _ in range(n)]
+
     def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch: list[_Job[Req, Res]] = [first]  # type: ignore[list-item]
-            deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                remaining = deadline - time.monotonic()
-                try:
-                    item = (
-                        self._queue.get_nowait()
-                        if remaining <= 0
-                        else self._queue.get(timeout=remaining)
-                    )
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
+        while (batch := self._next_batch()) is not None:
             self._execute(batch)
-        self._drain()
 
     def _execute(self, batch: list[_Job[Req, Res]]) -> None:
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]
@@ -195,15 +190,6 @@ class BatchWorker(Generic[Req, Res]):
             return
         for j, res in zip(live, results, strict=True):
             j.future.set_result(res)
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Job) and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(ClassifierUnavailable("the classifier was closed"))
 
 
 def _outcome(fut: Future[Any], done: bool, timeout: float | None) -> Any:

@@ -56,7 +56,7 @@ class TransformersClassifier(BaseClassifier):
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         max_batch_size: int = 16,
-        max_wait_ms: float = 2.0,
+        max_wait_ms: float = 0.0,
         max_queue: int = 1024,
         verdict_mode: str = "logits",
     ) -> None:
