@@ -39,7 +39,24 @@ class ZeroLatency(BaseClassifier):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument(
+        "--otel",
+        action="store_true",
+        help="with OpenTelemetry's SDK: spans to an in-memory exporter, metrics to a reader",
+    )
     args = ap.parse_args()
+    if args.otel:
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
     with tempfile.TemporaryDirectory() as tmp:
         sink = JsonlAuditSink(Path(tmp) / "audit.jsonl")
         guard = Guard(ZeroLatency(), audit=sink, cache_size=100_000)

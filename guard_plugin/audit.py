@@ -70,6 +70,9 @@ class AuditEvent:
     content: str | None = None
     review: str | None = None
     reason: str | None = None
+    #: the OpenTelemetry trace and span the check ran in (hex), where there was one
+    trace_id: str | None = None
+    span_id: str | None = None
     ts: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     )
@@ -108,7 +111,7 @@ class AuditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("content", "review", "reason"):
+        for key in ("content", "review", "reason", "trace_id", "span_id"):
             if d[key] is None:
                 del d[key]
         return d

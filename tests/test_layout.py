@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"types", "errors", "taxonomy", "_aio", "sealing"},
     {"policy", "verdict"},
     {"prompting"},
-    {"decision", "audit"},
+    {"decision", "audit", "telemetry"},
     {"media"},
     {"classifiers"},
     {"check", "evaluation"},

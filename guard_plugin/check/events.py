@@ -8,12 +8,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from guard_plugin import telemetry
 from guard_plugin.audit import AuditEvent, AuditSink, LoggingAuditSink, MultiAuditSink
 from guard_plugin.check.plan import Plan
 from guard_plugin.decision import Decision
 from guard_plugin.types import Action
 
-__all__ = ["Auditor", "as_sink"]
+__all__ = ["Auditor", "as_sink", "shown_content"]
 
 _log = logging.getLogger("guard_plugin.check")
 
@@ -24,6 +25,14 @@ def as_sink(audit: AuditSink | Iterable[AuditSink] | None) -> AuditSink:
     if isinstance(audit, AuditSink):
         return audit
     return MultiAuditSink(audit)
+
+
+def shown_content(plan: Plan) -> str | None:
+    """The checked text, where the tenant's policy lets audit events and telemetry carry it
+    (``audit.include_content``); ``None`` otherwise."""
+    if not plan.policy.policy.audit.include_content:
+        return None
+    return "\n\n".join(p for inp in plan.inputs for p in (inp.text, inp.response or "") if p)
 
 
 class Auditor:
@@ -45,9 +54,7 @@ class Auditor:
         h = hashlib.sha256()
         for inp in inputs:
             h.update(inp.content_digest().encode())
-        content = None
-        if plan.policy.policy.audit.include_content:
-            content = "\n\n".join(p for inp in inputs for p in (inp.text, inp.response or "") if p)
+        content = shown_content(plan)
         self.send(
             AuditEvent.for_decision(
                 decision,
@@ -56,6 +63,7 @@ class Auditor:
                 content_length=sum(i.content_length() for i in inputs),
                 tool_name=next((i.tool_name for i in inputs if i.tool_name), None),
                 content=content,
+                **telemetry.trace_ids(),
             )
         )
 
@@ -64,7 +72,13 @@ class Auditor:
         if not self._accepts(decision, action.value):
             return
         self.send(
-            AuditEvent.for_decision(decision, event, action=action.value, latency_ms=0.0, **fields)
+            AuditEvent.for_decision(
+                decision,
+                event,
+                action=action.value,
+                latency_ms=0.0,
+                **{**telemetry.trace_ids(), **fields},
+            )
         )
 
     def send(self, ev: AuditEvent) -> None:

@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from guard_plugin import telemetry
 from guard_plugin._aio import within as _within
 from guard_plugin.audit import AuditSink
 from guard_plugin.check.background import Background
 from guard_plugin.check.cache import VerdictCache
-from guard_plugin.check.events import Auditor, as_sink
+from guard_plugin.check.events import Auditor, as_sink, shown_content
 from guard_plugin.check.plan import Content, ContentCheck, Item, Plan, Slot, normalise_inputs
 from guard_plugin.classifiers.base import Classifier, ClassifierOutput, ClassifierResult
 from guard_plugin.decision import Decision, PartOutcome, decide, error_decision, outcome_for
@@ -115,6 +116,7 @@ class Guard:
         self._auditor = Auditor(self.audit)
         self._background = Background()
         self.sealer = default_sealer() if seal_key is None else Sealer(seal_key)
+        self._tenant_labels = frozenset(self.policies.tenants())
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -127,10 +129,11 @@ class Guard:
         request_id: str | None = None,
     ) -> Decision:
         """Classify content for a tenant and decide. Never raises for run-time failures."""
-        plan = self._prepare(content, surface, tenant, request_id)
-        if plan.done is None:
-            self._absorb(plan, self._classify_sync(plan))
-        return self._finish(plan)
+        with telemetry.check_span() as span:
+            plan = self._prepare(content, surface, tenant, request_id)
+            if plan.done is None:
+                self._absorb(plan, self._classify_sync(plan))
+            return self._finish(plan, span)
 
     async def acheck(
         self,
@@ -141,10 +144,11 @@ class Guard:
         request_id: str | None = None,
     ) -> Decision:
         """The async twin of :meth:`check`: same inputs, same decisions."""
-        plan = self._prepare(content, surface, tenant, request_id)
-        if plan.done is None:
-            self._absorb(plan, await self._classify_async(plan))
-        return self._finish(plan)
+        with telemetry.check_span() as span:
+            plan = self._prepare(content, surface, tenant, request_id)
+            if plan.done is None:
+                self._absorb(plan, await self._classify_async(plan))
+            return self._finish(plan, span)
 
     def check_content(
         self,
@@ -167,10 +171,11 @@ class Guard:
         (response surface); ``artifact`` a tool's artifact, checked too.
         """
         what = ContentCheck(content, Surface(surface), context, tool_name, artifact, password)
-        plan = self._prepare_content(what, tenant, request_id)
-        if plan.done is None:
-            self._absorb(plan, self._classify_sync(plan))
-        return self._finish(plan)
+        with telemetry.check_span() as span:
+            plan = self._prepare_content(what, tenant, request_id)
+            if plan.done is None:
+                self._absorb(plan, self._classify_sync(plan))
+            return self._finish(plan, span)
 
     async def acheck_content(
         self,
@@ -186,13 +191,14 @@ class Guard:
     ) -> Decision:
         """The async twin of :meth:`check_content`; decoding and rendering run off the loop."""
         what = ContentCheck(content, Surface(surface), context, tool_name, artifact, password)
-        if what.text_only:  # nothing to decode: no worker thread needed
-            plan = self._prepare_content(what, tenant, request_id)
-        else:
-            plan = await asyncio.to_thread(self._prepare_content, what, tenant, request_id)
-        if plan.done is None:
-            self._absorb(plan, await self._classify_async(plan))
-        return self._finish(plan)
+        with telemetry.check_span() as span:
+            if what.text_only:  # nothing to decode: no worker thread needed
+                plan = self._prepare_content(what, tenant, request_id)
+            else:
+                plan = await asyncio.to_thread(self._prepare_content, what, tenant, request_id)
+            if plan.done is None:
+                self._absorb(plan, await self._classify_async(plan))
+            return self._finish(plan, span)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for background work (reasoning-audit requests) to finish."""
@@ -352,22 +358,24 @@ class Guard:
         if not plan.pending:
             return []
         reqs = [s.request for s in plan.pending]
-        try:
-            return self.classifier.classify(reqs, timeout=max(plan.remaining(), 0.0))
-        except Exception as err:  # noqa: BLE001 (every failure becomes the check's decision)
-            return err
+        with telemetry.classifier_span(self.classifier, len(reqs)):
+            try:
+                return self.classifier.classify(reqs, timeout=max(plan.remaining(), 0.0))
+            except Exception as err:  # noqa: BLE001 (every failure becomes the check's decision)
+                return err
 
     async def _classify_async(self, plan: Plan) -> Outputs:
         if not plan.pending:
             return []
         reqs = [s.request for s in plan.pending]
         budget = max(plan.remaining(), 0.0)
-        try:
-            return await _within(self.classifier.aclassify(reqs, timeout=budget), budget)
-        except asyncio.TimeoutError:
-            return ClassifierTimeout(plan.budget_exceeded())
-        except Exception as err:  # noqa: BLE001 (every failure becomes the check's decision)
-            return err
+        with telemetry.classifier_span(self.classifier, len(reqs)):
+            try:
+                return await _within(self.classifier.aclassify(reqs, timeout=budget), budget)
+            except asyncio.TimeoutError:
+                return ClassifierTimeout(plan.budget_exceeded())
+            except Exception as err:  # noqa: BLE001 (every failure becomes the check's decision)
+                return err
 
     def _absorb(self, plan: Plan, outputs: Outputs, *, enforce_budget: bool = True) -> None:
         """Parse what the classifier returned into the plan's pending slots."""
@@ -395,8 +403,16 @@ class Guard:
         self.cache.put(slot.key, verdict)
         return verdict
 
-    def _finish(self, plan: Plan) -> Decision:
+    def _finish(self, plan: Plan, span: Any = None) -> Decision:
         decision = plan.done if plan.done is not None else self._decide(plan)
+        if span is not None:
+            telemetry.record_decision(
+                span,
+                decision,
+                tenant_label=self._tenant_label(plan.tenant),
+                parts=len(plan.items),
+                content=shown_content(plan),
+            )
         self._auditor.decision(plan, decision, "decision")
         if decision.is_error:
             _warn_error(decision)
@@ -426,6 +442,13 @@ class Guard:
                 outcome_for(i, item.part, result, plan.policy, plan.surface, cached=slot.cached)
             )
         return decide(outcomes, plan.policy, plan.surface, **self._meta(plan))
+
+    def _tenant_label(self, tenant: str | None) -> str:
+        """A bounded metric label: a tenant the store names, ``default`` for none, else
+        ``other`` (ids a caller sends are not labels)."""
+        if tenant is None:
+            return "default"
+        return tenant if tenant in self._tenant_labels else "other"
 
     def _meta(self, plan: Plan) -> dict[str, object]:
         return {

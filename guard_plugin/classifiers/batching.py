@@ -22,6 +22,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from guard_plugin import telemetry
 from guard_plugin.errors import (
     ClassifierError,
     ClassifierTimeout,
@@ -77,8 +78,10 @@ class BatchWorker(Generic[Req, Res]):
         self._cv = threading.Condition()
         self._closed = False
         self.stats = BatchStats()
+        self.name = name
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
+        telemetry.watch(name, self)
 
     # -- callers ------------------------------------------------------------------------------
 
@@ -145,6 +148,9 @@ class BatchWorker(Generic[Req, Res]):
         with self._cv:
             return len(self._pending)
 
+    def telemetry_gauges(self) -> dict[str, list[tuple[dict[str, str], int]]]:
+        return {"queue_depth": [({}, self.queued)]}
+
     # -- the worker ---------------------------------------------------------------------------
 
     def _next_batch(self) -> list[_Job[Req, Res]] | None:
@@ -173,6 +179,7 @@ class BatchWorker(Generic[Req, Res]):
             return
         self.stats.batches += 1
         self.stats.max_batch = max(self.stats.max_batch, len(live))
+        telemetry.record_batch(self.name, len(live))
         if len(self.stats.sizes) < 10_000:
             self.stats.sizes.append(len(live))
         try:

@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 
+from guard_plugin import telemetry
 from guard_plugin._aio import LoopThread, within
 from guard_plugin.classifiers.base import (
     BaseClassifier,
@@ -227,6 +228,7 @@ class OpenAICompatClassifier(BaseClassifier):
             asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]
         ] = weakref.WeakKeyDictionary()
         self._sync_loop = LoopThread("guard-plugin-http")
+        telemetry.watch(self.name, self)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAICompatClassifier(base_urls={self.base_urls!r}, model={self.model!r})"
@@ -264,6 +266,14 @@ class OpenAICompatClassifier(BaseClassifier):
             body["logprobs"] = True
             body["top_logprobs"] = _TOP_LOGPROBS
         return body
+
+    def telemetry_gauges(self) -> dict[str, list[tuple[dict[str, str], int]]]:
+        now = time.monotonic()
+        with self._lock:
+            down = dict(self._down_until)
+        return {
+            "replica_up": [({"replica": u}, int(down.get(u, 0.0) <= now)) for u in self.base_urls]
+        }
 
     def asks_logprobs(self, url: str | None) -> bool:
         """Whether a request to ``url`` asks for logprobs now."""
