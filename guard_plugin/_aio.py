@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import sys
 import threading
@@ -26,6 +27,13 @@ else:  # pragma: no cover - Python 3.10
 
     async def within(call: Awaitable[_T], seconds: float) -> _T:
         return await asyncio.wait_for(call, seconds)
+
+
+async def _in_context(coro: Coroutine[Any, Any, _T], ctx: contextvars.Context) -> _T:
+    """``coro`` with ``ctx``'s variables set (in this task's own context: nothing leaks)."""
+    for var, value in ctx.items():
+        var.set(value)
+    return await coro
 
 
 class LoopThread:
@@ -60,9 +68,12 @@ class LoopThread:
         return self._loop
 
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
-        """Run ``coro`` on the loop; raise ``TimeoutError`` (after cancelling it) when it has
-        not finished within ``timeout`` seconds."""
-        fut = asyncio.run_coroutine_threadsafe(coro, self._ensure())
+        """Run ``coro`` on the loop, in a copy of the caller's context variables (so a trace
+        span current in the caller is current there too); raise ``TimeoutError`` (after
+        cancelling it) when it has not finished within ``timeout`` seconds."""
+        fut = asyncio.run_coroutine_threadsafe(
+            _in_context(coro, contextvars.copy_context()), self._ensure()
+        )
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:

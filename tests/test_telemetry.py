@@ -322,3 +322,38 @@ def test_a_nemo_turn_nests_its_check_under_the_app_span(tmp_path, monkeypatch) -
     (check,) = spans("guard_plugin.check")
     assert check.attributes["guard_plugin.action"] == "block"
     assert check.context.trace_id == turn.get_span_context().trace_id
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_served_classifier_records_its_replica_and_retries_on_the_classify_span(
+    mode: str,
+) -> None:
+    import asyncio
+
+    from guard_plugin.classifiers.openai_compat import OpenAICompatClassifier
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "down":
+            return httpx.Response(503, json={"error": "overloaded"})
+        message = {"role": "assistant", "content": "User Safety: safe"}
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": message}]})
+
+    clf = OpenAICompatClassifier(
+        ["http://down/v1", "http://up/v1"],
+        model="m",
+        transport=httpx.MockTransport(handle),
+        backoff_s=0.0,
+    )
+    g = Guard(clf, audit=[])
+    for i in range(3):
+        text = f"hello {mode} {i}"
+        asyncio.run(g.acheck(text)) if mode == "async" else g.check(text)
+    classify = spans("guard_plugin.classify")
+    assert {s.attributes.get("guard_plugin.classifier.replica") for s in classify} == {
+        "http://up/v1"
+    }
+    retries = [e for s in classify for e in s.events if e.name == "guard_plugin.classifier.retry"]
+    assert retries and retries[0].attributes["replica"] == "http://down/v1"
+    assert all(s.kind.name == "CLIENT" for s in classify)
+    g.close()
+    clf.close()

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+from opentelemetry import trace
 
 from guard_plugin import telemetry
 from guard_plugin._aio import LoopThread, within
@@ -412,6 +413,7 @@ class OpenAICompatClassifier(BaseClassifier):
                     resp = await within(
                         client.post(f"{url}/chat/completions", json=body, timeout=t), t
                     )
+                trace.get_current_span().set_attribute("guard_plugin.classifier.replica", url)
                 return self._interpret(resp, url, "logprobs" in body)
             except _NoLogprobs as err:
                 self._refused_logprobs(url, str(err))  # this replica: labels only, for a while
@@ -419,6 +421,10 @@ class OpenAICompatClassifier(BaseClassifier):
                 return err
             except (httpx.TransportError, _Retryable, TimeoutError) as err:
                 step = attempts.failed(err)
+                trace.get_current_span().add_event(
+                    "guard_plugin.classifier.retry",
+                    {"replica": url, "reason": attempts.last, "attempt": attempts.attempt},
+                )
                 if isinstance(step, ClassifierError):
                     return step
                 await asyncio.sleep(step)
