@@ -19,7 +19,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from guard_plugin.decision import Decision
 
 __all__ = [
+    "OFF_SPAN",
     "SECURITY_ATTRIBUTES_ENV",
     "OtelLogAuditSink",
+    "active",
     "check_span",
     "classifier_span",
     "record_batch",
@@ -103,21 +105,66 @@ def watch(name: str, owner: Any) -> None:
     _watched[f"{name}#{id(owner)}"] = owner
 
 
+_sdk_seen = False
+_next_look = 0.0
+
+
+def active() -> bool:
+    """Whether an OpenTelemetry SDK (a tracer or meter provider) is configured. Until one is,
+    checks skip telemetry altogether (no span objects, no metric calls): a guard without an
+    SDK costs what it did before telemetry. Looked up at most once a second (an SDK set up
+    after the first checks is seen within a second); once set, a provider stays."""
+    global _sdk_seen, _next_look
+    if _sdk_seen:
+        return True
+    now = time.monotonic()
+    if now < _next_look:
+        return False
+    _next_look = now + 1.0
+    meters = type(metrics.get_meter_provider()).__name__
+    _sdk_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or (
+        meters not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+    )
+    return _sdk_seen
+
+
 def _security_attributes() -> bool:
     return os.environ.get(SECURITY_ATTRIBUTES_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-@contextmanager
-def check_span() -> Iterator[Span]:
+class _Off:
+    """What the span helpers return without an SDK: enters as the invalid span, costs a
+    call."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_OFF = _Off()
+OFF_SPAN = trace.INVALID_SPAN
+"""The span a check gets without an SDK (nothing to record on it)."""
+
+
+def check_span() -> AbstractContextManager[Span]:
     """The span of one check, current while it runs (its classifier call nests under it);
     :func:`record_decision` names it after the surface."""
-    with _tracer.start_as_current_span("guard_plugin.check", kind=SpanKind.INTERNAL) as span:
-        yield span
+    if not active():
+        return _OFF
+    return _tracer.start_as_current_span("guard_plugin.check", kind=SpanKind.INTERNAL)
+
+
+def classifier_span(classifier: Any, requests: int) -> AbstractContextManager[Span]:
+    """A child span for one classifier call, and its duration in the metrics."""
+    return _classifier_span(classifier, requests) if active() else _OFF
 
 
 @contextmanager
-def classifier_span(classifier: Any, requests: int) -> Iterator[Span]:
-    """A child span for one classifier call, and its duration in the metrics."""
+def _classifier_span(classifier: Any, requests: int) -> Iterator[Span]:
     name = str(getattr(classifier, "name", type(classifier).__name__))
     backend = type(classifier).__name__
     t0 = time.perf_counter()
@@ -156,7 +203,8 @@ def _counts(classifier: Any) -> dict[str, int]:
 
 def record_batch(name: str, size: int) -> None:
     """One batch the local model ran."""
-    _batch_size.record(size, {"classifier": name})
+    if active():
+        _batch_size.record(size, {"classifier": name})
 
 
 def record_decision(
@@ -169,6 +217,8 @@ def record_decision(
 ) -> None:
     """A decision on its check's span (attributes, an evaluation event, the status) and in
     the metrics. ``content`` (only where the policy opts in) goes on the span."""
+    if not active():
+        return
     d = decision
     labels = {
         "tenant": tenant_label,

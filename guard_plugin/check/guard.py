@@ -405,7 +405,7 @@ class Guard:
 
     def _finish(self, plan: Plan, span: Any = None) -> Decision:
         decision = plan.done if plan.done is not None else self._decide(plan)
-        if span is not None:
+        if span is not None and span is not telemetry.OFF_SPAN:
             telemetry.record_decision(
                 span,
                 decision,
