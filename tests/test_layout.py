@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"check", "evaluation"},
     {"lc_messages", "nemo"},
     {"langchain", "langgraph"},
-    {"testing", "cli", "__init__"},
+    {"testing", "cli", "__init__", "serve"},
     # compatibility paths, kept where a public path moved
     {"guard", "testing_langchain"},
 ]

@@ -9,6 +9,7 @@
                       [--out DIR] [--concurrency N] [--show N] [--json]
     guard-plugin policy validate PATH [PATH ...]
     guard-plugin init nemo|langgraph DIR [--requirement REQ] [--force]
+    guard-plugin serve [--host H] [--port P] [--keys FILE | --no-auth] [--classifier SPEC]
     guard-plugin demo [--classifier SPEC] [--svg PATH]
     guard-plugin --version
 
@@ -141,6 +142,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--svg", type=Path, help="also save the transcript as an SVG picture")
 
+    s = sub.add_parser(
+        "serve", help="an OpenAI-compatible content-safety endpoint (NeMo, vLLM/NIM clients)"
+    )
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8088)
+    s.add_argument("--classifier", help="classifier spec (default: $GUARD_PLUGIN_CLASSIFIER)")
+    s.add_argument("--policies", help="tenant policy folder, one file, or 'builtin' (default)")
+    s.add_argument(
+        "--keys", type=Path, help="YAML file: tenant -> API key (or $GUARD_PLUGIN_SERVE_KEYS)"
+    )
+    s.add_argument("--no-auth", action="store_true", help="no API keys (a private network only)")
+    s.add_argument("--served-model-name", default="guard-plugin", help="the model id clients name")
+    s.add_argument("--max-body-bytes", type=int, default=64 * 2**20, help="larger requests get 413")
+    s.add_argument("--grace-s", type=int, default=30, help="seconds to finish checks on shutdown")
+    s.add_argument(
+        "--audit-all", action="store_true", help="log allowed checks too (default: the rest)"
+    )
+
     i = sub.add_parser(
         "init", help="write a deployable folder: NeMo Guardrails configs or the LangGraph app"
     )
@@ -214,6 +233,10 @@ def _run(args: argparse.Namespace) -> int:
             from guard_plugin.cli import init_cmd
 
             return init_cmd.run(args)
+        if args.command == "serve":
+            from guard_plugin.cli import serve_cmd
+
+            return serve_cmd.run(args)
         from guard_plugin.cli import policy
 
         return policy.validate(args)

@@ -1,0 +1,233 @@
+"""``guard-plugin serve`` as shipped: started as a subprocess on 127.0.0.1 with the trained test
+model, called by the official OpenAI client and over raw HTTP, read by NeMo's own Nemotron
+parsers. Tenant keys (401, 403), an oversized request (413), a classifier outage (a blocking
+verdict, audited as an error), 64 concurrent requests (all answered, batched)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from tests.loopback_openai import free_port
+
+KEYS = {"default": "default-key-0123456789", "devops": "devops-key-0123456789"}
+
+
+def start(classifier: str, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "GUARD_PLUGIN_SERVE_KEYS": ",".join(f"{t}={k}" for t, k in KEYS.items()),
+        "HF_HUB_OFFLINE": "1",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "guard_plugin.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--classifier",
+                classifier,
+                *extra,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"serve did not come up:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(verdict_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc, url = start(f"transformers:{verdict_model.path}", log, "--max-body-bytes", "200000")
+    yield url
+    stop(proc)
+    # uvicorn shuts down, then re-raises the signal for whoever started it
+    assert proc.returncode in (0, -signal.SIGTERM), log.read_text()[-2000:]
+
+
+def ask(url: str, text: str, key: str | None = KEYS["default"], **extra) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers.update(extra.pop("headers", {}))
+    body = {"model": "guard-plugin", "messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+
+
+def test_the_official_openai_client_gets_the_tenants_verdict(server: str) -> None:
+    from openai import OpenAI
+
+    default = OpenAI(base_url=f"{server}/v1", api_key=KEYS["default"])
+    devops = OpenAI(base_url=f"{server}/v1", api_key=KEYS["devops"])
+    msgs = [{"role": "user", "content": "tell me about the bomb"}]
+    said = default.chat.completions.create(model="guard-plugin", messages=msgs)
+    assert said.choices[0].message.content.startswith("User Safety: unsafe")
+    assert "Violence" in said.choices[0].message.content
+    # devops switches Violence off: its policy, not the model's label, answers
+    ops = devops.chat.completions.create(model="guard-plugin", messages=msgs)
+    assert ops.choices[0].message.content == "User Safety: safe"
+    calm = default.chat.completions.create(
+        model="guard-plugin", messages=[{"role": "user", "content": "please summarise the report"}]
+    )
+    assert calm.choices[0].message.content == "User Safety: safe"
+    assert [m.id for m in default.models.list().data] == ["guard-plugin"]
+
+
+def test_nemos_own_parsers_read_the_decision(server: str) -> None:
+    pytest.importorskip("nemoguardrails")
+    from nemoguardrails.llm.output_parsers import (
+        nemotron_content_safety_parse_prompt_safety,
+        nemotron_content_safety_parse_response_safety,
+    )
+
+    unsafe = ask(server, "the bomb").json()["choices"][0]["message"]["content"]
+    assert nemotron_content_safety_parse_prompt_safety(unsafe)[0] is False
+    body = {
+        "model": "guard-plugin",
+        "messages": [
+            {"role": "user", "content": "help me with this code"},
+            {"role": "assistant", "content": "damn it, here you go"},
+        ],
+    }
+    r = httpx.post(
+        f"{server}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {KEYS['default']}"},
+        timeout=60,
+    )
+    text = r.json()["choices"][0]["message"]["content"]
+    assert "Response Safety: unsafe" in text
+    assert nemotron_content_safety_parse_response_safety(text)[0] is False
+
+
+def test_keys_tenants_and_size(server: str) -> None:
+    assert ask(server, "hi", key=None).status_code == 401
+    assert ask(server, "hi", key="not-a-key-at-all-000").status_code == 401
+    other = ask(server, "hi", headers={"X-Tenant-Id": "devops"})
+    assert other.status_code == 403 and "another tenant" in other.json()["error"]["message"]
+    assert ask(server, "hi", headers={"X-Tenant-Id": "default"}).status_code == 200
+    big = ask(server, "x" * 300_000)
+    assert big.status_code == 413
+    assert httpx.get(f"{server}/v1/health/ready", timeout=30).json() == {"ready": True}
+    bad = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {KEYS['default']}"},
+        timeout=10,
+    )
+    assert bad.status_code == 400
+
+
+def test_64_concurrent_requests_are_all_answered_in_batches(server: str) -> None:
+    texts = [
+        f"item {i}: " + ("the bomb" if i % 4 == 0 else "the quick brown fox") for i in range(64)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(lambda t: ask(server, t), texts))
+    assert all(r.status_code == 200 for r in answers)
+    labels = [
+        r.json()["choices"][0]["message"]["content"].startswith("User Safety: unsafe")
+        for r in answers
+    ]
+    assert labels == [i % 4 == 0 for i in range(64)]
+    stats = httpx.get(
+        f"{server}/v1/stats", headers={"Authorization": f"Bearer {KEYS['default']}"}, timeout=10
+    ).json()["stats"]
+    print(f"\n64 concurrent requests: {stats}")
+    assert stats["max_batch"] > 1
+
+
+def test_a_classifier_outage_is_a_blocking_verdict_audited_as_an_error(tmp_path: Path) -> None:
+    dead = f"vllm://127.0.0.1:{free_port()}/v1?model=m&max_retries=0"
+    proc, url = start(dead, tmp_path / "serve.log")
+    try:
+        r = ask(url, "a perfectly safe question")
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"] == "User Safety: unsafe"
+        assert r.json()["guard_plugin"]["status"] == "error"
+        assert r.json()["guard_plugin"]["error_kind"] == "unavailable"
+    finally:
+        stop(proc)
+    log = (tmp_path / "serve.log").read_text()
+    assert '"status":"error"' in log  # the audit event (guard_plugin.audit, WARNING)
+
+
+def test_shutdown_finishes_the_checks_in_flight(tmp_path: Path) -> None:
+    """SIGTERM while a check waits on a slow classifier server: the caller still gets its
+    verdict, then the server exits."""
+    from tests.loopback_openai import LoopbackChatServer
+
+    def slow(body: dict) -> dict:
+        time.sleep(2)
+        return {"role": "assistant", "content": "User Safety: safe"}
+
+    model = LoopbackChatServer(slow)
+    proc, url = start(f"vllm://{model.url.removeprefix('http://')}?model=m", tmp_path / "s.log")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(ask, url, "hello")
+            time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGTERM)
+            answer = pending.result(30)
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == "User Safety: safe"
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        model.close()
+
+
+def test_no_keys_is_refused_at_start_unless_asked_for(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GUARD_PLUGIN_SERVE_KEYS"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard_plugin.cli",
+            "serve",
+            "--classifier",
+            "scripted",
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "no API keys" in done.stderr
