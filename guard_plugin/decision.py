@@ -103,6 +103,8 @@ class Decision:
     score: float | None = None
     #: some part had a threshold that could not apply (no score): the model's label decided
     threshold_unapplied: bool = False
+    #: the language of the user's turn, where the policy answers by language (ISO 639-1)
+    language: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -136,17 +138,19 @@ class Decision:
         return cls(**d)
 
 
-def _replacement(action: Action, surface: Surface, policy: CompiledPolicy) -> str | None:
-    msgs = policy.policy.messages
+def _replacement(
+    action: Action, surface: Surface, policy: CompiledPolicy, language: str | None, failed: bool
+) -> str | None:
     if action is Action.ALLOW:
         return None
+    msgs = policy.policy.messages.resolved(language, failed=failed)
     if action is Action.REWRITE:
         return {
             Surface.INPUT: msgs.rewrite_note,
             Surface.TOOL: msgs.redaction,
-            Surface.RESPONSE: msgs.refusal,
+            Surface.RESPONSE: str(msgs.refusal),
         }[surface]
-    return msgs.tool_refusal if surface is Surface.TOOL else msgs.refusal
+    return msgs.tool_refusal if surface is Surface.TOOL else str(msgs.refusal)
 
 
 def outcome_for(
@@ -312,13 +316,15 @@ def decide(
         t.add(p)
     action = t.action(policy, surface)
     first_error = t.first_error
+    status = t.status(bool(parts))
+    language = meta.pop("language", None)
     return Decision(
         action=action,
         surface=surface,
-        status=t.status(bool(parts)),
+        status=status,
         categories=tuple(t.cats),
         suppressed=tuple(t.dropped),
-        replacement=_replacement(action, surface, policy),
+        replacement=_replacement(action, surface, policy, language, status == "error"),
         parts=tuple(parts),
         withheld_parts=tuple(sorted(t.withheld)) if action is not Action.ALLOW else (),
         error=first_error.error if first_error else None,
@@ -330,6 +336,7 @@ def decide(
         cached=bool(parts) and t.all_cached,
         score=t.score,
         threshold_unapplied=t.unapplied,
+        language=language,
         **meta,
     )
 

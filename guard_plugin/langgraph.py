@@ -129,7 +129,7 @@ class _InputNode:
         if not (d.action is Action.ESCALATE and self.escalate and lc.can_interrupt()):
             return None
         msg = found[1]
-        pending = self.g.policy_of(d).messages.review_pending_input
+        pending = self.g.messages_of(d).review_pending_input
         bind = _bind(self.tenant, self.tenant_key, lc.held_ref(msg))
         sealed = lc.seal(msg, self.g, bind=bind, decision=d.to_dict())
         extra = {**msg.additional_kwargs, HELD: sealed}
@@ -222,8 +222,8 @@ class _InputNode:
         )
         updates = [*settled, *outcome.messages]
         if refused and not outcome.end:  # an unsafe user turn in the history: refused
-            policy = self.g.policies.get_or_default(step.tenant).policy
-            updates.append(AIMessage(id=str(uuid4()), content=policy.messages.refusal))
+            refusal = self.g.messages_of(None, step.tenant).refusal
+            updates.append(AIMessage(id=str(uuid4()), content=refusal))
         end = outcome.end or refused
         # what goes on (or ends the turn) is decided
         self.decided.add_all(updates if end else _replaced(step.messages, updates), step.scope)
@@ -286,7 +286,7 @@ def guarded_tool_node(
         msg, rebuild = found
         scope = g.scope_of(d.tenant)
         if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
-            pending = g.policy_of(d).messages.review_pending_tool
+            pending = g.messages_of(d).review_pending_tool
             bind = _bind(tenant, tenant_key, lc.held_ref(msg))
             sealed = lc.seal(msg, g, bind=bind, decision=d.to_dict())
             extra = {**msg.additional_kwargs, HELD: sealed}
@@ -392,7 +392,7 @@ def _decided_response(
     rc = lc.find_response([*state["messages"], ai])
     assert rc is not None
     if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
-        pending = g.policy_of(d).messages.review_pending
+        pending = g.messages_of(d).review_pending
         bind = _bind(*tenant, ai.id)
         sealed = lc.seal(
             ai, g, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d, g)
@@ -467,8 +467,8 @@ class _ModelNode:
         replaced, refused = lc.apply_history(items, ds, self.g)
         scope = self.g.scope_of(t)
         if refused:
-            policy = self.g.policies.get_or_default(t).policy
-            replaced.append(AIMessage(id=str(uuid4()), content=policy.messages.refusal))
+            refusal = self.g.messages_of(None, t).refusal
+            replaced.append(AIMessage(id=str(uuid4()), content=refusal))
             self.decided.add_all(replaced, scope)
             return state, replaced, True
         if replaced:

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
@@ -106,25 +107,29 @@ def watch(name: str, owner: Any) -> None:
 
 
 _sdk_seen = False
-_next_look = 0.0
+_MISSING = object()
 
 
 def active() -> bool:
     """Whether an OpenTelemetry SDK (a tracer or meter provider) is configured. Until one is,
     checks skip telemetry altogether (no span objects, no metric calls): a guard without an
-    SDK costs what it did before telemetry. Looked up at most once a second (an SDK set up
-    after the first checks is seen within a second); once set, a provider stays."""
-    global _sdk_seen, _next_look
+    SDK costs what it did before telemetry. Once set, a provider stays.
+
+    The look-up reads the API's own record of the global providers (two attribute reads),
+    where the public getters would read the environment on every check; an API that keeps
+    them elsewhere falls back to the getters."""
+    global _sdk_seen
     if _sdk_seen:
         return True
-    now = time.monotonic()
-    if now < _next_look:
-        return False
-    _next_look = now + 1.0
-    meters = type(metrics.get_meter_provider()).__name__
-    _sdk_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or (
-        meters not in ("_ProxyMeterProvider", "NoOpMeterProvider")
-    )
+    tracers = getattr(trace, "_TRACER_PROVIDER", _MISSING)
+    meters = getattr(_metrics_internal, "_METER_PROVIDER", _MISSING)
+    if tracers is _MISSING or meters is _MISSING:
+        kind = type(metrics.get_meter_provider()).__name__
+        _sdk_seen = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or (
+            kind not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+        )
+    else:
+        _sdk_seen = tracers is not None or meters is not None
     return _sdk_seen
 
 

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "guard_plugin"
 
 # Lowest first. A room may import from its own room and from any room of a lower layer.
 LAYERS: list[set[str]] = [
-    {"types", "errors", "taxonomy", "_aio", "sealing"},
+    {"types", "errors", "taxonomy", "_aio", "sealing", "language"},
     {"policy", "verdict"},
     {"prompting"},
     {"decision", "audit", "telemetry"},

@@ -36,8 +36,9 @@ from guard_plugin.errors import (
     UnknownTenantError,
     VerdictParseError,
 )
+from guard_plugin.language import detect_language
 from guard_plugin.media import FailedPart, window_inputs
-from guard_plugin.policy import Policy, PolicyStore, compile_policy, load_policy
+from guard_plugin.policy import Policy, PolicyStore, Texts, compile_policy, load_policy
 from guard_plugin.prompting import build_request
 from guard_plugin.sealing import Sealer, default_sealer
 from guard_plugin.types import Action, Surface
@@ -456,7 +457,18 @@ class Guard:
             "model": self.classifier.name,
             "latency_ms": round((time.perf_counter() - plan.t0) * 1000.0, 3),
             "request_id": plan.request_id,
+            "language": _language(plan),
         }
+
+    def messages_of(self, decision: Decision | None, tenant: str | None = None) -> Texts:
+        """The texts to put in place of content a decision did not allow, as strings: in the
+        language of the user's turn where the policy has texts by language, and with the
+        failure text as the refusal where the decision came from an error. Without a
+        decision, the ``tenant``'s (else the default) texts."""
+        if decision is None:
+            return self.policies.get_or_default(tenant).policy.messages.resolved(None)
+        messages = self.policy_of(decision).messages
+        return messages.resolved(decision.language, failed=decision.is_error)
 
     def _reasoning_run(self, plan: Plan) -> None:
         rplan = Plan(time.perf_counter(), plan.request_id, plan.tenant, plan.surface, plan.policy)
@@ -507,6 +519,14 @@ def _warn_error(d: Decision) -> None:
         d.action.value,
         d.tenant,
     )
+
+
+def _language(plan: Plan) -> str | None:
+    """The user turn's language, where the plan's policy answers by language."""
+    if not plan.policy.policy.messages.by_language:
+        return None
+    text = next((i.text for i in plan.inputs if i.text), "")
+    return detect_language(text) if text else None
 
 
 def _shown_tenant(tenant: Any) -> str | None:

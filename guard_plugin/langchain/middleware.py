@@ -248,7 +248,7 @@ class SafetyMiddleware(AgentMiddleware):
                 raise GuardBlocked(d)
             if msg.id is None:  # the placeholder and a restored original share one id
                 msg = msg.model_copy(update={"id": str(uuid4())})
-            pending = self.guard.policy_of(d).messages.review_pending_tool
+            pending = self.guard.messages_of(d).review_pending_tool
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
             bind = lc.held_bind(config, tenant, msg.tool_call_id)
             record = lc.seal(msg, self.guard, bind=bind, decision=d.to_dict())
@@ -362,7 +362,7 @@ class SafetyMiddleware(AgentMiddleware):
         if original is None:
             log.error("a user turn held for review could not be read; it stays withheld")
         resumed = original is not None and msgs and msgs[-1].id == review_id
-        policy = self.guard.policy_of(d)
+        texts = self.guard.messages_of(d, tenant)
         action = Action.BLOCK
         if resumed:
             assert d is not None and original is not None
@@ -385,7 +385,7 @@ class SafetyMiddleware(AgentMiddleware):
         # withheld: the turn keeps the redaction note in the history, the turn is refused
         input_id = record.get("input_id")
         redacted: list[BaseMessage] = [
-            m.model_copy(update={"content": policy.messages.redaction})
+            m.model_copy(update={"content": texts.redaction})
             for m in msgs
             if isinstance(m, HumanMessage) and m.id == input_id
         ]
@@ -393,7 +393,7 @@ class SafetyMiddleware(AgentMiddleware):
         by_id = {m.id: m for m in redacted}
         remaining: list[Any] = [by_id.get(m.id, m) for m in msgs if m.id not in drop]
         if resumed:  # rejected: the turn ends with the refusal, the model is not called
-            refusal = AIMessage(content=policy.messages.refusal)
+            refusal = AIMessage(content=texts.refusal)
             return _with_command(ModelResponse(result=[*redacted, refusal]), clear)
         result = yield from self._checked_call(request.override(messages=remaining), tenant, config)
         return _with_command(_with_updates(redacted, result), clear)
@@ -409,7 +409,7 @@ class SafetyMiddleware(AgentMiddleware):
         placeholder takes its id, the original waits sealed in the private review key, and
         the turn comes straight back to the model step for the review (as a held response
         does). A new turn instead of the answer leaves it withheld."""
-        pending = self.guard.policy_of(d).messages.review_pending_input
+        pending = self.guard.messages_of(d).review_pending_input
         anchor = str(uuid4())
         review_id = f"{anchor}-review"
         text = lc.preview(lc.text_of(human), lc.shown(d, self.guard))
@@ -588,7 +588,7 @@ class SafetyMiddleware(AgentMiddleware):
         whatever other middleware sits in between, and that is where the review happens."""
         ai = rc.message if rc.message.id else rc.message.model_copy(update={"id": str(uuid4())})
         bind = {**bind, "ref": ai.id}
-        pending = self.guard.policy_of(d).messages.review_pending
+        pending = self.guard.messages_of(d).review_pending
         review_id = f"{ai.id}-review"
         record = {
             "anchor": ai.id,
@@ -630,9 +630,7 @@ class SafetyMiddleware(AgentMiddleware):
         )
 
     def _refusal(self, held: _Held | None, tenant: str | None = None) -> str:
-        if held is not None:
-            return str(self.guard.policy_of(held.decision).messages.refusal)
-        return str(self.guard.policies.get_or_default(tenant).policy.messages.refusal)
+        return self.guard.messages_of(held.decision if held is not None else None, tenant).refusal
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -247,16 +247,16 @@ def withhold(placeholder: BaseMessage, d: Decision | None, guard: Guard) -> Base
     """Held content that a new user turn overtook (or whose record cannot be read): withheld
     for good under the placeholder's id, audited as an override when its decision is known.
     A tool result gets the tool refusal, a response the refusal, a user turn the redaction."""
-    policy = guard.policy_of(d)
+    texts = guard.messages_of(d)
     if d is not None:
         guard.record_override(d, Action.BLOCK, reason=ABANDONED)
     update: dict[str, Any]
     if isinstance(placeholder, ToolMessage):
-        update = {"content": policy.messages.tool_refusal, "status": "error"}
+        update = {"content": texts.tool_refusal, "status": "error"}
     elif isinstance(placeholder, AIMessage):
-        update = {"content": policy.messages.refusal}
+        update = {"content": texts.refusal}
     else:
-        update = {"content": policy.messages.redaction}
+        update = {"content": texts.redaction}
     return placeholder.model_copy(
         update={**update, "additional_kwargs": without_record(placeholder)}
     )

@@ -97,7 +97,7 @@ def apply_history(
             action = Action(guard.policy_of(d).escalation.fallback)
         if action is Action.ALLOW:
             continue
-        messages = guard.policy_of(d).messages
+        messages = guard.messages_of(d)
         m = item.message
         if isinstance(m, ToolMessage):
             updates += apply_tool_result(m, d, guard=guard, escalate=False).messages

@@ -36,7 +36,7 @@ def apply_input(msg: HumanMessage, d: Decision, *, guard: Guard, escalate: bool)
         return Outcome(decisions=[d])
     if action is Action.REWRITE:
         return Outcome([msg.model_copy(update={"content": d.replacement})], decisions=[d])
-    messages = guard.policy_of(d).messages
+    messages = guard.messages_of(d)
     return Outcome(
         [
             msg.model_copy(update={"content": messages.redaction}),

@@ -141,7 +141,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
         action = Action(guard.policy_of(d).escalation.fallback)
     if action is Action.ALLOW:
         return Outcome(decisions=[d])
-    refusal = guard.policy_of(d).messages.refusal
+    refusal = guard.messages_of(d).refusal
     if action is Action.BLOCK or (TEXT in unsafe and not ai.tool_calls):
         blocked = ai.model_copy(
             update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
@@ -189,7 +189,7 @@ def _rebuild(
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
         noun = "tool calls" if len(dropped) > 1 else "tool call"
-        note = f"{guard.policy_of(d).messages.redaction}: {noun} {calls} not made.{why}"
+        note = f"{guard.messages_of(d).redaction}: {noun} {calls} not made.{why}"
         body = text if text is not None else text_of(ai)
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
@@ -220,7 +220,7 @@ def _apply_review(
             if kind == "edit" and edited is not None:
                 text = str((edited.get("args") or {}).get("text", ""))
             elif kind != "approve":
-                text = str(ans.get("message") or guard.policy_of(d).messages.refusal)
+                text = str(ans.get("message") or guard.messages_of(d).refusal)
         elif kind == "edit" and edited is not None:
             edits[ref] = edited
         elif kind == "respond" or (kind != "approve" and answer_calls):

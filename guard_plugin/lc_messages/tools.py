@@ -59,13 +59,13 @@ def apply_tool_result(msg: ToolMessage, d: Decision, *, guard: Guard, escalate: 
             update: dict[str, Any] = {"content": rewrite_content(msg.content, d)}
         except Exception:  # noqa: BLE001 (the safe parts cannot be rebuilt: withhold the whole result)
             update = {
-                "content": d.replacement or guard.policy_of(d).messages.redaction,
+                "content": d.replacement or guard.messages_of(d).redaction,
                 "artifact": None,
             }
         if artifact_withheld(d):
             update["artifact"] = None
         return Outcome([msg.model_copy(update=update)], decisions=[d])
-    replacement = d.replacement or guard.policy_of(d).messages.tool_refusal
+    replacement = d.replacement or guard.messages_of(d).tool_refusal
     return Outcome(
         [msg.model_copy(update={"content": replacement, "status": "error", "artifact": None})],
         decisions=[d],

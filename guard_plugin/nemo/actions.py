@@ -122,7 +122,7 @@ def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dic
     meta = {
         "policy_violations": violations,
         # the tenant's own words to the user; the shipped flows say them
-        "refusal": guard.policy_of(d).messages.refusal,
+        "refusal": guard.messages_of(d).refusal,
         "guard_plugin": {
             "action": d.action.value,
             "status": d.status,

@@ -20,6 +20,7 @@ from guard_plugin.policy.schema import (
     ModelOptions,
     Policy,
     SurfaceActions,
+    Texts,
     Thresholds,
 )
 from guard_plugin.policy.store import (
@@ -47,6 +48,7 @@ __all__ = [
     "Policy",
     "PolicyStore",
     "SurfaceActions",
+    "Texts",
     "Thresholds",
     "builtin_policies",
     "check_tenant_id",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,6 +24,7 @@ __all__ = [
     "ModelOptions",
     "Policy",
     "SurfaceActions",
+    "Texts",
     "Thresholds",
 ]
 
@@ -165,10 +168,18 @@ class CustomPolicy(_Model):
         return "\n".join(lines)
 
 
-class Messages(_Model):
-    """Texts the adapters put in place of content."""
+_LANG = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?")
 
-    refusal: str = "I'm sorry, I can't help with that."
+
+class Messages(_Model):
+    """Texts the adapters put in place of content. ``refusal`` and ``failure`` may be a
+    mapping by language code (``{default: ..., de: ..., ja: ...}``): the user turn's language
+    picks one (``guard-plugin[multilingual]``), else ``default``. ``failure`` answers a check
+    that reached no verdict (the classifier down or too slow, media that cannot be read),
+    where ``refusal`` answers a policy's block; without it, ``refusal`` answers both."""
+
+    refusal: str | dict[str, str] = "I'm sorry, I can't help with that."
+    failure: str | dict[str, str] | None = None
     tool_refusal: str = (
         "The result of this tool call was withheld by the content safety policy. "
         "Do not retry it; tell the user it could not be used."
@@ -181,6 +192,58 @@ class Messages(_Model):
     review_pending: str = "This answer is being held for review by a person."
     review_pending_input: str = "Your message is being held for review by a person."
     review_pending_tool: str = "This tool result is being held for review by a person."
+
+    @field_validator("refusal", "failure")
+    @classmethod
+    def _by_language(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if "default" not in value:
+            raise ValueError("a mapping by language needs a 'default' text")
+        for code in value:
+            if code != "default" and not _LANG.fullmatch(str(code)):
+                raise ValueError(f"'{code}' is not a language code (en, de, ja, pt-BR, ...)")
+        return {str(k).lower(): str(v) for k, v in value.items()}
+
+    @property
+    def by_language(self) -> bool:
+        """Whether any text depends on the user's language."""
+        return isinstance(self.refusal, dict) or isinstance(self.failure, dict)
+
+    def resolved(self, language: str | None, *, failed: bool = False) -> Texts:
+        """Every text as a string for ``language`` (else the default); with ``failed``, the
+        refusal is the failure text."""
+
+        def pick(text: str | dict[str, str] | None) -> str | None:
+            if not isinstance(text, dict):
+                return text
+            lang = (language or "").lower()
+            return text.get(lang) or text.get(lang.split("-")[0]) or text["default"]
+
+        refusal = pick(self.refusal) or ""
+        failure = pick(self.failure)
+        return Texts(
+            refusal=failure if failed and failure is not None else refusal,
+            tool_refusal=self.tool_refusal,
+            redaction=self.redaction,
+            rewrite_note=self.rewrite_note,
+            review_pending=self.review_pending,
+            review_pending_input=self.review_pending_input,
+            review_pending_tool=self.review_pending_tool,
+        )
+
+
+@dataclass(frozen=True)
+class Texts:
+    """A policy's :class:`Messages` for one decision: every text a string."""
+
+    refusal: str
+    tool_refusal: str
+    redaction: str
+    rewrite_note: str
+    review_pending: str
+    review_pending_input: str
+    review_pending_tool: str
 
 
 class MediaLimits(_Model):
