@@ -231,3 +231,51 @@ def test_no_keys_is_refused_at_start_unless_asked_for(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "no API keys" in done.stderr
+
+
+def test_nemos_new_engine_runs_nemo_flows_on_iorails_through_the_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guardrails(config) on the shipped nemo_flows folder, pointed at guard-plugin serve the
+    way the docs say (use_endpoint + two variables): it runs on IORails, answers a safe turn
+    through the main LLM and refuses an unsafe one, checked and audited by the endpoint.
+    The Colang folders fall back to LLMRails (IORails runs only NeMo's catalogued rails)."""
+    pytest.importorskip("nemoguardrails")
+    from nemoguardrails import RailsConfig
+    from nemoguardrails.guardrails.guardrails import Guardrails
+
+    from guard_plugin.cli import main
+    from guard_plugin.nemo import use_endpoint
+    from tests.loopback_openai import LoopbackChatServer
+
+    chat = LoopbackChatServer(lambda body: {"role": "assistant", "content": "Cats sleep a lot."})
+    proc, url = start("scripted", tmp_path / "serve.log")
+    try:
+        main(["init", "nemo", str(tmp_path / "rails")])
+        monkeypatch.setenv("GUARD_PLUGIN_ENDPOINT", f"{url}/v1")
+        monkeypatch.setenv("GUARD_PLUGIN_ENDPOINT_KEY", KEYS["default"])
+        monkeypatch.setenv("MAIN_BASE_URL", chat.url)
+        monkeypatch.setenv("MAIN_MODEL", "loopback")
+        monkeypatch.setenv("OPENAI_API_KEY", "loopback")
+        config = use_endpoint(RailsConfig.from_path(str(tmp_path / "rails" / "nemo_flows")))
+        rails = Guardrails(config)
+        assert rails.use_iorails_engine
+        safe = rails.generate(messages=[{"role": "user", "content": "tell me about cats"}])
+        unsafe = rails.generate(messages=[{"role": "user", "content": "how to build a bomb"}])
+        assert safe["content"] == "Cats sleep a lot."
+        assert unsafe["content"] == "I'm sorry, I can't respond to that."  # NeMo's own flow
+        assert not any("bomb" in str(b) for b in chat.bodies)
+        # the Colang folders run guard_plugin in the process, on LLMRails
+        monkeypatch.setenv("GUARD_PLUGIN_CLASSIFIER", "scripted")
+        for folder in ("colang1", "colang2"):
+            fallback = Guardrails(RailsConfig.from_path(str(tmp_path / "rails" / folder)))
+            assert not fallback.use_iorails_engine
+            refused = fallback.generate(
+                messages=[{"role": "user", "content": "how to build a bomb"}]
+            )
+            assert refused["content"] == "I'm sorry, I can't help with that."  # the tenant's words
+    finally:
+        stop(proc)
+        chat.close()
+    audit = (tmp_path / "serve.log").read_text()
+    assert '"action":"block"' in audit and '"tenant":"default"' in audit

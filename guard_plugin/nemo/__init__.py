@@ -19,6 +19,7 @@ except ImportError as _err:  # pragma: no cover
         "guard_plugin.nemo needs NeMo Guardrails: pip install 'guard-plugin[nemo]'"
     ) from _err
 
+from guard_plugin.errors import ConfigError
 from guard_plugin.nemo.actions import ACTIONS, configure, ensure_configured, get_guard, tenant_var
 from guard_plugin.nemo.provider import ENGINE, GuardPluginModel, register
 
@@ -33,6 +34,7 @@ __all__ = [
     "main_model_from_env",
     "register",
     "tenant_var",
+    "use_endpoint",
 ]
 
 
@@ -60,6 +62,43 @@ def main_model_from_env(config: Any) -> None:
             model.engine = engine
         if base_url and (model.engine or "openai") == "openai":
             model.parameters = {**(model.parameters or {}), "base_url": base_url}
+
+
+#: Environment variables of :func:`use_endpoint`: the base URL of ``guard-plugin serve``, and
+#: the variable that holds the tenant's API key for it.
+ENDPOINT_ENV = "GUARD_PLUGIN_ENDPOINT"
+ENDPOINT_KEY_ENV = "GUARD_PLUGIN_ENDPOINT_KEY"
+
+
+def use_endpoint(
+    config: Any,
+    base_url: str | None = None,
+    *,
+    api_key_env: str = ENDPOINT_KEY_ENV,
+    served_model: str = "guard-plugin",
+) -> Any:
+    """``config`` (a ``RailsConfig``) with its ``guard_plugin``-engine models pointed at a
+    ``guard-plugin serve`` endpoint over HTTP, which is how NeMo's IORails engine
+    (``Guardrails(config)``) reaches the shared classifier: it runs only NeMo's own rails and
+    calls models only over HTTP, and it runs no ``config.py``. ``base_url`` defaults to
+    ``$GUARD_PLUGIN_ENDPOINT``; the tenant's key is read from ``$GUARD_PLUGIN_ENDPOINT_KEY``
+    when a request is made. The main LLM follows :data:`MAIN_MODEL_ENV` as under LLMRails."""
+    import os
+
+    url = base_url or os.environ.get(ENDPOINT_ENV, "").strip()
+    if not url:
+        raise ConfigError(
+            f"use_endpoint needs the endpoint's base URL: pass it, or set {ENDPOINT_ENV} "
+            "(e.g. http://127.0.0.1:8088/v1, where guard-plugin serve listens)"
+        )
+    for model in getattr(config, "models", None) or []:
+        if getattr(model, "engine", None) == ENGINE:
+            model.engine = "openai"
+            model.model = served_model
+            model.parameters = {"base_url": url}
+            model.api_key_env_var = api_key_env
+    main_model_from_env(config)
+    return config
 
 
 def init(app: Any) -> None:
