@@ -4,10 +4,14 @@ a sync and an async driver run."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import types
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from uuid import uuid4
@@ -53,6 +57,7 @@ __all__ = [
     "Check",
     "RunChecks",
     "SafetyMiddleware",
+    "Speculate",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,7 +113,16 @@ class CallModel:
     request: ModelRequest
 
 
-_Flow = Generator[RunChecks | CallModel, Any, Any]
+@dataclass(frozen=True)
+class Speculate:
+    """Run ``checks`` and call the model with ``request`` at once; answered with the
+    decisions and the model's response (or the exception it raised, or a cancellation)."""
+
+    checks: list[Check]
+    request: ModelRequest
+
+
+_Flow = Generator[RunChecks | CallModel | Speculate, Any, Any]
 
 
 class SafetyMiddleware(AgentMiddleware):
@@ -212,6 +226,9 @@ class SafetyMiddleware(AgentMiddleware):
             if isinstance(step, CallModel):
                 assert model is not None, "a tool flow never calls the model"
                 value = model(step.request)
+            elif isinstance(step, Speculate):
+                assert model is not None, "a tool flow never calls the model"
+                value = self._speculate(step, model)
             else:
                 value = lc.run_checks(self.guard, step.checks)
 
@@ -225,8 +242,43 @@ class SafetyMiddleware(AgentMiddleware):
             if isinstance(step, CallModel):
                 assert model is not None, "a tool flow never calls the model"
                 value = await model(step.request)
+            elif isinstance(step, Speculate):
+                assert model is not None, "a tool flow never calls the model"
+                value = await self._aspeculate(step, model)
             else:
                 value = await lc.arun_checks(self.guard, step.checks)
+
+    def _speculate(self, step: Speculate, model: Callable[[Any], Any]) -> Any:
+        """The model in a thread of its own (in this run's context) while the checks run
+        here; a blocked turn still waits for the model, whose answer is then dropped."""
+        ctx = contextvars.copy_context()
+        with ThreadPoolExecutor(1, thread_name_prefix="guard-plugin-speculate") as pool:
+            answer = pool.submit(ctx.run, model, step.request)
+            ds = lc.run_checks(self.guard, step.checks)
+            try:
+                response: Any = answer.result()
+            except Exception as err:  # noqa: BLE001 (raised later, if the answer is used)
+                response = err
+        return ds, response
+
+    async def _aspeculate(self, step: Speculate, model: Callable[[Any], Awaitable[Any]]) -> Any:
+        """The model as a task beside the checks; cancelled as soon as a check does not
+        allow (its answer could not be used)."""
+        task = asyncio.ensure_future(model(step.request))
+        try:
+            ds = await lc.arun_checks(self.guard, step.checks)
+        except BaseException:
+            task.cancel()
+            raise
+        if any(d.action is not Action.ALLOW for d in ds):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            return ds, asyncio.CancelledError("a check did not allow the turn")
+        try:
+            return ds, await task
+        except Exception as err:  # noqa: BLE001 (raised by the caller, as a plain call would)
+            return ds, err
 
     # -- one tool result, decided as the tool returns it ------------------------------------------
 
@@ -477,36 +529,21 @@ class SafetyMiddleware(AgentMiddleware):
                 "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
             }
             checks.append(Check(found[1].content, kwargs))
+        spec: Any = None
         if checks:
-            ds = yield RunChecks(checks)
-            for m, d in zip(tools, ds, strict=False):
-                outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
-                self._raise_if_blocking(outcome)
-                updates += outcome.messages
-            past = ds[len(tools) : len(tools) + len(history)]
-            replaced, refused = lc.apply_history(history, past, self.guard)
-            self._raise_if_blocking(lc.Outcome(replaced, decisions=list(past)))
-            updates += replaced
-            if found is not None:
-                d_in = ds[-1]
-                if (
-                    d_in.action is Action.ESCALATE
-                    and self.escalate
-                    and self.on_block != "error"
-                    and _can_hold_turn(request)
-                    and not refused
-                ):
-                    return self._hold_input(found[1], d_in, updates, (tenant, config))
-                outcome = lc.apply_input(found[1], d_in, guard=self.guard, escalate=self.escalate)
-                self._raise_if_blocking(outcome)
-                if outcome.end:  # refused: the model is not called
-                    self._decided.add_all([*updates, *outcome.messages], scope)
-                    return _with_updates(updates, ModelResponse(result=outcome.messages))
-                updates += outcome.messages
-            if refused:  # an unsafe user turn in the history: the turn is refused
-                refusal = AIMessage(id=str(uuid4()), content=self._refusal(None, tenant))
-                self._decided.add_all([*updates, refusal], scope)
-                return _with_updates(updates, ModelResponse(result=[refusal]))
+            if self.guard.policies.get_or_default(tenant).policy.speculative:
+                # the model answers while the checks run; its tokens are not streamed, and
+                # its answer is used only if the checks leave the request as it is
+                quiet = request.override(model=_nostream(request.model))
+                ds, spec = yield Speculate(checks, quiet)
+            else:
+                ds = yield RunChecks(checks)
+            early, updates = self._apply_checks(
+                request, (tenant, config, scope), found, tools, history, ds
+            )
+            if early is not None:
+                self._drop(spec, ds)
+                return early
         if updates:
             by_id = {m.id: m for m in updates}
             request = request.override(messages=[by_id.get(m.id, m) for m in msgs])  # type: ignore[misc]
@@ -514,11 +551,77 @@ class SafetyMiddleware(AgentMiddleware):
         self._decided.add_all(request.messages, scope)
         if self.hold_output:
             request = request.override(model=_nostream(request.model))
-        response = yield CallModel(request)
+        if spec is not None and not updates:  # the speculative call saw just this request
+            if isinstance(spec, BaseException):
+                raise spec
+            response = spec
+        else:
+            self._drop(spec, checks and ds)
+            response = yield CallModel(request)
         if self.apply_to_output:
             response = yield from self._checked_response(request, response, tenant, config)
             response = self._remember(response, scope)
         return _with_updates(updates, response)
+
+    def _apply_checks(
+        self,
+        request: ModelRequest,
+        run: tuple[str | None, Any, str],
+        found: tuple[int, HumanMessage] | None,
+        tools: list[ToolMessage],
+        history: list[lc.HistoryItem],
+        ds: list[Decision],
+    ) -> tuple[Any, list[BaseMessage]]:
+        """The checks' decisions applied: the message updates, and the model step's result
+        where the turn ends here (refused, or held for review) instead of calling the model."""
+        tenant, config, scope = run
+        updates: list[BaseMessage] = []
+        for m, d in zip(tools, ds, strict=False):
+            outcome = lc.apply_tool_result(m, d, guard=self.guard, escalate=self.escalate)
+            self._raise_if_blocking(outcome)
+            updates += outcome.messages
+        past = ds[len(tools) : len(tools) + len(history)]
+        replaced, refused = lc.apply_history(history, past, self.guard)
+        self._raise_if_blocking(lc.Outcome(replaced, decisions=list(past)))
+        updates += replaced
+        if found is not None:
+            d_in = ds[-1]
+            if (
+                d_in.action is Action.ESCALATE
+                and self.escalate
+                and self.on_block != "error"
+                and _can_hold_turn(request)
+                and not refused
+            ):
+                return self._hold_input(found[1], d_in, updates, (tenant, config)), updates
+            outcome = lc.apply_input(found[1], d_in, guard=self.guard, escalate=self.escalate)
+            self._raise_if_blocking(outcome)
+            if outcome.end:  # refused: the model is not called
+                self._decided.add_all([*updates, *outcome.messages], scope)
+                return _with_updates(updates, ModelResponse(result=outcome.messages)), updates
+            updates += outcome.messages
+        if refused:  # an unsafe user turn in the history: the turn is refused
+            refusal = AIMessage(id=str(uuid4()), content=self._refusal(None, tenant))
+            self._decided.add_all([*updates, refusal], scope)
+            return _with_updates(updates, ModelResponse(result=[refusal])), updates
+        return None, updates
+
+    def _drop(self, spec: Any, ds: Any) -> None:
+        """A speculative answer the checks did not let through: it goes nowhere, and the
+        audit says so, with the tokens it cost where the model reported them."""
+        if spec is None:
+            return
+        d = next((d for d in ds or () if d.action is not Action.ALLOW), None)
+        if d is None:
+            d = ds[-1] if ds else None
+        if d is None:
+            return
+        msgs, idx = _ai_of(spec) if not isinstance(spec, BaseException) else ([], None)
+        usage = getattr(msgs[idx], "usage_metadata", None) if idx is not None else None
+        tokens = f", {usage.get('total_tokens')} tokens" if isinstance(usage, Mapping) else ""
+        self.guard.record_override(
+            d, d.action, reason=f"speculative model response dropped{tokens}"
+        )
 
     def _remember(self, response: Any, scope: str) -> Any:
         """A decided response, remembered (with an id, so the next call knows it) as decided."""

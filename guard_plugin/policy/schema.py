@@ -296,6 +296,10 @@ class Policy(_Model):
     messages: Messages = Messages()
     media: MediaLimits = MediaLimits()
     time_budget_ms: int = Field(10_000, gt=0)
+    #: call the model while the user turn is checked (its answer is used only if the check
+    #: allows the turn unchanged; its tokens are not streamed); off by default: a refused
+    #: turn still costs the model call
+    speculative: bool = False
     audit: AuditOptions = AuditOptions()
     escalation: EscalationOptions = EscalationOptions()
 
