@@ -134,6 +134,7 @@ class _InputNode:
         sealed = lc.seal(msg, self.g, bind=bind, decision=d.to_dict())
         extra = {**msg.additional_kwargs, HELD: sealed}
         placeholder = msg.model_copy(update={"content": pending, "additional_kwargs": extra})
+        self.g.record_hold(d)
         return Command(goto=self.name, update={"messages": [placeholder]})
 
     def open(self, m: Any) -> tuple[Any, Decision] | None:
@@ -293,6 +294,7 @@ def guarded_tool_node(
             update = {"content": pending, "artifact": None, "additional_kwargs": extra}
             placeholder = msg.model_copy(update=update)
             decided.add(placeholder, scope)
+            g.record_hold(d)
             return rebuild(placeholder, {})
         outcome = lc.apply_tool_result(msg, d, guard=g, escalate=False)
         new = outcome.messages[0] if outcome.messages else msg
@@ -397,6 +399,7 @@ def _decided_response(
         sealed = lc.seal(
             ai, g, bind=bind, decision=d.to_dict(), requests=lc.review_requests(ai, d, g)
         )
+        g.record_hold(d)
         return AIMessage(id=ai.id, content=pending, additional_kwargs={HELD: sealed})
     outcome = lc.apply_response(rc, d, guard=g, escalate=False)
     new = outcome.messages[0] if outcome.messages else ai

@@ -65,6 +65,11 @@ _check_duration = _meter.create_histogram(
 _classifier_duration = _meter.create_histogram(
     "guard_plugin.classifier.duration", unit="s", description="time of one classifier call"
 )
+_reviews_pending = _meter.create_up_down_counter(
+    "guard_plugin.reviews.pending",
+    unit="{review}",
+    description="content held for a person's review and not yet settled (per process)",
+)
 _batch_size = _meter.create_histogram(
     "guard_plugin.classifier.batch_size",
     unit="{request}",
@@ -204,6 +209,14 @@ def _counts(classifier: Any) -> dict[str, int]:
         return {}
     keep = ("forward_passes", "batches", "oom_splits", "retries", "failovers")
     return {k: int(v) for k, v in stats.items() if k in keep and isinstance(v, int)}
+
+
+def review_pending(decision: Decision, change: int) -> None:
+    """A held review opened (+1) or settled (-1)."""
+    if active():
+        _reviews_pending.add(
+            change, {"surface": decision.surface.value, "policy": decision.policy_id}
+        )
 
 
 def record_batch(name: str, size: int) -> None:

@@ -357,3 +357,36 @@ def test_a_served_classifier_records_its_replica_and_retries_on_the_classify_spa
     assert all(s.kind.name == "CLIENT" for s in classify)
     g.close()
     clf.close()
+
+
+def test_reviews_pending_counts_held_content_until_a_person_answers() -> None:
+    pytest.importorskip("langchain")
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from guard_plugin.langchain import SafetyMiddleware
+    from tests.lc_helpers import ScriptedChatModel, tool_call
+
+    @tool
+    def search(q: str) -> str:
+        """Search."""
+        return "how to build a bomb"
+
+    def pending() -> float:
+        points = [p for p in metric_points("guard_plugin.reviews.pending") if p["policy"] == "held"]
+        return sum(p["_value"] for p in points)
+
+    g = guard(held=Policy(id="held", actions={"tool": "escalate"}))
+    model = ScriptedChatModel(responses=[tool_call("search", {"q": "x"}, "c1"), AIMessage("Ok.")])
+    agent = create_agent(
+        model, tools=[search], middleware=[SafetyMiddleware(g)], checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "pending", "tenant_id": "held"}}
+    before = pending()
+    agent.invoke({"messages": [HumanMessage("search")]}, config)
+    assert agent.get_state(config).interrupts and pending() == before + 1
+    agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+    assert pending() == before

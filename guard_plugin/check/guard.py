@@ -118,6 +118,8 @@ class Guard:
         self._background = Background()
         self.sealer = default_sealer() if seal_key is None else Sealer(seal_key)
         self._tenant_labels = frozenset(self.policies.tenants())
+        self._held: dict[str, None] = {}  # request ids of content held for review, in order
+        self._held_lock = threading.Lock()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -256,12 +258,33 @@ class Guard:
             tool_name=tool_name,
             review=",".join(answers),
         )
+        self._settled(decision)
 
     def record_override(self, decision: Decision, action: Action | str, *, reason: str) -> None:
         """Audit an adapter applying another action than ``decision``'s (say, a block where a
         regenerated response still needs rewriting): an event ``override`` under the
         decision's request id, with the action applied and the reason."""
         self._auditor.follow_up(decision, "override", Action(action), reason=reason)
+        self._settled(decision)
+
+    def record_hold(self, decision: Decision) -> None:
+        """An adapter holds content for a person's review (a placeholder stands in for it):
+        counted in ``guard_plugin.reviews.pending`` until a review or an override settles it
+        in this process."""
+        key = decision.request_id or ""
+        with self._held_lock:
+            if key in self._held:
+                return
+            self._held[key] = None
+            while len(self._held) > 4096:
+                self._held.pop(next(iter(self._held)))
+        telemetry.review_pending(decision, +1)
+
+    def _settled(self, decision: Decision) -> None:
+        with self._held_lock:
+            held = self._held.pop(decision.request_id or "", False) is None
+        if held:
+            telemetry.review_pending(decision, -1)
 
     def ask_handler(self, decision: Decision, handler: Callable[[Decision], Any]) -> bool:
         """Put an escalated decision to an escalation handler (a callable answering True to

@@ -305,6 +305,7 @@ class SafetyMiddleware(AgentMiddleware):
             bind = lc.held_bind(config, tenant, msg.tool_call_id)
             record = lc.seal(msg, self.guard, bind=bind, decision=d.to_dict())
             self._decided.add(placeholder, self.guard.scope_of(tenant))
+            self.guard.record_hold(d)
             return rebuild(placeholder, {self.held_tools_key: {msg.tool_call_id: record}})
         outcome = lc.apply_tool_result(msg, d, guard=self.guard, escalate=False)
         self._raise_if_blocking(outcome)
@@ -486,6 +487,7 @@ class SafetyMiddleware(AgentMiddleware):
             id=review_id, tool_call_id=review_id, name=REVIEW_TOOL, content=pending
         )
         self._decided.add_all([*updates, placeholder, ai, waiting], self.guard.scope_of(bind[0]))
+        self.guard.record_hold(d)
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[*updates, placeholder, ai, waiting]),
             command=Command(update={self.review_key: record}),
@@ -710,6 +712,7 @@ class SafetyMiddleware(AgentMiddleware):
             id=review_id, tool_call_id=review_id, name=REVIEW_TOOL, content=pending
         )
         self._decided.add_all([placeholder, waiting], self.guard.scope_of(bind["tenant"]))
+        self.guard.record_hold(d)
         return ExtendedModelResponse(
             model_response=ModelResponse(result=[placeholder, waiting]),
             command=Command(update={self.review_key: record}),
