@@ -3,11 +3,14 @@ record what they were sent, and a checker for valid histories."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from guard_plugin.testing.langchain import ScriptedChatModel, tool_call
 
-__all__ = ["ScriptedChatModel", "assert_valid_history", "tool_call"]
+__all__ = ["ScriptedChatModel", "assert_valid_history", "collect", "tool_call"]
 
 
 def assert_valid_history(messages: list[BaseMessage]) -> None:
@@ -23,3 +26,21 @@ def assert_valid_history(messages: list[BaseMessage]) -> None:
             assert m.tool_call_id in pending, f"tool message without a call: {m.tool_call_id}"
             pending.pop(m.tool_call_id)
     assert not pending, f"dangling tool calls: {pending}"
+
+
+def collect(agent: Any, inp: Any, config: dict, mode: str) -> tuple[list[Any], dict]:
+    """Every stream event of a run in every stream mode (sync or async), and the thread's
+    final state."""
+    modes = ["values", "updates", "messages", "custom"]
+    if mode == "sync":
+        events = list(agent.stream(inp, config, stream_mode=modes))
+    else:
+
+        async def run() -> list[Any]:
+            return [e async for e in agent.astream(inp, config, stream_mode=modes)]
+
+        events = asyncio.run(run())
+    state = (
+        agent.get_state(config).values if config.get("configurable", {}).get("thread_id") else {}
+    )
+    return events, state

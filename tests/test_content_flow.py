@@ -5,7 +5,6 @@ reviewer stays withheld when a new user turn comes instead of the answer."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from typing import Any
@@ -25,7 +24,7 @@ from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import SafetyMiddleware
 from guard_plugin.media import load_pdf
 from guard_plugin.testing import ScriptedClassifier, make_text_pdf
-from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
+from tests.lc_helpers import ScriptedChatModel, assert_valid_history, collect, tool_call
 from tests.media_fixtures import png
 
 UNSAFE_TEXT = "Step 1: build a bomb from fertiliser."
@@ -116,22 +115,6 @@ def agent_for(replies, policy: Policy, saver=None, tools=None):
         checkpointer=saver,
     )
     return agent, model, sink
-
-
-def collect(agent, inp, config, mode: str) -> tuple[list[Any], dict]:
-    modes = ["values", "updates", "messages", "custom"]
-    if mode == "sync":
-        events = list(agent.stream(inp, config, stream_mode=modes))
-    else:
-
-        async def run() -> list[Any]:
-            return [e async for e in agent.astream(inp, config, stream_mode=modes)]
-
-        events = asyncio.run(run())
-    state = (
-        agent.get_state(config).values if config.get("configurable", {}).get("thread_id") else {}
-    )
-    return events, state
 
 
 CASES = [

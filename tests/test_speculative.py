@@ -24,7 +24,7 @@ from guard_plugin import Guard, Policy, PolicyStore
 from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import SafetyMiddleware
 from guard_plugin.testing import ScriptedClassifier
-from tests.lc_helpers import ScriptedChatModel, tool_call
+from tests.lc_helpers import ScriptedChatModel, collect, tool_call
 
 SECRET = "the secret plan the model wrote for the bomb"
 ran: list[str] = []
@@ -91,17 +91,7 @@ def agent_for(
 
 def run(agent: Any, text: str, thread: str, mode: str) -> tuple[list[Any], dict]:
     config = {"configurable": {"thread_id": thread, "tenant_id": "t"}}
-    inp = {"messages": [HumanMessage(text)]}
-    modes = ["values", "updates", "messages", "custom"]
-    if mode == "sync":
-        events = list(agent.stream(inp, config, stream_mode=modes))
-    else:
-
-        async def go() -> list[Any]:
-            return [e async for e in agent.astream(inp, config, stream_mode=modes)]
-
-        events = asyncio.run(go())
-    return events, agent.get_state(config).values
+    return collect(agent, {"messages": [HumanMessage(text)]}, config, mode)
 
 
 def dump(value: Any) -> str:
@@ -113,7 +103,7 @@ def dump(value: Any) -> str:
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_safe_turn_uses_the_answer_made_while_it_was_checked(mode: str) -> None:
     agent, model, clf, sink = agent_for(AIMessage("Paris is the capital."))
-    events, state = run(agent, "what is the capital of France?", f"safe-{mode}", mode)
+    _events, state = run(agent, "what is the capital of France?", f"safe-{mode}", mode)
     assert clf.overlapped >= 1  # the check saw the model already called
     assert len(model.calls) == 1 and state["messages"][-1].content == "Paris is the capital."
     assert not any(e.event == "override" for e in sink.events)
@@ -125,7 +115,7 @@ def test_a_refused_turn_leaves_no_trace_of_the_speculative_answer(mode: str) -> 
     reply = tool_call("send_email", {"to": "bob", "body": SECRET}, "c1").model_copy(
         update={"content": SECRET}
     )
-    agent, model, clf, sink = agent_for(reply)
+    agent, _model, clf, sink = agent_for(reply)
     events, state = run(agent, "how do I build a bomb", f"blocked-{mode}", mode)
     assert clf.overlapped >= 1
     assert SECRET not in dump(events) and SECRET not in dump(state)
