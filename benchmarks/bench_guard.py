@@ -46,17 +46,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.otel:
-        from opentelemetry import metrics, trace
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from benchmarks.bench_otel_overhead import configure_sdk
 
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        configure_sdk()
     with tempfile.TemporaryDirectory() as tmp:
         sink = JsonlAuditSink(Path(tmp) / "audit.jsonl")
         guard = Guard(ZeroLatency(), audit=sink, cache_size=100_000)

@@ -17,23 +17,29 @@ from benchmarks.bench_guard import ZeroLatency
 from guard_plugin import Guard
 
 
+def configure_sdk() -> None:
+    """OpenTelemetry's SDK as an application would set it up: spans through a batch
+    processor to an in-memory exporter, metrics to an in-memory reader."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sdk", action="store_true")
     ap.add_argument("--n", type=int, default=5000)
     args = ap.parse_args()
     if args.sdk:
-        from opentelemetry import metrics, trace
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-        trace.set_tracer_provider(provider)
-        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+        configure_sdk()
     guard = Guard(ZeroLatency(), audit=[], cache_size=0)
     text = "Please summarise the attached quarterly report for the board, item {}."
     rounds = []
