@@ -546,7 +546,7 @@ def _warn_error(d: Decision) -> None:
 
 def _language(plan: Plan) -> str | None:
     """The user turn's language, where the plan's policy answers by language."""
-    if not plan.policy.policy.messages.by_language:
+    if not plan.policy.by_language:
         return None
     text = next((i.text for i in plan.inputs if i.text), "")
     return detect_language(text) if text else None

@@ -34,6 +34,8 @@ class CompiledPolicy:
     _settings: Mapping[bool, tuple[Mapping[str, Any], int, str]] = field(
         repr=False, default_factory=dict
     )
+    #: some refusal text depends on the user's language (a check then detects it)
+    by_language: bool = False
 
     @property
     def id(self) -> str:
@@ -130,4 +132,5 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
         suppressed=suppressed,
         _actions=actions,
         _settings=settings,
+        by_language=policy.messages.by_language,
     )
