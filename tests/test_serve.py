@@ -284,3 +284,68 @@ def test_nemos_new_engine_runs_nemo_flows_on_iorails_through_the_endpoint(
         chat.close()
     audit = (tmp_path / "serve.log").read_text()
     assert '"action":"block"' in audit and '"tenant":"default"' in audit
+
+
+def test_nemoguardrails_server_runs_nemo_flows_through_the_endpoint(tmp_path: Path) -> None:
+    """`nemoguardrails server` on the written nemo_flows folder with GUARD_PLUGIN_ENDPOINT set
+    and no classifier in its own process: every check goes to guard-plugin serve."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("nemoguardrails")
+    from guard_plugin.cli import main
+    from tests.loopback_openai import LoopbackChatServer
+
+    main(["init", "nemo", str(tmp_path / "rails")])
+    chat = LoopbackChatServer(lambda body: {"role": "assistant", "content": "Cats sleep a lot."})
+    proc, url = start("scripted", tmp_path / "serve.log")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GUARD_PLUGIN_CLASSIFIER"}
+    env.update(
+        GUARD_PLUGIN_ENDPOINT=f"{url}/v1",
+        GUARD_PLUGIN_ENDPOINT_KEY=KEYS["devops"],
+        MAIN_BASE_URL=chat.url,
+        MAIN_MODEL="loopback",
+        OPENAI_API_KEY="loopback",
+    )
+    exe = Path(sys.executable).with_name("nemoguardrails")
+    nemo = subprocess.Popen(
+        [
+            str(exe),
+            "server",
+            "--config",
+            str(tmp_path / "rails"),
+            "--port",
+            str(port),
+            "--disable-chat-ui",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.25)
+
+        def say(text: str) -> str:
+            body = {
+                "model": "loopback",
+                "messages": [{"role": "user", "content": text}],
+                "guardrails": {"config_id": "nemo_flows"},
+            }
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+        assert say("tell me about cats") == "Cats sleep a lot."
+        assert say("how to build a bomb") == "I'm sorry, I can't respond to that."
+    finally:
+        os.killpg(nemo.pid, signal.SIGTERM)
+        nemo.wait(30)
+        stop(proc)
+        chat.close()
+    audit = (tmp_path / "serve.log").read_text()
+    assert '"tenant":"devops"' in audit and '"action":"block"' in audit

@@ -103,12 +103,25 @@ def use_endpoint(
 
 def init(app: Any) -> None:
     """NeMo's config.py hook: register the actions and the ``guard_plugin`` engine, and point
-    the main LLM where :data:`MAIN_MODEL_ENV` says.
+    the main LLM where :data:`MAIN_MODEL_ENV` says. Where ``$GUARD_PLUGIN_ENDPOINT`` is set, a
+    config whose content-safety model uses the ``guard_plugin`` engine (``nemo_flows``) calls
+    that endpoint over HTTP instead (:func:`use_endpoint`), as IORails does: then no
+    classifier is loaded in this process.
 
-    Raises :class:`~guard_plugin.ConfigError` when neither :func:`configure` was called nor
-    ``GUARD_PLUGIN_CLASSIFIER`` is set: the rails never fall back to the scripted stand-in."""
+    Raises :class:`~guard_plugin.ConfigError` when the config needs a guard in this process
+    and neither :func:`configure` was called nor ``GUARD_PLUGIN_CLASSIFIER`` is set: the rails
+    never fall back to the scripted stand-in."""
+    import os
+
     register()
-    ensure_configured()
-    main_model_from_env(app.config)
+    models = getattr(app.config, "models", None) or []
+    served = os.environ.get(ENDPOINT_ENV, "").strip() and any(
+        getattr(m, "engine", None) == ENGINE for m in models
+    )
+    if served:
+        use_endpoint(app.config)  # also applies MAIN_MODEL_ENV
+    else:
+        ensure_configured()
+        main_model_from_env(app.config)
     for name, fn in ACTIONS.items():
         app.register_action(fn, name=name)
