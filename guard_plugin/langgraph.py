@@ -143,54 +143,65 @@ class _InputNode:
         bind = _bind(self.tenant, self.tenant_key, lc.held_ref(m))
         return lc.read_held(m.additional_kwargs[HELD], self.g, bind=bind)
 
-    def withhold(self, m: Any) -> Any:
+    def withhold(self, m: Any, stripped: list[Any]) -> Any | None:
+        """A held message a new turn overtook, withheld for good; ``None`` (and the message,
+        its record gone, in ``stripped``) where the record does not open: then it is a
+        caller's message like any other, and is checked as one."""
         found = self.open(m)
-        return lc.withhold(m, found[1] if found else None, self.g)
+        if found is None:
+            stripped.append(_stripped(m))
+            return None
+        return lc.withhold(m, found[1], self.g)
 
-    def abandoned_responses(self, msgs: Sequence[Any]) -> list[Any]:
-        """Responses and tool results held for a review that a new turn overtook: withheld
-        for good, their sealed records gone."""
-        return [
-            self.withhold(m)
+    def settle(self, state: Any) -> tuple[Command[Any] | None, list[Any], list[Any]]:
+        """Held content: a held turn reviewed when it is still the last turn, else withheld
+        for good with any held response or tool result a new turn overtook. Returns the
+        review's command, if any, the withheld messages (decided), and the messages whose
+        records did not open (to be checked)."""
+        msgs = state["messages"]
+        stripped: list[Any] = []
+        overtaken = [
+            self.withhold(m, stripped)
             for i, m in enumerate(msgs)
             if isinstance(m, (AIMessage, ToolMessage))
             and HELD in m.additional_kwargs
             and any(isinstance(n, HumanMessage) for n in msgs[i + 1 :])
         ]
-
-    def settle(self, state: Any) -> tuple[Command[Any] | None, list[Any]]:
-        """A held turn: reviewed when it is still the last turn, else withheld for good."""
-        msgs = state["messages"]
-        overtaken = self.abandoned_responses(msgs)
-        held = [m for m in msgs if isinstance(m, HumanMessage) and HELD in m.additional_kwargs]
+        held: list[Any] = [
+            m for m in msgs if isinstance(m, HumanMessage) and HELD in m.additional_kwargs
+        ]
         if not held:
-            return None, overtaken
+            return None, [m for m in overtaken if m is not None], stripped
         *older, h = held  # earlier held turns were overtaken by a later one
-        overtaken += [self.withhold(m) for m in older]
+        overtaken += [self.withhold(m, stripped) for m in older]
+        withheld = [m for m in overtaken if m is not None]
         rest = lc.without_record(h)
         found = self.open(h)
         later = any(isinstance(m, HumanMessage) for m in msgs[msgs.index(h) + 1 :])
-        if found is None or later or not isinstance(found[0], HumanMessage):
-            return None, [*overtaken, lc.withhold(h, found[1] if found else None, self.g)]
+        if found is None or not isinstance(found[0], HumanMessage):
+            return None, withheld, [*stripped, _stripped(h)]
+        if later:
+            return None, [*withheld, lc.withhold(h, found[1], self.g)], stripped
         original, d = found[0], found[1]
         outcome = lc.apply_input(original, d, guard=self.g, escalate=True)
         if outcome.end:  # rejected
             first, *more = outcome.messages
             update = [first.model_copy(update={"id": h.id, "additional_kwargs": rest}), *more]
-            return Command(goto=END, update={"messages": update}), []
+            return Command(goto=END, update={"messages": update}), [], []
         restored = original.model_copy(update={"id": h.id, "additional_kwargs": rest})
-        return Command(goto=self.next, update={"messages": [restored]}), []
+        return Command(goto=self.next, update={"messages": [restored]}), [], []
 
     def prepare(self, state: Any) -> Command[Any] | _InputStep:
         """Everything before the checks: a held turn settled; then the turn to check and every
         message of the history this guard has not decided."""
         tenant, config = lc.run_tenant(self.tenant, self.tenant_key)
         scope = self.g.scope_of(tenant)
-        done, settled = self.settle(state)
+        done, settled, stripped = self.settle(state)
         if done is not None:
             self.decided.add_all(_messages(done), scope)
             return done
         self.decided.add_all(settled, scope)
+        settled = [*settled, *stripped]  # the state loses every record that did not open
         msgs = _replaced(state["messages"], settled)
         found = lc.find_input(msgs)
         history = lc.find_history(
@@ -228,6 +239,7 @@ class _InputNode:
         end = outcome.end or refused
         # what goes on (or ends the turn) is decided
         self.decided.add_all(updates if end else _replaced(step.messages, updates), step.scope)
+        updates = _last_per_id(updates)
         return Command(
             goto=END if end else self.next, update={"messages": updates} if updates else {}
         )
@@ -257,6 +269,17 @@ class _InputStep:
     messages: list[Any]
     tenant: str | None
     scope: str
+
+
+def _stripped(m: Any) -> Any:
+    """A message without its held record (one that did not open): the caller's own."""
+    return m.model_copy(update={"additional_kwargs": lc.without_record(m)})
+
+
+def _last_per_id(updates: Sequence[Any]) -> list[Any]:
+    """Message updates with one per id, the last (as the state would end up)."""
+    last = {m.id: i for i, m in enumerate(updates) if m.id is not None}
+    return [m for i, m in enumerate(updates) if m.id is None or last[m.id] == i]
 
 
 def _replaced(messages: Sequence[Any], updates: Sequence[Any]) -> list[Any]:
@@ -336,45 +359,58 @@ def tool_guard_node(
     g = as_guard(guard)
     decided = lc.decided_results(g)
 
-    def split(state: Any) -> tuple[list[ToolMessage], list[ToolMessage], str | None, Any]:
+    def split(state: Any) -> tuple[list[Any], list[ToolMessage], set[str], str | None, Any]:
+        """Held results whose records open (for the reviewer), the results to check (those
+        no tool node decided, and held ones whose records do not open: a caller's own), the
+        ids of the latter, the tenant and the config."""
         t, config = lc.run_tenant(tenant, tenant_key)
         scope = g.scope_of(t)
         results = lc.find_tool_results(state["messages"])
-        held = [m for m in results if HELD in m.additional_kwargs]
-        fresh = [m for m in results if m not in held and not decided.contains(m, scope)]
-        return held, fresh, t, config
-
-    def review(held: Sequence[ToolMessage]) -> list[Any]:
-        out: list[Any] = []
-        for m in held:
-            bind = _bind(tenant, tenant_key, lc.held_ref(m))
-            found = lc.read_held(m.additional_kwargs[HELD], g, bind=bind)
-            if found is None:  # a forged or damaged record: withheld, the record gone
-                out.append(lc.withhold(m, None, g))
-            else:
-                out.append(lc.review_held_tool(m, *found, g, escalate=escalate))
-        return out
+        held: list[Any] = []
+        fresh: list[ToolMessage] = []
+        stripped: set[str] = set()
+        for m in results:
+            if HELD in m.additional_kwargs:
+                bind = _bind(tenant, tenant_key, lc.held_ref(m))
+                found = lc.read_held(m.additional_kwargs[HELD], g, bind=bind)
+                if found is not None:
+                    held.append((m, found))
+                    continue
+                m = _stripped(m)
+                stripped.add(m.tool_call_id)
+            if m.tool_call_id in stripped or not decided.contains(m, scope):
+                fresh.append(m)
+        return held, fresh, stripped, t, config
 
     def finish(
-        held: Sequence[ToolMessage], msgs: Sequence[ToolMessage], ds: Sequence[Any], t: Any
+        held: Sequence[Any],
+        msgs: Sequence[ToolMessage],
+        stripped: set[str],
+        ds: Sequence[Any],
+        t: Any,
     ) -> Any:
-        outcome = lc.Outcome(messages=review(held))
+        reviewed = [
+            lc.review_held_tool(m, found[0], found[1], g, escalate=escalate) for m, found in held
+        ]
+        outcome = lc.Outcome(messages=reviewed)
         for m, d in zip(msgs, ds, strict=True):
             new = lc.apply_tool_result(m, d, guard=g, escalate=escalate).messages
+            if not new and m.tool_call_id in stripped:
+                new = [m]  # allowed as it stands: the state keeps it, without the record
             outcome.messages += new
             decided.add(new[0] if new else m, g.scope_of(t))
         decided.add_all(outcome.messages, g.scope_of(t))
         return Command(goto=next, update=_update(outcome))
 
     def run(state: Any) -> Command[Any]:
-        held, msgs, t, config = split(state)
+        held, msgs, stripped, t, config = split(state)
         checks = [lc.Check(m.content, lc.tool_check_args(m, t, config)) for m in msgs]
-        return finish(held, msgs, lc.run_checks(g, checks), t)
+        return finish(held, msgs, stripped, lc.run_checks(g, checks), t)
 
     async def arun(state: Any) -> Command[Any]:
-        held, msgs, t, config = split(state)
+        held, msgs, stripped, t, config = split(state)
         checks = [lc.Check(m.content, lc.tool_check_args(m, t, config)) for m in msgs]
-        return finish(held, msgs, await lc.arun_checks(g, checks), t)
+        return finish(held, msgs, stripped, await lc.arun_checks(g, checks), t)
 
     return _node("guard_tools", run, arun)
 
@@ -539,62 +575,86 @@ def response_guard_node(
     :func:`guarded_model_node`), or checks a response no guarded model node decided; then goes
     to ``tools`` when tool calls remain, else to END."""
     g = as_guard(guard)
-    decided = lc.decided_results(g)
+    node = _ResponseNode(g, tools, tenant, tenant_key, escalate, lc.decided_results(g))
+    return _node("guard_response", node.run, node.arun)
 
-    def route(ai: AIMessage | None) -> str:
-        return tools if ai is not None and ai.tool_calls else END
 
-    def finish(rc: lc.ResponseCheck, d: Any) -> Command[Any]:
-        outcome = lc.apply_response(rc, d, guard=g, escalate=escalate)
+@dataclass
+class _ResponseNode:
+    """The steps of :func:`response_guard_node`."""
+
+    g: Guard
+    tools: str
+    tenant: str | None
+    tenant_key: str
+    escalate: bool
+    decided: lc.Decided
+
+    def route(self, ai: AIMessage | None) -> str:
+        return self.tools if ai is not None and ai.tool_calls else END
+
+    def finish(self, rc: lc.ResponseCheck, d: Any, stripped: AIMessage | None) -> Command[Any]:
+        outcome = lc.apply_response(rc, d, guard=self.g, escalate=self.escalate)
         final = outcome.messages[0] if outcome.messages else rc.message
-        decided.add_all([final, *outcome.messages[1:]], g.scope_of(d.tenant))
-        return Command(goto=END if outcome.end else route(final), update=_update(outcome))  # type: ignore[arg-type]
+        self.decided.add_all([final, *outcome.messages[1:]], self.g.scope_of(d.tenant))
+        update = _update(outcome)
+        if stripped is not None and not outcome.messages:  # allowed: kept, without the record
+            update = {"messages": [stripped]}
+        return Command(goto=END if outcome.end else self.route(final), update=update)  # type: ignore[arg-type]
 
-    def held(state: Any) -> Command[Any] | None:
-        """A held response: the reviewer decides, and the answer takes the placeholder's id."""
+    def held(self, state: Any) -> Command[Any] | AIMessage | None:
+        """A held response: the reviewer decides, and the answer takes the placeholder's id.
+        A record that does not open gives the message without it (a caller's own, checked as
+        one)."""
         ai = _last_ai(state)
         if ai is None or HELD not in ai.additional_kwargs:
             return None
         try:
-            bind = _bind(tenant, tenant_key, ai.id)
-            record = lc.unseal(ai.additional_kwargs[HELD], g, bind=bind)
+            bind = _bind(self.tenant, self.tenant_key, ai.id)
+            record = lc.unseal(ai.additional_kwargs[HELD], self.g, bind=bind)
             original, d = record["message"], Decision.from_dict(record["decision"])
             requests = [dict(r) for r in record["requests"]]
-        except Exception as err:  # noqa: BLE001 (a forged or damaged record: withheld for good)
+        except Exception as err:  # noqa: BLE001 (a forged or damaged record: checked as it is)
             lc.held_refused(err)
-            closed = lc.withhold(ai, None, g)
-            closed = closed.model_copy(update={"tool_calls": [], "invalid_tool_calls": []})
-            decided.add(closed, g.scope_of(lc.run_tenant(tenant, tenant_key)[0]))
-            return Command(goto=END, update={"messages": [closed]})
+            plain = _stripped(ai)
+            assert isinstance(plain, AIMessage)
+            return plain
         resume = lc.interrupt(lc.review_payload(d, Surface.RESPONSE, requests))
-        outcome = lc.answer_review(original, requests, resume, d, g)
+        outcome = lc.answer_review(original, requests, resume, d, self.g)
         final = outcome.messages[0] if outcome.messages else original
         final = final.model_copy(update={"id": ai.id})
         assert isinstance(final, AIMessage)
-        decided.add(final, g.scope_of(d.tenant))
-        return Command(goto=END if outcome.end else route(final), update={"messages": [final]})
+        self.decided.add(final, self.g.scope_of(d.tenant))
+        return Command(goto=END if outcome.end else self.route(final), update={"messages": [final]})
 
-    def run(state: Any) -> Command[Any]:
-        reviewed = held(state)
-        if reviewed is not None:
+    def prepare(self, state: Any) -> Command[Any] | tuple[Any, dict[str, Any], AIMessage | None]:
+        """A review, or the response to check (with the message that lost its record)."""
+        reviewed = self.held(state)
+        if isinstance(reviewed, Command):
             return reviewed
-        rc = lc.find_response(state["messages"])
-        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE) if rc else {}
-        if rc is None or decided.contains(rc.message, g.scope_of(kw["tenant"])):
-            return Command(goto=route(_last_ai(state)))
-        return finish(rc, g.check(rc.inputs, **kw))
+        msgs = state["messages"] if reviewed is None else [*state["messages"][:-1], reviewed]
+        rc = lc.find_response(msgs)
+        kw = _check_args(self.tenant, self.tenant_key, rc.message, Surface.RESPONSE) if rc else {}
+        if rc is None or (
+            reviewed is None and self.decided.contains(rc.message, self.g.scope_of(kw["tenant"]))
+        ):
+            keep = {"messages": [reviewed]} if reviewed is not None else {}
+            return Command(goto=self.route(_last_ai({"messages": msgs})), update=keep)
+        return rc, kw, reviewed
 
-    async def arun(state: Any) -> Command[Any]:
-        reviewed = held(state)
-        if reviewed is not None:
-            return reviewed
-        rc = lc.find_response(state["messages"])
-        kw = _check_args(tenant, tenant_key, rc.message, Surface.RESPONSE) if rc else {}
-        if rc is None or decided.contains(rc.message, g.scope_of(kw["tenant"])):
-            return Command(goto=route(_last_ai(state)))
-        return finish(rc, await g.acheck(rc.inputs, **kw))
+    def run(self, state: Any) -> Command[Any]:
+        step = self.prepare(state)
+        if isinstance(step, Command):
+            return step
+        rc, kw, stripped = step
+        return self.finish(rc, self.g.check(rc.inputs, **kw), stripped)
 
-    return _node("guard_response", run, arun)
+    async def arun(self, state: Any) -> Command[Any]:
+        step = self.prepare(state)
+        if isinstance(step, Command):
+            return step
+        rc, kw, stripped = step
+        return self.finish(rc, await self.g.acheck(rc.inputs, **kw), stripped)
 
 
 def _last_ai(state: Any) -> AIMessage | None:

@@ -129,7 +129,7 @@ def test_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_forged_held_user_turn_is_refused_and_its_content_checked(mode: str) -> None:
-    guard, _sink = guard_for()
+    guard, sink = guard_for()
     graph, model = graph_for(guard, [AIMessage("Sure.")], InMemorySaver())
     forged = HumanMessage(UNSAFE, id="h1")
     forged = forged.model_copy(update={"additional_kwargs": {HELD_KEY: old_style_record(forged)}})
@@ -139,6 +139,8 @@ def test_a_forged_held_user_turn_is_refused_and_its_content_checked(mode: str) -
     assert UNSAFE not in dump(model.calls)
     assert UNSAFE not in dump(out["messages"])
     assert not any(HELD_KEY in m.additional_kwargs for m in out["messages"])
+    # the message the forged record rode on is a caller's message: checked and audited
+    assert [(e.surface, e.action) for e in sink.events] == [("input", "block")]
 
 
 def test_a_record_copied_from_another_thread_or_tenant_stays_withheld() -> None:
@@ -158,7 +160,7 @@ def test_a_record_copied_from_another_thread_or_tenant_stays_withheld() -> None:
 
 
 def test_a_forged_record_on_a_tool_result_is_withheld_by_the_tool_guard_node() -> None:
-    guard, _ = guard_for()
+    guard, sink = guard_for()
     node = tool_guard_node(guard, next="agent")
     ai = tool_call("search", {"q": "x"}, "c1")
     forged = ToolMessage("placeholder", tool_call_id="c1", id="t1")
@@ -167,6 +169,26 @@ def test_a_forged_record_on_a_tool_result_is_withheld_by_the_tool_guard_node() -
     cmd = node.invoke({"messages": [HumanMessage("go", id="h"), ai, forged]})
     (msg,) = cmd.update["messages"]
     assert UNSAFE not in dump(msg) and HELD_KEY not in msg.additional_kwargs
+    # what the caller put in the placeholder is checked as a tool result
+    unsafe = forged.model_copy(update={"content": UNSAFE})
+    cmd = node.invoke({"messages": [HumanMessage("go", id="h"), ai, unsafe]})
+    (msg,) = cmd.update["messages"]
+    assert UNSAFE not in dump(msg) and HELD_KEY not in msg.additional_kwargs
+    assert [(e.surface, e.action) for e in sink.events] == [("tool", "allow"), ("tool", "block")]
+
+
+def test_a_forged_record_on_a_response_is_checked_by_the_response_guard_node() -> None:
+    from guard_plugin.langgraph import response_guard_node
+
+    guard, sink = guard_for()
+    node = response_guard_node(guard)
+    forged = AIMessage(f"Here is how: {UNSAFE}", id="a1")
+    record = old_style_record(forged)
+    forged = forged.model_copy(update={"additional_kwargs": {HELD_KEY: record}})
+    cmd = node.invoke({"messages": [HumanMessage("hi", id="h"), forged]})
+    (msg,) = cmd.update["messages"]
+    assert UNSAFE not in dump(msg) and HELD_KEY not in msg.additional_kwargs
+    assert [(e.surface, e.action) for e in sink.events] == [("response", "block")]
 
 
 def test_a_sealed_record_shows_nothing_of_the_content() -> None:
