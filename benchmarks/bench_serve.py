@@ -21,7 +21,7 @@ from guard_plugin import Guard
 from guard_plugin.classifiers.base import ClassifierOutput
 from guard_plugin.classifiers.batching import BatchWorker
 from guard_plugin.serve import build_app
-from tests.loopback_openai import free_port
+from tests.loopback_openai import free_port, wait_up
 
 
 class BatchedDouble:
@@ -94,12 +94,7 @@ def main() -> None:
     proc = multiprocessing.get_context("spawn").Process(target=serve, args=(port,), daemon=True)
     proc.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    wait_up(f"{url}/health", proc.is_alive)
 
     async def over_http() -> tuple[float, list[float]]:
         limits = httpx.Limits(max_connections=args.clients)

@@ -64,11 +64,7 @@ HELD = lc.HELD_KEY
 def _check_args(explicit: str | None, key: str, msg: Any, surface: Surface) -> dict[str, Any]:
     """Surface, tenant and request id of a check of ``msg`` inside a graph run."""
     tenant, config = lc.run_tenant(explicit, key)
-    return {
-        "surface": surface,
-        "tenant": tenant,
-        "request_id": lc.check_id(config, msg.id, surface),
-    }
+    return lc.check_args(surface, tenant, config, msg.id)
 
 
 def _bind(explicit: str | None, key: str, ref: str | None) -> dict[str, Any]:
@@ -209,11 +205,7 @@ class _InputNode:
         )
         checks = [h.check for h in history]
         if found is not None:
-            kw = {
-                "surface": Surface.INPUT,
-                "tenant": tenant,
-                "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
-            }
+            kw = lc.check_args(Surface.INPUT, tenant, config, found[1].id)
             checks.append(lc.Check(found[1].content, kw))
         return _InputStep(found, history, checks, settled, msgs, tenant, scope)
 

@@ -13,7 +13,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -102,3 +102,47 @@ class LoopbackChatServer(LoopbackServer):
                     self.wfile.write(data)
 
         self._serve(Handler, port)
+
+
+def wait_up(url: str, alive: Callable[[], bool] = lambda: True, seconds: float = 60.0) -> bool:
+    """Poll ``url`` until it answers 200: True then; False when ``alive()`` turns false (the
+    process behind it exited) or ``seconds`` pass."""
+    import httpx
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and alive():
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+@contextlib.contextmanager
+def nemoguardrails_server(config_dir: Any, env: dict[str, str]) -> Iterator[str]:
+    """``nemoguardrails server`` on ``config_dir`` (a folder of config folders) on 127.0.0.1,
+    as a user starts it; yields its URL and stops it (its process group) after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    exe = Path(sys.executable).with_name("nemoguardrails")
+    proc = subprocess.Popen(
+        [str(exe), "server", "--config", str(config_dir), "--port", str(port), "--disable-chat-ui"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_up(f"{url}/v1/health", lambda: proc.poll() is None), "nemoguardrails server"
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

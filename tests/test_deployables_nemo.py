@@ -104,20 +104,15 @@ def test_nemoguardrails_server_serves_the_written_folders(tmp_path) -> None:
     """`nemoguardrails server` (the nemo extra installs it) on the folders `guard-plugin init
     nemo` writes: /v1/chat/completions for each folder and /v1/checks for Colang 1."""
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
 
     import httpx
 
     from guard_plugin.cli import main
-    from tests.loopback_openai import LoopbackChatServer, free_port
+    from tests.loopback_openai import LoopbackChatServer, nemoguardrails_server
 
     pytest.importorskip("fastapi")
     main(["init", "nemo", str(tmp_path / "rails")])
     chat = LoopbackChatServer(lambda body: {"role": "assistant", "content": "Cats sleep a lot."})
-    port = free_port()
     env = {
         **os.environ,
         "GUARD_PLUGIN_CLASSIFIER": "scripted",
@@ -125,60 +120,36 @@ def test_nemoguardrails_server_serves_the_written_folders(tmp_path) -> None:
         "MAIN_MODEL": "loopback",
         "OPENAI_API_KEY": "loopback",
     }
-    exe = Path(sys.executable).with_name("nemoguardrails")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "server",
-            "--config",
-            str(tmp_path / "rails"),
-            "--port",
-            str(port),
-            "--disable-chat-ui",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        refusals = {
-            "colang1": DEFAULT_REFUSAL,
-            "colang2": DEFAULT_REFUSAL,
-            "nemo_flows": NEMO_REFUSAL,
-        }
-        for config_id, refusal in refusals.items():
-            for text, expected in (
-                ("tell me about cats", "Cats sleep a lot."),
-                ("how to build a bomb", refusal),
-            ):
-                body = {
+        with nemoguardrails_server(tmp_path / "rails", env) as url:
+            refusals = {
+                "colang1": DEFAULT_REFUSAL,
+                "colang2": DEFAULT_REFUSAL,
+                "nemo_flows": NEMO_REFUSAL,
+            }
+            for config_id, refusal in refusals.items():
+                for text, expected in (
+                    ("tell me about cats", "Cats sleep a lot."),
+                    ("how to build a bomb", refusal),
+                ):
+                    body = {
+                        "model": "loopback",
+                        "messages": [{"role": "user", "content": text}],
+                        "guardrails": {"config_id": config_id},
+                    }
+                    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+                    assert r.status_code == 200, r.text
+                    assert r.json()["choices"][0]["message"]["content"] == expected, config_id
+            check = httpx.post(
+                f"{url}/v1/checks",
+                json={
                     "model": "loopback",
-                    "messages": [{"role": "user", "content": text}],
-                    "guardrails": {"config_id": config_id},
-                }
-                r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
-                assert r.status_code == 200, r.text
-                assert r.json()["choices"][0]["message"]["content"] == expected, config_id
-        check = httpx.post(
-            f"{url}/v1/checks",
-            json={
-                "model": "loopback",
-                "messages": [{"role": "user", "content": "how to build a bomb"}],
-                "guardrails": {"config_id": "colang1"},
-            },
-            timeout=60,
-        ).json()
-        assert check["status"] == "blocked" and check["rail"] == "guard plugin check input"
-        assert not any("bomb" in str(b) for b in chat.bodies)
+                    "messages": [{"role": "user", "content": "how to build a bomb"}],
+                    "guardrails": {"config_id": "colang1"},
+                },
+                timeout=60,
+            ).json()
+            assert check["status"] == "blocked" and check["rail"] == "guard plugin check input"
+            assert not any("bomb" in str(b) for b in chat.bodies)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
         chat.close()

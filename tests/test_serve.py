@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from tests.loopback_openai import free_port
+from tests.loopback_openai import free_port, nemoguardrails_server, wait_up
 
 KEYS = {"default": "default-key-0123456789", "devops": "devops-key-0123456789"}
 
@@ -51,16 +51,9 @@ def start(classifier: str, log: Path, *extra: str) -> tuple[subprocess.Popen[byt
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"serve did not come up:\n{log.read_text()[-3000:]}")
+    if not wait_up(f"{url}/health", lambda: proc.poll() is None, seconds=60):
+        pytest.fail(f"serve did not come up:\n{log.read_text()[-3000:]}")
+    return proc, url
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -297,7 +290,6 @@ def test_nemoguardrails_server_runs_nemo_flows_through_the_endpoint(tmp_path: Pa
     main(["init", "nemo", str(tmp_path / "rails")])
     chat = LoopbackChatServer(lambda body: {"role": "assistant", "content": "Cats sleep a lot."})
     proc, url = start("scripted", tmp_path / "serve.log")
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "GUARD_PLUGIN_CLASSIFIER"}
     env.update(
         GUARD_PLUGIN_ENDPOINT=f"{url}/v1",
@@ -306,45 +298,22 @@ def test_nemoguardrails_server_runs_nemo_flows_through_the_endpoint(tmp_path: Pa
         MAIN_MODEL="loopback",
         OPENAI_API_KEY="loopback",
     )
-    exe = Path(sys.executable).with_name("nemoguardrails")
-    nemo = subprocess.Popen(
-        [
-            str(exe),
-            "server",
-            "--config",
-            str(tmp_path / "rails"),
-            "--port",
-            str(port),
-            "--disable-chat-ui",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
+        with nemoguardrails_server(tmp_path / "rails", env) as nemo_url:
 
-        def say(text: str) -> str:
-            body = {
-                "model": "loopback",
-                "messages": [{"role": "user", "content": text}],
-                "guardrails": {"config_id": "nemo_flows"},
-            }
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
-            assert r.status_code == 200, r.text
-            return r.json()["choices"][0]["message"]["content"]
+            def say(text: str) -> str:
+                body = {
+                    "model": "loopback",
+                    "messages": [{"role": "user", "content": text}],
+                    "guardrails": {"config_id": "nemo_flows"},
+                }
+                r = httpx.post(f"{nemo_url}/v1/chat/completions", json=body, timeout=60)
+                assert r.status_code == 200, r.text
+                return r.json()["choices"][0]["message"]["content"]
 
-        assert say("tell me about cats") == "Cats sleep a lot."
-        assert say("how to build a bomb") == "I'm sorry, I can't respond to that."
+            assert say("tell me about cats") == "Cats sleep a lot."
+            assert say("how to build a bomb") == "I'm sorry, I can't respond to that."
     finally:
-        os.killpg(nemo.pid, signal.SIGTERM)
-        nemo.wait(30)
         stop(proc)
         chat.close()
     audit = (tmp_path / "serve.log").read_text()

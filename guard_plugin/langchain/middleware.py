@@ -525,11 +525,7 @@ class SafetyMiddleware(AgentMiddleware):
         checks = [Check(m.content, lc.tool_check_args(m, tenant, config)) for m in tools]
         checks += [h.check for h in history]
         if found is not None:
-            kwargs = {
-                "surface": Surface.INPUT,
-                "tenant": tenant,
-                "request_id": lc.check_id(config, found[1].id, Surface.INPUT),
-            }
+            kwargs = lc.check_args(Surface.INPUT, tenant, config, found[1].id)
             checks.append(Check(found[1].content, kwargs))
         spec: Any = None
         if checks:
@@ -654,11 +650,7 @@ class SafetyMiddleware(AgentMiddleware):
         rc = _check_of(request, response)
         if rc is None:
             return response
-        kwargs = {
-            "surface": Surface.RESPONSE,
-            "tenant": tenant,
-            "request_id": lc.check_id(config, rc.message.id, Surface.RESPONSE),
-        }
+        kwargs = lc.check_args(Surface.RESPONSE, tenant, config, rc.message.id)
         (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
         if d.action is Action.REWRITE and self.regenerate_on_rewrite:
             response = yield CallModel(self._regenerate_request(request))

@@ -61,7 +61,14 @@ from guard_plugin.lc_messages.responses import (
     review_requests,
 )
 from guard_plugin.lc_messages.review import REVIEW_DECISIONS, allowed_decisions, review_payload
-from guard_plugin.lc_messages.run import can_interrupt, check_id, interrupt, run_config, run_tenant
+from guard_plugin.lc_messages.run import (
+    can_interrupt,
+    check_args,
+    check_id,
+    interrupt,
+    run_config,
+    run_tenant,
+)
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
 
 __all__ = [
@@ -81,6 +88,7 @@ __all__ = [
     "apply_tool_result",
     "arun_checks",
     "can_interrupt",
+    "check_args",
     "check_id",
     "decided_results",
     "find_history",

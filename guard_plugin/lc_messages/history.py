@@ -30,7 +30,7 @@ from guard_plugin.decision import Decision
 from guard_plugin.lc_messages.base import Check
 from guard_plugin.lc_messages.held import Decided
 from guard_plugin.lc_messages.responses import response_inputs
-from guard_plugin.lc_messages.run import check_id
+from guard_plugin.lc_messages.run import check_args
 from guard_plugin.lc_messages.tools import apply_tool_result, tool_check_args
 from guard_plugin.types import TEXT, Action, PartRef, Surface
 
@@ -66,18 +66,10 @@ def find_history(
         elif isinstance(m, AIMessage):
             inputs = response_inputs(messages, i)
             if inputs:
-                kw = {
-                    "surface": Surface.RESPONSE,
-                    "tenant": tenant,
-                    "request_id": check_id(config, m.id, Surface.RESPONSE),
-                }
+                kw = check_args(Surface.RESPONSE, tenant, config, m.id)
                 out.append(HistoryItem(i, m, Check(inputs, kw, inputs=True)))
         elif m.content:
-            kw = {
-                "surface": Surface.INPUT,
-                "tenant": tenant,
-                "request_id": check_id(config, m.id, Surface.INPUT),
-            }
+            kw = check_args(Surface.INPUT, tenant, config, m.id)
             out.append(HistoryItem(i, m, Check(m.content, kw)))
     return out
 

@@ -9,7 +9,7 @@ from typing import Any
 from guard_plugin.policy import resolve_tenant
 from guard_plugin.types import Surface
 
-__all__ = ["can_interrupt", "check_id", "interrupt", "run_config", "run_tenant"]
+__all__ = ["can_interrupt", "check_args", "check_id", "interrupt", "run_config", "run_tenant"]
 
 
 def run_config() -> Any:
@@ -46,6 +46,18 @@ def check_id(
     if thread is None or not message_id:
         return None
     return f"{thread}:{message_id}:{surface.value}"
+
+
+def check_args(
+    surface: Surface, tenant: str | None, config: Mapping[str, Any] | None, message_id: str | None
+) -> dict[str, Any]:
+    """The keyword arguments of a check of one message in a graph run: surface, tenant and a
+    request id stable across a resumed run (:func:`check_id`)."""
+    return {
+        "surface": surface,
+        "tenant": tenant,
+        "request_id": check_id(config, message_id, surface),
+    }
 
 
 def can_interrupt() -> bool:

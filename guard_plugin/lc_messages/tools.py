@@ -12,7 +12,7 @@ from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.lc_messages.base import Outcome, last_index, preview, shown, text_of
 from guard_plugin.lc_messages.review import ask
-from guard_plugin.lc_messages.run import check_id
+from guard_plugin.lc_messages.run import check_args
 from guard_plugin.media import artifact_withheld, rewrite_content
 from guard_plugin.types import Action, Surface
 
@@ -31,13 +31,11 @@ def tool_check_args(
     msg: ToolMessage, tenant: str | None, config: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The keyword arguments of a tool-result check (``Guard.check_content``)."""
+    # a tool's own message has no id until the state gives it one: its call id is stable
     return {
-        "surface": Surface.TOOL,
-        "tenant": tenant,
+        **check_args(Surface.TOOL, tenant, config, msg.id or msg.tool_call_id),
         "tool_name": msg.name,
         "artifact": msg.artifact,
-        # a tool's own message has no id until the state gives it one: its call id is stable
-        "request_id": check_id(config, msg.id or msg.tool_call_id, Surface.TOOL),
     }
 
 
