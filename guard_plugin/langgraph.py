@@ -446,9 +446,11 @@ def guarded_model_node(
 ) -> RunnableLambda[Any, Any]:
     """Your model node (``state -> {"messages": [AIMessage]}``, a function or a runnable),
     with its response decided before it is written: what the state, the ``updates`` and
-    ``values`` streams and the checkpoints show is already checked. ``stream_mode="messages"``
-    shows a model's tokens as they are generated, before any check; ``hold_output=True`` tags
-    the node's model calls ``nostream`` so that stream carries nothing unchecked. An escalated
+    ``values`` streams and the checkpoints show is already checked. When the run streams
+    (``stream_mode="messages"``, ``astream_events``), the node's model answers quietly and
+    its text is shown window by window as each passes its check, by the tenant's
+    ``streaming`` policy (:mod:`guard_plugin.streams`); ``hold_output=True`` shows the checked
+    message only, whole. An escalated
     response becomes a placeholder without tool calls, carrying the original sealed;
     :func:`response_guard_node` asks the reviewer, so the model is not called again on
     resume.
@@ -483,10 +485,39 @@ class _ModelNode:
     hold_output: bool
     decided: lc.Decided
 
-    def quiet(self, config: Any) -> Any:
-        if not self.hold_output:
-            return config
-        return {**(config or {}), "tags": [*((config or {}).get("tags") or []), "nostream"]}
+    def streamer(self, state: Any, t: str | None, is_async: bool) -> lc.ResponseStreamer | None:
+        """A streamer for the node's model call when the run streams (None otherwise, or
+        with ``hold_output``: the model then answers quietly and is shown whole)."""
+        if self.hold_output or not lc.streaming_wanted():
+            return None
+        msgs = state["messages"]
+        h = lc.last_index(msgs, HumanMessage)
+        return lc.ResponseStreamer(
+            self.g,
+            model=self.model,
+            messages=msgs,
+            context=lc.text_of(msgs[h]) if h is not None else "",
+            tenant=t,
+            request_id=None,
+            is_async=is_async,
+        )
+
+    def config_for(self, config: Any, streamer: lc.ResponseStreamer | None) -> Any:
+        if streamer is not None:
+            return streamer.quiet_config(config)
+        return lc.quiet_config(config) if self.hold_output else config
+
+    def streamed_answer(
+        self, state: Any, out: Any, d: Any, replaced: list[Any], streamer: lc.ResponseStreamer
+    ) -> Any:
+        """The decided answer, keeping what the stream already showed in front of a
+        replacement."""
+        ai, _ = _split(out)
+        result = self.answer(state, out, d, replaced)
+        msgs = result.get("messages") if isinstance(result, dict) else None
+        if ai is not None and msgs and isinstance(msgs[-1], AIMessage):
+            msgs[-1] = lc.shown_first(msgs[-1], streamer.shown, ai)
+        return result
 
     def undecided(self, state: Any) -> tuple[list[lc.HistoryItem], str | None]:
         t, config = lc.run_tenant(self.tenant, self.tenant_key)
@@ -530,10 +561,26 @@ class _ModelNode:
         state, replaced, refused = self.settle(state, items, ds, t)
         if refused:
             return {"messages": replaced}
-        out = self.model.invoke(state, self.quiet(config))
-        found = self.response_check(state, out)
-        d = self.g.check(found[0], **found[1]) if found is not None else None
-        return self.answer(state, out, d, replaced)
+        streamer = self.streamer(state, t, is_async=False)
+        if streamer is None:
+            out = self.model.invoke(state, self.config_for(config, None))
+            found = self.response_check(state, out)
+            d = self.g.check(found[0], **found[1]) if found is not None else None
+            return self.answer(state, out, d, replaced)
+        final = None
+        streamer.start()
+        try:
+            try:
+                out = self.model.invoke(state, self.config_for(config, streamer))
+            except lc.StreamStopped:
+                out = {"messages": [streamer.partial()]}
+            found = self.response_check(state, out)
+            d = streamer.finish(lc.response_extra(found[0]) if found else [])
+            result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
+            final, _ = _split(result)
+            return result
+        finally:
+            streamer.close(final)
 
     async def arun(self, state: Any, config: Any) -> Any:
         items, t = self.undecided(state)
@@ -541,10 +588,26 @@ class _ModelNode:
         state, replaced, refused = self.settle(state, items, ds, t)
         if refused:
             return {"messages": replaced}
-        out = await self.model.ainvoke(state, self.quiet(config))
-        found = self.response_check(state, out)
-        d = await self.g.acheck(found[0], **found[1]) if found is not None else None
-        return self.answer(state, out, d, replaced)
+        streamer = self.streamer(state, t, is_async=True)
+        if streamer is None:
+            out = await self.model.ainvoke(state, self.config_for(config, None))
+            found = self.response_check(state, out)
+            d = await self.g.acheck(found[0], **found[1]) if found is not None else None
+            return self.answer(state, out, d, replaced)
+        final = None
+        await streamer.astart()
+        try:
+            try:
+                out = await self.model.ainvoke(state, self.config_for(config, streamer))
+            except lc.StreamStopped:
+                out = {"messages": [streamer.partial()]}
+            found = self.response_check(state, out)
+            d = await streamer.afinish(lc.response_extra(found[0]) if found else [])
+            result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
+            final, _ = _split(result)
+            return result
+        finally:
+            await streamer.aclose(final)
 
 
 def _split(out: Any) -> tuple[AIMessage | None, list[Any]]:

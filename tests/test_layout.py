@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"decision", "audit", "telemetry"},
     {"media"},
     {"classifiers"},
-    {"check", "evaluation"},
+    {"check", "evaluation", "streams"},
     {"lc_messages", "nemo"},
     {"langchain", "langgraph"},
     {"testing", "cli", "__init__", "serve"},

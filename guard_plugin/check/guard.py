@@ -203,6 +203,35 @@ class Guard:
                 self._absorb(plan, await self._classify_async(plan))
             return self._finish(plan, span)
 
+    def stream(
+        self,
+        pieces: Iterable[Any],
+        *,
+        context: str = "",
+        tenant: str | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        """Moderate a streamed response as it streams (:mod:`guard_plugin.streams`): iterate
+        the result for the text that may be shown; by the tenant's ``streaming.mode`` nothing
+        is shown before its check (``hold``), and a stopped stream ends with the refusal.
+        ``context`` is the user turn the response answers."""
+        from guard_plugin.streams import stream
+
+        return stream(self, pieces, context=context, tenant=tenant, request_id=request_id)
+
+    def astream(
+        self,
+        pieces: Any,
+        *,
+        context: str = "",
+        tenant: str | None = None,
+        request_id: str | None = None,
+    ) -> Any:
+        """The async twin of :meth:`stream` (``async for text in guard.astream(...)``)."""
+        from guard_plugin.streams import astream
+
+        return astream(self, pieces, context=context, tenant=tenant, request_id=request_id)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait for background work (reasoning-audit requests) to finish."""
         self._background.flush(timeout)

@@ -110,7 +110,36 @@ class RunChecks:
 
 @dataclass(frozen=True)
 class CallModel:
+    """Call the model; ``quiet``: with its tokens shown to no stream consumer."""
+
     request: ModelRequest
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class StreamModel:
+    """Call the model with its answer moderated as it streams; answered with the streamer
+    and the model's response (what it said until a check stopped it, if one did)."""
+
+    request: ModelRequest
+    context: str
+    tenant: str | None
+
+
+@dataclass(frozen=True)
+class FinishStream:
+    """Wait for a stream's checks and check its rest; answered with its decision."""
+
+    streamer: lc.ResponseStreamer
+    extra: list[Any]
+
+
+@dataclass(frozen=True)
+class CloseStream:
+    """Show the rest of the decided message and end the stream."""
+
+    streamer: lc.ResponseStreamer
+    final: AIMessage | None
 
 
 @dataclass(frozen=True)
@@ -122,7 +151,8 @@ class Speculate:
     request: ModelRequest
 
 
-_Flow = Generator[RunChecks | CallModel | Speculate, Any, Any]
+_Step = RunChecks | CallModel | Speculate | StreamModel | FinishStream | CloseStream
+_Flow = Generator[_Step, Any, Any]
 
 
 class SafetyMiddleware(AgentMiddleware):
@@ -137,8 +167,10 @@ class SafetyMiddleware(AgentMiddleware):
       :class:`~guard_plugin.GuardBlocked` instead.
     - ``escalate``: use ``interrupt()`` for ``escalate`` (needs a checkpointer); otherwise the
       tenant's escalation fallback applies.
-    - ``hold_output``: tag the model call ``nostream`` so streamed tokens never leak (see the
-      module docs); ``regenerate_on_rewrite``: when a response is to be rewritten, ask the
+    - ``hold_output``: show no token of a response before the whole response is checked (the
+      checked message reaches stream consumers whole); without it a streamed response is
+      shown window by window as it passes its checks, by the tenant's ``streaming`` policy
+      (see the module docs); ``regenerate_on_rewrite``: when a response is to be rewritten, ask the
       model once more with a safety instruction and re-check it (block if it is still unsafe).
 
     Put it first in ``middleware=[...]`` (the outermost layer): it then checks exactly what the
@@ -218,42 +250,95 @@ class SafetyMiddleware(AgentMiddleware):
 
     def _drive(self, flow: _Flow, model: Callable[[Any], Any] | None) -> Any:
         value: Any = None
-        while True:
-            try:
-                step = flow.send(value)
-            except StopIteration as done:
-                return done.value
-            if isinstance(step, CallModel):
+        streams: list[lc.ResponseStreamer] = []
+        try:
+            while True:
+                try:
+                    step = flow.send(value)
+                except StopIteration as done:
+                    return done.value
+                if isinstance(step, RunChecks):
+                    value = lc.run_checks(self.guard, step.checks)
+                    continue
                 assert model is not None, "a tool flow never calls the model"
-                value = model(step.request)
-            elif isinstance(step, Speculate):
-                assert model is not None, "a tool flow never calls the model"
-                value = self._speculate(step, model)
-            else:
-                value = lc.run_checks(self.guard, step.checks)
+                if isinstance(step, CallModel):
+                    value = _quietly(model, step.request) if step.quiet else model(step.request)
+                elif isinstance(step, Speculate):
+                    value = self._speculate(step, model)
+                elif isinstance(step, StreamModel):
+                    streamer = self._streamer(step, is_async=False)
+                    streams.append(streamer)
+                    with streamer.capturing():
+                        value = streamer, _stopped_or(model, step.request, streamer)
+                elif isinstance(step, FinishStream):
+                    value = step.streamer.finish(step.extra)
+                else:
+                    streams.remove(step.streamer)
+                    step.streamer.close(step.final)
+        except BaseException as err:
+            for s in streams:
+                s.close(None, err)
+            raise
 
     async def _adrive(self, flow: _Flow, model: Callable[[Any], Awaitable[Any]] | None) -> Any:
         value: Any = None
-        while True:
-            try:
-                step = flow.send(value)
-            except StopIteration as done:
-                return done.value
-            if isinstance(step, CallModel):
+        streams: list[lc.ResponseStreamer] = []
+        try:
+            while True:
+                try:
+                    step = flow.send(value)
+                except StopIteration as done:
+                    return done.value
+                if isinstance(step, RunChecks):
+                    value = await lc.arun_checks(self.guard, step.checks)
+                    continue
                 assert model is not None, "a tool flow never calls the model"
-                value = await model(step.request)
-            elif isinstance(step, Speculate):
-                assert model is not None, "a tool flow never calls the model"
-                value = await self._aspeculate(step, model)
-            else:
-                value = await lc.arun_checks(self.guard, step.checks)
+                if isinstance(step, CallModel):
+                    if step.quiet:
+                        with lc.quiet():
+                            value = await model(step.request)
+                    else:
+                        value = await model(step.request)
+                elif isinstance(step, Speculate):
+                    value = await self._aspeculate(step, model)
+                elif isinstance(step, StreamModel):
+                    streamer = self._streamer(step, is_async=True)
+                    streams.append(streamer)
+                    async with streamer.acapturing():
+                        try:
+                            value = streamer, await model(step.request)
+                        except lc.StreamStopped:
+                            value = streamer, ModelResponse(result=[streamer.partial()])
+                elif isinstance(step, FinishStream):
+                    value = await step.streamer.afinish(step.extra)
+                else:
+                    streams.remove(step.streamer)
+                    await step.streamer.aclose(step.final)
+        except BaseException as err:
+            for s in streams:
+                await s.aclose(None, err)
+            raise
+
+    def _streamer(self, step: StreamModel, *, is_async: bool) -> lc.ResponseStreamer:
+        r = step.request
+        system = [r.system_message] if r.system_message is not None else []
+        return lc.ResponseStreamer(
+            self.guard,
+            model=r.model,
+            messages=[*system, *r.messages],
+            context=step.context,
+            tenant=step.tenant,
+            request_id=None,
+            is_async=is_async,
+        )
 
     def _speculate(self, step: Speculate, model: Callable[[Any], Any]) -> Any:
-        """The model in a thread of its own (in this run's context) while the checks run
-        here; a blocked turn still waits for the model, whose answer is then dropped."""
+        """The model in a thread of its own (in this run's context, its tokens shown to no
+        stream consumer) while the checks run here; a blocked turn still waits for the model,
+        whose answer is then dropped."""
         ctx = contextvars.copy_context()
         with ThreadPoolExecutor(1, thread_name_prefix="guard-plugin-speculate") as pool:
-            answer = pool.submit(ctx.run, model, step.request)
+            answer = pool.submit(ctx.run, _quietly, model, step.request)
             ds = lc.run_checks(self.guard, step.checks)
             try:
                 response: Any = answer.result()
@@ -264,7 +349,8 @@ class SafetyMiddleware(AgentMiddleware):
     async def _aspeculate(self, step: Speculate, model: Callable[[Any], Awaitable[Any]]) -> Any:
         """The model as a task beside the checks; cancelled as soon as a check does not
         allow (its answer could not be used)."""
-        task = asyncio.ensure_future(model(step.request))
+        with lc.quiet():  # the task copies the context: its model call shows no tokens
+            task = asyncio.ensure_future(model(step.request))
         try:
             ds = await lc.arun_checks(self.guard, step.checks)
         except BaseException:
@@ -530,10 +616,10 @@ class SafetyMiddleware(AgentMiddleware):
         spec: Any = None
         if checks:
             if self.guard.policies.get_or_default(tenant).policy.speculative:
-                # the model answers while the checks run; its tokens are not streamed, and
-                # its answer is used only if the checks leave the request as it is
-                quiet = request.override(model=_nostream(request.model))
-                ds, spec = yield Speculate(checks, quiet)
+                # the model answers while the checks run; its tokens are shown to no stream
+                # consumer, and its answer is used only if the checks leave the request as
+                # it is
+                ds, spec = yield Speculate(checks, request)
             else:
                 ds = yield RunChecks(checks)
             early, updates = self._apply_checks(
@@ -547,19 +633,42 @@ class SafetyMiddleware(AgentMiddleware):
             request = request.override(messages=[by_id.get(m.id, m) for m in msgs])  # type: ignore[misc]
         # Everything the model is now sent has been decided.
         self._decided.add_all(request.messages, scope)
-        if self.hold_output:
-            request = request.override(model=_nostream(request.model))
+        streamed = self.apply_to_output and lc.streaming_wanted(request.model)
         if spec is not None and not updates:  # the speculative call saw just this request
             if isinstance(spec, BaseException):
                 raise spec
             response = spec
+        elif streamed and not self.hold_output:
+            self._drop(spec, checks and ds)
+            response = yield from self._streamed_call(request, tenant, config)
+            return _with_updates(updates, self._remember(response, scope))
         else:
             self._drop(spec, checks and ds)
-            response = yield CallModel(request)
+            response = yield CallModel(request, quiet=self.apply_to_output and self.hold_output)
         if self.apply_to_output:
-            response = yield from self._checked_response(request, response, tenant, config)
+            response = yield from self._checked_response(
+                request, response, tenant, config, quiet=streamed
+            )
             response = self._remember(response, scope)
         return _with_updates(updates, response)
+
+    def _streamed_call(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
+        """The model's answer moderated as it streams (:mod:`guard_plugin.streams`): shown
+        window by window as each passes; the decided message ends the stream and is what the
+        state gets, keeping what was shown in front of a refusal."""
+        human = lc.last_index(request.messages, HumanMessage)
+        context = lc.text_of(request.messages[human]) if human is not None else ""
+        streamer, response = yield StreamModel(request, context, tenant)
+        rc = _check_of(request, response)
+        d = yield FinishStream(streamer, lc.response_extra(rc.inputs) if rc else [])
+        if rc is not None and d is not None:
+            response = yield from self._checked_response(
+                request, response, tenant, config, decided=d, shown=streamer.shown
+            )
+            original = rc.message
+            response = _map_ai(response, lambda m: lc.shown_first(m, streamer.shown, original))
+        yield CloseStream(streamer, _final_ai(response))
+        return response
 
     def _apply_checks(
         self,
@@ -645,15 +754,30 @@ class SafetyMiddleware(AgentMiddleware):
         }[Surface(surface)]
 
     def _checked_response(
-        self, request: ModelRequest, response: Any, tenant: str | None, config: Any
+        self,
+        request: ModelRequest,
+        response: Any,
+        tenant: str | None,
+        config: Any,
+        *,
+        decided: Decision | None = None,
+        shown: str = "",
+        quiet: bool = False,
     ) -> _Flow:
+        """Decide the response (or apply ``decided``, a streamed response's decision) and
+        apply the decision; a regenerated answer (never after text was shown) is called
+        ``quiet`` when the run streams."""
         rc = _check_of(request, response)
         if rc is None:
             return response
         kwargs = lc.check_args(Surface.RESPONSE, tenant, config, rc.message.id)
-        (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
-        if d.action is Action.REWRITE and self.regenerate_on_rewrite:
-            response = yield CallModel(self._regenerate_request(request))
+        if decided is not None:
+            d = decided
+        else:
+            (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
+        if d.action is Action.REWRITE and self.regenerate_on_rewrite and not shown.strip():
+            quiet = quiet or decided is not None
+            response = yield CallModel(self._regenerate_request(request), quiet=quiet)
             rc = _check_of(request, response)
             if rc is None:
                 return response
@@ -811,9 +935,48 @@ def _can_hold(request: ModelRequest, response: Any) -> bool:
     )
 
 
-def _nostream(model: Any) -> Any:
-    tags = list(getattr(model, "tags", None) or [])
-    return model if "nostream" in tags else model.model_copy(update={"tags": [*tags, "nostream"]})
+def _quietly(model: Callable[[Any], Any], request: ModelRequest) -> Any:
+    """Call the model with its tokens shown to no stream consumer."""
+    with lc.quiet():
+        return model(request)
+
+
+def _stopped_or(
+    model: Callable[[Any], Any], request: ModelRequest, streamer: lc.ResponseStreamer
+) -> Any:
+    """The model's response, or, when a check stopped its stream, what it said until then."""
+    try:
+        return model(request)
+    except lc.StreamStopped:
+        return ModelResponse(result=[streamer.partial()])
+
+
+def _final_ai(result: Any) -> AIMessage | None:
+    """The assistant message a model step's result ends with."""
+    if ExtendedModelResponse is not None and isinstance(result, ExtendedModelResponse):
+        result = result.model_response
+    msgs, idx = _ai_of(result)
+    m = msgs[idx] if idx is not None else None
+    return m if isinstance(m, AIMessage) else None
+
+
+def _map_ai(result: Any, fn: Callable[[AIMessage], AIMessage]) -> Any:
+    """The result with its assistant message passed through ``fn``."""
+    if ExtendedModelResponse is not None and isinstance(result, ExtendedModelResponse):
+        inner = _map_ai(result.model_response, fn)
+        return ExtendedModelResponse(model_response=inner, command=result.command)
+    msgs, idx = _ai_of(result)
+    if idx is None:
+        return result
+    old = msgs[idx]
+    assert isinstance(old, AIMessage)
+    new = fn(old)
+    if new is old:
+        return result
+    if isinstance(result, ModelResponse):
+        msgs[idx] = new
+        return ModelResponse(result=msgs, structured_response=result.structured_response)
+    return new
 
 
 def _ai_of(response: Any) -> tuple[list[BaseMessage], int | None]:

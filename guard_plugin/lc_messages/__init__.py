@@ -10,6 +10,7 @@ must run where a node may be re-run from its start). One module per concern:
 - :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
 - :mod:`.held`: content held for review (sealed in the state) and messages already decided;
 - :mod:`.history`: every message the guard has not decided, checked before a model reads it;
+- :mod:`.streaming`: a model's streamed answer, shown only as it passes its checks;
 - :mod:`.run`: the graph run (config, tenant, stable request ids, ``interrupt()``);
 - :mod:`.base`: the updates a check returns and the text of a message.
 
@@ -29,6 +30,7 @@ from guard_plugin.lc_messages.base import (
     Check,
     Outcome,
     arun_checks,
+    last_index,
     preview,
     run_checks,
     shown,
@@ -69,6 +71,15 @@ from guard_plugin.lc_messages.run import (
     run_config,
     run_tenant,
 )
+from guard_plugin.lc_messages.streaming import (
+    ResponseStreamer,
+    StreamStopped,
+    quiet,
+    quiet_config,
+    response_extra,
+    shown_first,
+    streaming_wanted,
+)
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
 
 __all__ = [
@@ -80,6 +91,8 @@ __all__ = [
     "HistoryItem",
     "Outcome",
     "ResponseCheck",
+    "ResponseStreamer",
+    "StreamStopped",
     "allowed_decisions",
     "answer_review",
     "apply_history",
@@ -99,8 +112,12 @@ __all__ = [
     "held_ref",
     "held_refused",
     "interrupt",
+    "last_index",
     "preview",
+    "quiet",
+    "quiet_config",
     "read_held",
+    "response_extra",
     "review_held_tool",
     "review_payload",
     "review_requests",
@@ -109,6 +126,8 @@ __all__ = [
     "run_tenant",
     "seal",
     "shown",
+    "shown_first",
+    "streaming_wanted",
     "text_of",
     "tool_call_text",
     "tool_check_args",

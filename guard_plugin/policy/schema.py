@@ -23,6 +23,7 @@ __all__ = [
     "Messages",
     "ModelOptions",
     "Policy",
+    "Streaming",
     "SurfaceActions",
     "Texts",
     "Thresholds",
@@ -279,6 +280,28 @@ class EscalationOptions(_Model):
     review_preview_chars: int = Field(500, ge=0, le=100_000)
 
 
+class Streaming(_Model):
+    """How a streamed response is checked while it streams (:mod:`guard_plugin.streams`).
+
+    The stream is cut into windows: the first of ``first_chunk_size`` units (small, so the
+    first words come quickly), then ``chunk_size`` units each, cut at a sentence end or a word
+    end where one lies in the window's second half. Each window is checked as a response with
+    the user turn it answers and at least ``context_size`` units of the text before it (the
+    whole answer so far until that passes twice ``context_size``). A unit is a word or
+    punctuation mark of the text (each character in CJK scripts), or, with ``unit: chars``,
+    a character.
+
+    ``mode``: ``hold`` releases text only after the window holding it passed (nothing
+    unchecked is shown); ``first`` shows text at once and checks it behind (a block ends the
+    stream, and the audit says how much unchecked text was shown)."""
+
+    mode: Literal["hold", "first"] = "hold"
+    unit: Literal["tokens", "chars"] = "tokens"
+    chunk_size: int = Field(64, ge=1, le=100_000)
+    first_chunk_size: int = Field(4, ge=1, le=100_000)
+    context_size: int = Field(256, ge=0, le=100_000)
+
+
 class Policy(_Model):
     """One tenant's policy. Frozen; unknown keys are rejected."""
 
@@ -300,6 +323,7 @@ class Policy(_Model):
     #: allows the turn unchanged; its tokens are not streamed); off by default: a refused
     #: turn still costs the model call
     speculative: bool = False
+    streaming: Streaming = Streaming()
     audit: AuditOptions = AuditOptions()
     escalation: EscalationOptions = EscalationOptions()
 

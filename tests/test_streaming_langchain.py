@@ -1,0 +1,217 @@
+"""Streamed answers in real ``create_agent`` agents and LangGraph graphs: every stream consumer
+(``messages``, ``custom``, ``astream_events``, a callback handler) sees only checked text,
+and the state ends with what was shown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+from guard_plugin import Guard, Policy
+from guard_plugin.langchain import SafetyMiddleware
+from guard_plugin.langgraph import guarded_agent_graph
+from guard_plugin.testing import ScriptedClassifier
+
+REFUSAL = Policy().messages.refusal
+UNSAFE = "you worthless idiot"
+
+
+class StreamingModel(GenericFakeChatModel):
+    """Streams its scripted answers word by word (a test double)."""
+
+    def bind_tools(self, tools: Any, **kw: Any) -> StreamingModel:
+        return self
+
+
+class Tokens(BaseCallbackHandler):
+    """A user's callback handler that shows tokens."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kw: Any) -> None:
+        self.tokens.append(token)
+
+
+def answer_with(at: int | None, total: int = 120) -> str:
+    parts = []
+    for i in range(total):
+        parts.append(f"w{i}" + ("." if i % 9 == 8 else ""))
+        if i == at:
+            parts.append(UNSAFE)
+    return " ".join(parts)
+
+
+def guard() -> Guard:
+    return Guard(ScriptedClassifier(), audit=[])
+
+
+def check_shown(shown: str, original: str) -> None:
+    """What a consumer saw: a prefix of the answer without the unsafe phrase, then the
+    refusal (or, for a safe answer, the whole answer)."""
+    if UNSAFE not in original:
+        assert shown == original
+        return
+    assert shown.endswith(REFUSAL), shown[-120:]
+    prefix = shown[: -len(REFUSAL)]
+    prefix = prefix[:-2] if prefix.endswith("\n\n") else prefix
+    assert original.startswith(prefix)
+    assert "worthless" not in prefix and "idiot" not in prefix
+
+
+def text_of_chunks(chunks: list[Any]) -> str:
+    return "".join(c.content for c in chunks if isinstance(c.content, str))
+
+
+def agent_for(text: str) -> Any:
+    model = StreamingModel(messages=iter([AIMessage(text)]))
+    return create_agent(
+        model, tools=[], middleware=[SafetyMiddleware(guard())], checkpointer=InMemorySaver()
+    )
+
+
+def graph_for(text: str) -> Any:
+    model = StreamingModel(messages=iter([AIMessage(text)]))
+
+    def call_model(state: Any) -> Any:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    return guarded_agent_graph(call_model, [], guard()).compile(checkpointer=InMemorySaver())
+
+
+BUILDERS = {"middleware": agent_for, "graph": graph_for}
+
+
+def run_sync(build: Any, text: str) -> tuple[str, str, str, str]:
+    """Stream once in messages + custom modes with a token handler; the texts each saw, and
+    the final state's answer."""
+    app = build(text)
+    handler = Tokens()
+    config = {"callbacks": [handler], "configurable": {"thread_id": "t"}}
+    chunks, custom = [], []
+    for mode, data in app.stream(
+        {"messages": [HumanMessage("hi")]}, config, stream_mode=["messages", "custom"]
+    ):
+        if mode == "messages" and isinstance(data[0], AIMessageChunk):
+            chunks.append(data[0])
+        elif mode == "custom" and data.get("type") == "guard_plugin.text":
+            custom.append(data["text"])
+    final = app.get_state(config).values["messages"][-1].content
+    return text_of_chunks(chunks), "".join(custom), "".join(handler.tokens), final
+
+
+async def run_async(build: Any, text: str) -> tuple[str, str, str]:
+    app = build(text)
+    handler = Tokens()
+    config = {"callbacks": [handler], "configurable": {"thread_id": "t"}}
+    streamed = []
+    async for e in app.astream_events({"messages": [HumanMessage("hi")]}, config, version="v2"):
+        if e["event"] == "on_chat_model_stream":
+            streamed.append(e["data"]["chunk"])
+    state = await app.aget_state(config)
+    return text_of_chunks(streamed), "".join(handler.tokens), state.values["messages"][-1].content
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+@pytest.mark.parametrize("seed", range(50))
+def test_unsafe_text_at_random_positions_reaches_no_consumer(kind: str, seed: int) -> None:
+    rng = random.Random(seed)
+    at = rng.randrange(0, 119) if seed else None  # seed 0: a safe answer
+    text = answer_with(at)
+    build = BUILDERS[kind]
+    messages, custom, tokens, final = run_sync(build, text)
+    for shown in (messages, custom, tokens, final):
+        check_shown(shown, text)
+    assert messages == final  # the state ends with what was shown
+    if seed % 5 == 0:  # async: astream_events and the handler
+        events, atokens, afinal = asyncio.run(run_async(build, text))
+        for shown in (events, atokens, afinal):
+            check_shown(shown, text)
+        assert events == afinal
+
+
+def test_safe_answer_streams_in_more_than_one_piece() -> None:
+    """Streaming stays on: a slow model's answer arrives window by window."""
+
+    class Slow(StreamingModel):
+        def _stream(self, *a: Any, **kw: Any) -> Any:
+            import time
+
+            for chunk in super()._stream(*a, **kw):
+                time.sleep(0.002)
+                yield chunk
+
+    model = Slow(messages=iter([AIMessage(answer_with(None, 200))]))
+    agent = create_agent(model, tools=[], middleware=[SafetyMiddleware(guard())])
+    chunks = [
+        c
+        for c, _ in agent.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages")
+        if isinstance(c, AIMessageChunk)
+    ]
+    assert len(chunks) >= 4  # the first window, then one per 64 units
+    assert text_of_chunks(chunks) == answer_with(None, 200)
+
+
+def test_tool_calls_are_not_streamed_before_their_decision() -> None:
+    @tool
+    def send_email(body: str) -> str:
+        """Send an email."""
+        return "sent"
+
+    call = {"name": "send_email", "args": {"body": UNSAFE}, "id": "c1", "type": "tool_call"}
+    model = StreamingModel(
+        messages=iter([AIMessage("Sending it now.", tool_calls=[call]), AIMessage("done")])
+    )
+    agent = create_agent(model, tools=[send_email], middleware=[SafetyMiddleware(guard())])
+    calls_seen = []
+    for c, _ in agent.stream({"messages": [HumanMessage("mail him")]}, stream_mode="messages"):
+        if isinstance(c, AIMessageChunk):
+            calls_seen += c.tool_call_chunks
+    assert not any("worthless" in str(c.get("args")) for c in calls_seen)
+
+
+def test_a_model_that_fails_mid_stream_leaves_nothing_behind() -> None:
+    class Broken(StreamingModel):
+        def _stream(self, *a: Any, **kw: Any) -> Any:
+            for i, chunk in enumerate(super()._stream(*a, **kw)):
+                if i == 20:
+                    raise RuntimeError("connection lost")
+                yield chunk
+
+    before = threading.active_count()
+    agent = create_agent(
+        Broken(messages=iter([AIMessage(answer_with(None))])),
+        tools=[],
+        middleware=[SafetyMiddleware(guard())],
+    )
+    with pytest.raises(RuntimeError, match="connection lost"):
+        for _ in agent.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages"):
+            pass
+    assert not [t for t in threading.enumerate() if t.name == "guard-plugin-stream"]
+    assert threading.active_count() <= before + 1
+
+
+def test_hold_output_shows_the_checked_message_whole() -> None:
+    text = answer_with(50)
+    model = StreamingModel(messages=iter([AIMessage(text)]))
+    agent = create_agent(model, tools=[], middleware=[SafetyMiddleware(guard(), hold_output=True)])
+    handler = Tokens()
+    got = [
+        c
+        for c, _ in agent.stream(
+            {"messages": [HumanMessage("hi")]}, {"callbacks": [handler]}, stream_mode="messages"
+        )
+        if isinstance(c, AIMessage)
+    ]
+    assert [c.content for c in got] == [REFUSAL]
+    assert handler.tokens == []
