@@ -215,3 +215,54 @@ def test_hold_output_shows_the_checked_message_whole() -> None:
     ]
     assert [c.content for c in got] == [REFUSAL]
     assert handler.tokens == []
+
+
+# -- the callback handler and the LCEL runnable ---------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_callback_handler_streams_only_checked_text_to_its_handlers(seed: int) -> None:
+    from guard_plugin.errors import GuardBlocked
+    from guard_plugin.langchain import SafetyCallbackHandler
+
+    rng = random.Random(seed)
+    at = rng.randrange(0, 119) if seed else None
+    text = answer_with(at)
+    shown = Tokens()
+    handler = SafetyCallbackHandler(guard(), stream_to=[shown])
+    model = StreamingModel(messages=iter([AIMessage(text)]))
+    got = []
+    try:
+        for c in model.stream("hi", {"callbacks": [handler]}):
+            got.append(c)
+    except GuardBlocked:
+        assert at is not None
+    check_shown("".join(shown.tokens), text)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_lcel_response_guard_streams_only_checked_text(seed: int) -> None:
+    from guard_plugin.langchain import guard_runnable
+
+    rng = random.Random(seed)
+    at = rng.randrange(0, 119) if seed else None
+    text = answer_with(at)
+    out = guard_runnable(guard(), surface="response")
+    chain = StreamingModel(messages=iter([AIMessage(text), AIMessage(text)])) | out
+    check_shown(text_of_chunks(list(chain.stream("hi"))), text)
+
+    async def run() -> str:
+        return text_of_chunks([c async for c in chain.astream("hi")])
+
+    check_shown(asyncio.run(run()), text)
+
+
+def test_lcel_response_guard_still_raises_on_invoke() -> None:
+    from guard_plugin.errors import GuardBlocked
+    from guard_plugin.langchain import guard_runnable
+
+    chain = StreamingModel(messages=iter([AIMessage(UNSAFE)])) | guard_runnable(
+        guard(), surface="response"
+    )
+    with pytest.raises(GuardBlocked):
+        chain.invoke("hi")

@@ -5,7 +5,7 @@ is not allowed. Callbacks cannot change what flows through a chain, so ``rewrite
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from guard_plugin import lc_messages as lc
 from guard_plugin.check import Guard, as_guard
 from guard_plugin.decision import Decision
 from guard_plugin.errors import GuardBlocked
+from guard_plugin.streams import StreamModerator
 from guard_plugin.types import Action, Surface
 
 __all__ = ["EscalationHandler", "SafetyCallbackHandler"]
@@ -51,6 +52,12 @@ class SafetyCallbackHandler(BaseCallbackHandler):
     through a chain, so ``rewrite`` and ``escalate`` block too; ``escalation_handler`` may
     approve an escalated decision first. Works in sync and async chains (LangChain runs sync
     handlers of async chains in a worker thread).
+
+    Streaming: a callback sees tokens but cannot hold them back from other handlers. Give
+    the handlers that show tokens to ``stream_to`` instead of to the chain: they receive
+    ``on_llm_new_token`` only for text that passed its check (window by window, by the
+    tenant's ``streaming`` policy); a window that is not allowed stops the model with
+    :class:`~guard_plugin.GuardBlocked`, and they receive the refusal as the last token.
     """
 
     raise_error = True
@@ -65,6 +72,7 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         check_outputs: bool = True,
         check_tools: bool = True,
         escalation_handler: EscalationHandler | None = None,
+        stream_to: Sequence[BaseCallbackHandler] = (),
     ) -> None:
         self.guard = as_guard(guard)
         self.tenant = tenant
@@ -74,6 +82,8 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         self.escalation_handler = escalation_handler
         self._context: dict[UUID, str] = {}
         self.decisions: list[Decision] = []
+        self.stream_to = list(stream_to)
+        self._streams: dict[UUID, StreamModerator] = {}
 
     def _enforce(self, d: Decision) -> None:
         self.decisions.append(d)
@@ -113,10 +123,50 @@ class SafetyCallbackHandler(BaseCallbackHandler):
                         )
                     )
 
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, chunk: Any = None, **kw: Any) -> None:
+        if not self.stream_to or not self.check_outputs:
+            return
+        mod = self._streams.get(run_id)
+        if mod is None:
+            context = self._context.get(run_id, "")
+            mod = self._streams[run_id] = StreamModerator(
+                self.guard, context=context, tenant=self.tenant
+            )
+        text = chunk.text if chunk is not None else token
+        self._forward(mod.push(text if isinstance(text, str) else ""), run_id)
+        if mod.stopped is not None:
+            self._streams.pop(run_id, None)
+            self._forward(mod.ending(), run_id)
+            mod.close()
+            self.decisions.append(mod.stopped)
+            raise GuardBlocked(mod.stopped)
+
+    def _forward(self, text: str, run_id: UUID) -> None:
+        if text:
+            for h in self.stream_to:
+                h.on_llm_new_token(text, run_id=run_id)
+
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         context = self._context.pop(run_id, "")
+        mod = self._streams.pop(run_id, None)
         if not self.check_outputs:
             return
+        if mod is not None:  # what is left of the stream goes out once the whole passed
+            held = mod.wait()
+            mod.close()
+            try:
+                self._check_response(response, context)
+            except GuardBlocked as blocked:
+                refusal = self.guard.messages_of(blocked.decision, self.tenant).refusal
+                self._forward(f"\n\n{refusal}" if mod.released else refusal, run_id)
+                raise
+            gens = response.generations[0] if response.generations else []
+            full = gens[0].text if gens else ""
+            self._forward(held + full[mod.released :], run_id)  # the whole passed
+            return
+        self._check_response(response, context)
+
+    def _check_response(self, response: LLMResult, context: str) -> None:
         for gens in response.generations:
             for gen in gens:
                 msg = getattr(gen, "message", None)
@@ -129,6 +179,9 @@ class SafetyCallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._context.pop(run_id, None)
+        mod = self._streams.pop(run_id, None)
+        if mod is not None:
+            mod.close()
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if not self.check_tools:

@@ -1,16 +1,24 @@
-"""``guard_runnable``: an LCEL guard, ``guard_in | chain | guard_out``."""
+"""``guard_runnable``: an LCEL guard, ``guard_in | chain | guard_out``.
+
+On the response surface it also streams: ``(prompt | model | guard_out).stream(...)`` yields
+the model's text as each window passes its check (:mod:`guard_plugin.streams`, the tenant's
+``streaming`` policy); a stopped stream ends with a chunk carrying the tenant's refusal, and
+tool-call chunks come out only after their decision. ``invoke`` checks the whole value and
+raises :class:`~guard_plugin.GuardBlocked` as before."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from guard_plugin import lc_messages as lc
 from guard_plugin.check import Guard, as_guard
 from guard_plugin.errors import GuardBlocked
 from guard_plugin.policy import resolve_tenant
+from guard_plugin.streams import AsyncStreamModerator, StreamModerator
 from guard_plugin.types import Surface
 
 __all__ = ["guard_runnable"]
@@ -45,24 +53,118 @@ def guard_runnable(
     on the response surface a message list's last message is checked with the preceding user
     turn as context. The tenant comes from ``tenant`` or ``config["configurable"]["tenant_id"]``.
     """
-    g = as_guard(guard)
-    surf = Surface(surface)
+    r = _Guarded(as_guard(guard), Surface(surface), tenant)
+    name = f"guard_plugin[{r.surface.value}]"
+    if r.surface is not Surface.RESPONSE:
+        return RunnableLambda(r.check, afunc=r.acheck, name=name)
+    return RunnableGenerator(r.transform, r.atransform, name=name)
 
-    def _tenant(config: Any) -> str | None:
-        return resolve_tenant(tenant, None, config, "tenant_id")
 
-    def check(value: Any, config: Any = None) -> Any:
+class _Guarded:
+    """The steps of :func:`guard_runnable`."""
+
+    def __init__(self, guard: Guard, surface: Surface, tenant: str | None) -> None:
+        self.g, self.surface, self.tenant = guard, surface, tenant
+
+    def _tenant(self, config: Any) -> str | None:
+        return resolve_tenant(self.tenant, None, config, "tenant_id")
+
+    def check(self, value: Any, config: Any = None) -> Any:
         content, context = _content_of(value)
-        d = g.check_content(content, surface=surf, tenant=_tenant(config), context=context)
+        d = self.g.check_content(
+            content, surface=self.surface, tenant=self._tenant(config), context=context
+        )
         if not d.allowed:
             raise GuardBlocked(d)
         return value
 
-    async def acheck(value: Any, config: Any = None) -> Any:
+    async def acheck(self, value: Any, config: Any = None) -> Any:
         content, context = _content_of(value)
-        d = await g.acheck_content(content, surface=surf, tenant=_tenant(config), context=context)
+        d = await self.g.acheck_content(
+            content, surface=self.surface, tenant=self._tenant(config), context=context
+        )
         if not d.allowed:
             raise GuardBlocked(d)
         return value
 
-    return RunnableLambda(check, afunc=acheck, name=f"guard_plugin[{surf.value}]")
+    def transform(self, values: Iterator[Any], config: Any = None) -> Iterator[Any]:
+        s = _Stream(self.g, self._tenant(config), is_async=False)
+        assert isinstance(s.mod, StreamModerator)
+        try:
+            for value in values:
+                if not s.streamable(value):
+                    yield self.check(value, config)
+                    continue
+                yield from s.out(s.push(value))
+                if s.mod.stopped is not None:
+                    yield from s.out(s.mod.ending())
+                    return
+            yield from s.out(s.mod.finish(s.extra()))
+            yield from s.calls()
+        finally:
+            s.mod.close()
+
+    async def atransform(
+        self, values: AsyncIterator[Any], config: Any = None
+    ) -> AsyncIterator[Any]:
+        s = _Stream(self.g, self._tenant(config), is_async=True)
+        assert isinstance(s.mod, AsyncStreamModerator)
+        try:
+            async for value in values:
+                if not s.streamable(value):
+                    yield await self.acheck(value, config)
+                    continue
+                for chunk in s.out(s.push(value)):
+                    yield chunk
+                if s.mod.stopped is not None:
+                    for chunk in s.out(s.mod.ending()):
+                        yield chunk
+                    return
+            for chunk in [*s.out(await s.mod.finish(s.extra())), *s.calls()]:
+                yield chunk
+        finally:
+            await s.mod.close()
+
+
+class _Stream:
+    """One streamed response through the response guard: its text moderated, its tool-call
+    chunks kept until the end."""
+
+    def __init__(self, guard: Guard, tenant: str | None, *, is_async: bool) -> None:
+        cls = AsyncStreamModerator if is_async else StreamModerator
+        self.mod: StreamModerator | AsyncStreamModerator = cls(guard, tenant=tenant)
+        self.message: AIMessageChunk | None = None
+        self.strings = False
+
+    @staticmethod
+    def streamable(value: Any) -> bool:
+        return isinstance(value, (str, AIMessageChunk))
+
+    def push(self, value: Any) -> str:
+        if isinstance(value, str):
+            self.strings = True
+            return self.mod.push(value)
+        self.message = value if self.message is None else self.message + value
+        return self.mod.push(value.text if isinstance(value.text, str) else "")
+
+    def out(self, text: str) -> list[Any]:
+        if not text:
+            return []
+        if self.strings or self.message is None:
+            return [text]
+        return [AIMessageChunk(content=text, id=self.message.id)]
+
+    def extra(self) -> list[Any]:
+        """The response's tool calls, checked with its last window."""
+        m = self.message
+        if m is None or not m.tool_calls:
+            return []
+        rc = lc.find_response([AIMessage(content="", id=m.id, tool_calls=m.tool_calls)])
+        return list(rc.inputs) if rc is not None else []
+
+    def calls(self) -> list[Any]:
+        """The tool-call chunks, once their check passed."""
+        m = self.message
+        if m is None or not m.tool_call_chunks or self.mod.stopped is not None:
+            return []
+        return [AIMessageChunk(content="", id=m.id, tool_call_chunks=m.tool_call_chunks)]
