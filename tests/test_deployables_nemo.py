@@ -153,3 +153,50 @@ def test_nemoguardrails_server_serves_the_written_folders(tmp_path) -> None:
             assert not any("bomb" in str(b) for b in chat.bodies)
     finally:
         chat.close()
+
+
+# -- streaming: stream_async on the folders as shipped ---------------------------------------------
+
+
+def streamed(folder: str, answer: str) -> list[str]:
+    import asyncio
+
+    r = rails(folder, answer)
+
+    async def run() -> list[str]:
+        out = []
+        async for chunk in r.stream_async(messages=[{"role": "user", "content": "hi"}]):
+            out.append(chunk if isinstance(chunk, str) else str(chunk))
+        return out
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("folder", ["colang1", "nemo_flows"])
+@pytest.mark.parametrize("seed", range(10))
+def test_stream_async_shows_only_checked_text(env, folder: str, seed: int) -> None:
+    import json
+    import random
+
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(300)]
+    if seed:
+        words.insert(rng.randrange(0, 300), "you worthless idiot")
+    answer = " ".join(words)
+    chunks = streamed(folder, answer)
+    text = "".join(chunks)
+    if not seed:
+        assert text.strip() == answer
+        return
+    error = json.loads(chunks[-1])["error"]  # NeMo ends a blocked stream with an error chunk
+    assert error["code"] == "content_blocked"
+    shown = "".join(chunks[:-1])
+    assert "worthless" not in shown and "idiot" not in shown
+    assert answer.startswith(shown.strip())
+
+
+def test_stream_async_is_refused_on_the_colang2_folder(env) -> None:
+    """NeMo runs streaming output rails only for Colang 1 flows: a Colang 2 answer would be
+    shown before its check, so the folder refuses to stream."""
+    with pytest.raises(ConfigError, match="Colang 2"):
+        streamed("colang2", "you worthless idiot")

@@ -125,3 +125,20 @@ def init(app: Any) -> None:
         main_model_from_env(app.config)
     for name, fn in ACTIONS.items():
         app.register_action(fn, name=name)
+    if _colang2(app.config) and hasattr(app, "stream_async"):
+        app.stream_async = _refuse_stream  # streamed Colang 2 answers are never checked
+
+
+def _colang2(config: Any) -> bool:
+    return str(getattr(config, "colang_version", "1.0")).startswith("2")
+
+
+def _refuse_stream(*args: Any, **kwargs: Any) -> Any:
+    """``stream_async`` of a Colang 2 app: NeMo Guardrails (0.24) runs streaming output rails
+    only for Colang 1 flows, so a Colang 2 answer would stream before its check."""
+    raise ConfigError(
+        "stream_async() is refused on a Colang 2 config: NeMo Guardrails runs streaming "
+        "output rails only for Colang 1 flows, so the answer would be shown before its check. "
+        "Use generate_async(), or the colang1 or nemo_flows folder, which check a streamed "
+        "answer as it streams (rails.output.streaming)."
+    )
