@@ -30,6 +30,8 @@ def piece_text(piece: Any) -> str:
         return piece
     for name in ("text", "content"):
         value = getattr(piece, name, None)
+        if isinstance(value, str):
+            return str(value)
         if callable(value):
             value = value()
         if isinstance(value, str):
