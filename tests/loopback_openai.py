@@ -2,7 +2,8 @@
 
 ``reply(body) -> dict`` decides each answer from the request body (a message dict with
 ``content`` and optional ``tool_calls``), or returns ``(status, payload)`` to send a whole
-response of its own; every request body is recorded. It serves ``/v1/chat/completions`` and
+response of its own; every request body is recorded. It serves ``/v1/chat/completions`` (a
+request with ``stream: true`` gets the answer as server-sent chunks, a word each) and
 ``/v1/models`` on 127.0.0.1 only.
 """
 
@@ -80,6 +81,9 @@ class LoopbackChatServer(LoopbackServer):
                     self._send(*message)
                     return
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
+                if body.get("stream"):
+                    self._stream(body, message, finish)
+                    return
                 self._send(
                     200,
                     {
@@ -91,6 +95,34 @@ class LoopbackChatServer(LoopbackServer):
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     },
                 )
+
+            def _stream(self, body: dict[str, Any], message: dict[str, Any], finish: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                base = {
+                    "id": f"chatcmpl-{len(server.bodies)}",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": body.get("model", server.model),
+                }
+                text = message.get("content") or ""
+                words = [w + " " for w in text.split(" ")]
+                words[-1] = words[-1][:-1]
+                deltas: list[dict[str, Any]] = [{"role": "assistant", "content": w} for w in words]
+                if message.get("tool_calls"):
+                    calls = [{**c, "index": i} for i, c in enumerate(message["tool_calls"])]
+                    deltas.append({"tool_calls": calls})
+                ends = [None] * (len(deltas) - 1) + [finish]
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    for delta, end in zip(deltas, ends, strict=True):
+                        choice = {"index": 0, "delta": delta, "finish_reason": end}
+                        chunk = {**base, "choices": [choice]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                self.close_connection = True
 
             def _send(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()

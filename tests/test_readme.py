@@ -63,6 +63,9 @@ def reply(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("tools") and "email" in text_of(last["content"]):
         args = {"to": "bob@example.com", "subject": "Report", "body": "Q3 numbers attached."}
         return tool_call_message("send_email", args, f"call_{len(messages)}")
+    if "Roast" in text_of(last["content"]):  # a long answer that turns unsafe
+        start = " ".join(f"Your manager has strengths number {i}." for i in range(12))
+        return {"role": "assistant", "content": f"{start} But really, a worthless idiot. Sorry."}
     return {"role": "assistant", "content": "Paris."}
 
 

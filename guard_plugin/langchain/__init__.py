@@ -33,10 +33,14 @@ back needs an agent with tools (``create_agent`` builds no edge back otherwise);
 without tools, or a run without a checkpointer, gets the tenant's escalation fallback. If a
 new turn arrives instead of an answer, the held response stays withheld.
 
-Streaming: with ``stream_mode="messages"`` a model's tokens reach the consumer while they are
-generated, before the response can be checked. ``hold_output=True`` tags the model call
-``nostream``: consumers then receive the checked message only, whole, when the model step
-ends. (``stream_mode="updates"`` and ``"values"`` only ever carry checked messages.)
+Streaming: when the run streams (``stream_mode="messages"``, ``astream_events``, a handler
+that shows tokens), the model answers *quietly* (its own tokens reach no consumer) and its
+text is shown window by window through a chat-model run of the guard's, as each window passes
+its check (:mod:`guard_plugin.streams`, the tenant's ``streaming`` policy); a blocked answer
+ends with the refusal after what was shown, and the state holds exactly that. Tool-call
+chunks come out only with the decided message. ``hold_output=True`` shows the checked
+message only, whole, when the model step ends. (``stream_mode="updates"`` and ``"values"``
+only ever carry checked messages.)
 
 ``SafetyCallbackHandler`` observes any chain or runnable and can only stop it: callbacks
 cannot rewrite or interrupt, so ``rewrite`` and ``escalate`` become a block (after the
