@@ -266,3 +266,61 @@ def test_lcel_response_guard_still_raises_on_invoke() -> None:
     )
     with pytest.raises(GuardBlocked):
         chain.invoke("hi")
+
+
+def test_a_cancelled_async_run_leaves_no_task_behind() -> None:
+    class Slow(StreamingModel):
+        async def _astream(self, *a: Any, **kw: Any) -> Any:
+            async for chunk in super()._astream(*a, **kw):
+                await asyncio.sleep(0.005)
+                yield chunk
+
+    async def run() -> list[str]:
+        agent = create_agent(
+            Slow(messages=iter([AIMessage(answer_with(None, 400))])),
+            tools=[],
+            middleware=[SafetyMiddleware(guard())],
+        )
+
+        async def consume() -> None:
+            async for _ in agent.astream(
+                {"messages": [HumanMessage("hi")]}, stream_mode="messages"
+            ):
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)
+        return [
+            repr(t.get_coro())
+            for t in asyncio.all_tasks()
+            if t is not asyncio.current_task() and "stream" in repr(t.get_coro()).lower()
+        ]
+
+    assert asyncio.run(run()) == []
+
+
+def test_a_classifier_timeout_ends_the_stream_through_on_error() -> None:
+    from guard_plugin.errors import ClassifierTimeout
+
+    def answer_checks_time_out(req: Any) -> str:
+        if "w0" in str(req):  # a window of the answer
+            raise ClassifierTimeout("the classifier took too long")
+        return "User Safety: safe"
+
+    slow = Guard(
+        ScriptedClassifier(fn=answer_checks_time_out),
+        policies=Policy(messages={"failure": "Checks are slow; try again."}),
+        audit=[],
+    )
+    model = StreamingModel(messages=iter([AIMessage(answer_with(None))]))
+    agent = create_agent(model, tools=[], middleware=[SafetyMiddleware(slow)])
+    chunks = [
+        c
+        for c, _ in agent.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages")
+        if isinstance(c, AIMessageChunk)
+    ]
+    assert text_of_chunks(chunks) == "Checks are slow; try again."
