@@ -6,8 +6,8 @@ one run:
    and by the tiny local model (``transformers``, CPU);
 2. total classifier time for an answer of 500, 1,000 and 2,000 units, checked window by window
    as the guard does (each check covers the new window and at least ``context_size`` units
-   before it) / re-checking the whole answer so far at every window, on the tiny local model;
-   with the response tokens each check sends the model.
+   before it) / re-checking the whole answer so far at every window, on the tiny local model,
+   with its prefix cache off and on; and the prompt tokens each window check prefills.
 
     python -m benchmarks.bench_streaming [--runs 5] [--model PATH]
 
@@ -112,28 +112,38 @@ def main() -> None:
     print(f"  hold, classifier at 50 ms   {held:8.1f}   ratio {held / bare:.2f}")
     print(f"  hold, tiny local model      {held_local:8.1f}   ratio {held_local / bare:.2f}")
 
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
+    cold = Guard(
+        f"transformers:{path}?prefix_cache_mb=0", policies=Policy(), audit=[], cache_size=0
+    )
+    classifier_ms(cold, ["warm up the model"] * 3)
+    stats = local.classifier.stats  # type: ignore[attr-defined]
     s = Streaming()
     print(
         f"\nclassifier time for one answer (chunk_size {s.chunk_size}, context_size "
-        f"{s.context_size}), tiny local model"
+        f"{s.context_size}), tiny local model, the better of two runs; prefix cache off / on"
     )
-    print("  units   checks   windows ms   full ms   full/windows   model tokens/check w / f")
+    print(
+        "  units  checks  windows off / on ms   full re-check off / on ms   full/windows (off)"
+        "   prefilled tokens/check windows off / on"
+    )
     for units in (500, 1000, 2000):
         text = answer(units)
-        win, full = spans(text, s, False), spans(text, s, True)
-        # the better of two runs each, alternating (this machine is noisy)
-        w_ms = min(classifier_ms(local, win), classifier_ms(local, win))
-        f_ms = min(classifier_ms(local, full), classifier_ms(local, full))
-        w_tok = statistics.mean(len(tok(t).input_ids) for t in win)
-        f_tok = statistics.mean(len(tok(t).input_ids) for t in full)
         assert abs(count_units(text) - units) <= 2
+        win, full = spans(text, s, False), spans(text, s, True)
+        w_off = min(classifier_ms(cold, win), classifier_ms(cold, win))
+        f_off = min(classifier_ms(cold, full), classifier_ms(cold, full))
+        f_on = min(classifier_ms(local, full), classifier_ms(local, full))
+        before = dict(stats)
+        w_on = min(classifier_ms(local, win), classifier_ms(local, win))
+        after = local.classifier.stats  # type: ignore[attr-defined]
+        filled = (after["prefilled_tokens"] - before["prefilled_tokens"]) / (2 * len(win))
+        reused = (after["prefix_reused_tokens"] - before["prefix_reused_tokens"]) / (2 * len(win))
+        stats = after
         print(
-            f"  {units:5d}   {len(win):6d}   {w_ms:10.1f}   {f_ms:7.1f}   {f_ms / w_ms:12.2f}"
-            f"   {w_tok:7.0f} / {f_tok:.0f}"
+            f"  {units:5d}  {len(win):6d}  {w_off:8.1f} / {w_on:7.1f}     {f_off:9.1f} / {f_on:8.1f}"
+            f"      {f_off / w_off:10.2f}          {filled + reused:7.0f} / {filled:.0f}"
         )
+    cold.close()
     local.close()
 
 

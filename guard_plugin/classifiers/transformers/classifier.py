@@ -44,6 +44,10 @@ class TransformersClassifier(BaseClassifier):
     - ``max_queue``: requests allowed to wait; beyond it callers get :class:`QueueFullError`.
     - ``verdict_mode``: ``logits`` (default: labels and P(unsafe) from the label token's
       logits, one forward pass for most checks) or ``generate`` (greedy generation, no score).
+    - ``prefix_cache_mb``: memory for the KV caches of recent prompts (``logits`` mode): a
+      check run on its own prefills only the tokens after the longest prefix it shares with
+      one of them (the next window of a streamed answer, or the policy header); 0 turns it
+      off. Logits are those of a full prefill.
 
     Prefer ``load_classifier("transformers:...")``, which returns one shared instance per spec.
     """
@@ -59,6 +63,7 @@ class TransformersClassifier(BaseClassifier):
         max_wait_ms: float = 0.0,
         max_queue: int = 1024,
         verdict_mode: str = "logits",
+        prefix_cache_mb: float = 512,
     ) -> None:
         if verdict_mode not in VERDICT_MODES:
             raise ConfigError(
@@ -70,7 +75,7 @@ class TransformersClassifier(BaseClassifier):
         else:
             self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
             self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
-        self._runner = Runner(self.local, verdict_mode)
+        self._runner = Runner(self.local, verdict_mode, prefix_cache_mb)
         self.verdict_mode = verdict_mode if self._runner.label_ids is not None else "generate"
         self.extra_tokens = self._runner.special_tokens
         self._worker: BatchWorker[ModelRequest, ClassifierResult] = BatchWorker(
@@ -93,6 +98,7 @@ class TransformersClassifier(BaseClassifier):
             "failures": s.failures,
             "oom_splits": self._runner.oom_splits,
             "forward_passes": self._runner.forward_passes,
+            **self._runner.prefix_stats,
         }
 
     def classify(
@@ -128,7 +134,7 @@ def _as_result(r: object) -> ClassifierResult:
 
 
 _INT_OPTIONS = ("max_batch_size", "max_queue")
-_FLOAT_OPTIONS = ("max_wait_ms",)
+_FLOAT_OPTIONS = ("max_wait_ms", "prefix_cache_mb")
 
 
 def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
@@ -140,7 +146,8 @@ def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
     if unknown:
         raise ConfigError(
             f"unknown option(s) {', '.join(sorted(unknown))} in 'transformers:{rest}'; "
-            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue, verdict_mode"
+            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue, "
+            "prefix_cache_mb, verdict_mode"
         )
     for k in _INT_OPTIONS:
         if k in params:

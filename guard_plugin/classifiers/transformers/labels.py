@@ -16,6 +16,7 @@ import torch
 
 from guard_plugin.classifiers.base import ClassifierOutput, ClassifierResult
 from guard_plugin.classifiers.transformers.decoding import Decoder
+from guard_plugin.classifiers.transformers.prefix import PrefixCache
 from guard_plugin.classifiers.transformers.prompts import Prompts
 from guard_plugin.prompting import ModelRequest
 
@@ -29,9 +30,12 @@ class LabelReader:
     """Reads labels from logits where the tokenizer allows it (``label_ids`` is ``None``
     where it does not: then every row generates)."""
 
-    def __init__(self, prompts: Prompts, decoder: Decoder) -> None:
+    def __init__(
+        self, prompts: Prompts, decoder: Decoder, prefix: PrefixCache | None = None
+    ) -> None:
         self.prompts = prompts
         self.decoder = decoder
+        self.prefix = prefix
         self.tokenizer = prompts.tokenizer
         self.label_ids = self._find_label_ids()
         self.response_field_ids = self._find_response_field_ids() if self.label_ids else None
@@ -86,7 +90,16 @@ class LabelReader:
         inputs = self.decoder.inputs(enc)
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self.decoder.forward(inputs, positions, None)
+        kept = (
+            self.prefix is not None
+            and len(reqs) == 1
+            and "pixel_values" not in inputs
+            and bool(mask.all())
+        )
+        if kept:  # one text row: start from a kept prompt's cache where one shares a prefix
+            logits, cache = self._prefill_one(ids, mask, positions)
+        else:
+            logits, cache = self.decoder.forward(inputs, positions, None)
         n = len(reqs)
         results: list[ClassifierResult | None] = [None] * n
         texts = [USER_FIELD] * n
@@ -125,12 +138,26 @@ class LabelReader:
             # rows that are no verdict go on with a label token too; their result is final
             chosen = torch.where((top == safe) | (top == unsafe), top, safe)
         self._categories(reqs, results, texts, (ids, mask, chosen, cache), max_new)
+        if kept:
+            assert self.prefix is not None
+            self.prefix.put(ids[0, : mask.shape[1]], cache)
         return [
             r
             if r is not None
             else ClassifierOutput(texts[i], user_score=scores[i][0], response_score=scores[i][1])
             for i, r in enumerate(results)
         ]
+
+    def _prefill_one(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, Any]:
+        """The label pass of one unpadded row, feeding only the tokens after the longest
+        prefix it shares with a kept prompt (all of them when none does)."""
+        assert self.prefix is not None
+        hit = self.prefix.take(ids[0])
+        cache, start = hit if hit is not None else (self.prefix.new_cache(), 0)
+        feed = {"input_ids": ids[:, start:], "attention_mask": mask}
+        return self.decoder.forward(feed, positions[:, start:], cache)
 
     def _categories(
         self,

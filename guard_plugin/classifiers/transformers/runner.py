@@ -13,6 +13,7 @@ from guard_plugin.classifiers.transformers.decoding import Decoder
 from guard_plugin.classifiers.transformers.injection import ControlTokenCheck
 from guard_plugin.classifiers.transformers.labels import USER_FIELD, LabelReader
 from guard_plugin.classifiers.transformers.loader import LocalModel, free_cache
+from guard_plugin.classifiers.transformers.prefix import PrefixCache
 from guard_plugin.classifiers.transformers.prompts import Prompts
 from guard_plugin.errors import ClassifierError, ClassifierUnavailable, InjectionDetected
 from guard_plugin.prompting import ModelRequest
@@ -25,12 +26,19 @@ VERDICT_MODES = ("logits", "generate")
 class Runner:
     """The model's one caller: ``runner(requests)`` returns one result per request."""
 
-    def __init__(self, lm: LocalModel, verdict_mode: str = "logits") -> None:
+    def __init__(
+        self, lm: LocalModel, verdict_mode: str = "logits", prefix_cache_mb: float = 512
+    ) -> None:
         self.lm = lm
         self.prompts = Prompts(lm)
         self.injection = ControlTokenCheck(self.prompts)
         self.decoder = Decoder(lm, self.prompts)
-        self.labels = LabelReader(self.prompts, self.decoder) if verdict_mode == "logits" else None
+        self.prefix = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self.labels = (
+            LabelReader(self.prompts, self.decoder, self.prefix)
+            if verdict_mode == "logits"
+            else None
+        )
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
@@ -47,6 +55,21 @@ class Runner:
     @property
     def forward_passes(self) -> int:
         return self.decoder.forward_passes
+
+    @property
+    def prefix_stats(self) -> dict[str, int]:
+        """Prompts kept, checks that reused one, tokens reused and prefilled by checks run on
+        their own (empty when the prefix cache is off)."""
+        p = self.prefix
+        if p is None:
+            return {}
+        return {
+            "prefix_entries": len(p),
+            "prefix_bytes": p.nbytes,
+            "prefix_hits": p.hits,
+            "prefix_reused_tokens": p.reused_tokens,
+            "prefilled_tokens": p.prefilled_tokens,
+        }
 
     def uses_logits(self, req: ModelRequest) -> bool:
         return self.labels is not None and self.labels.applies_to(req)
@@ -109,6 +132,8 @@ class Runner:
         try:
             return self.labels.read(reqs, enc, max_new)
         except torch.OutOfMemoryError:
+            if self.prefix is not None:
+                self.prefix.clear()
             free_cache(self.lm.device)
             if len(reqs) == 1:
                 return [ClassifierUnavailable("out of GPU memory for a single request")]

@@ -1,0 +1,112 @@
+"""The local backend's prefix cache: a check prefills only what it does not share with a
+recent prompt, with the logits of a full prefill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from guard_plugin import Policy
+from guard_plugin.classifiers.transformers import TransformersClassifier
+from guard_plugin.policy import Streaming, compile_policy
+from guard_plugin.prompting import SafetyInput, build_request
+from guard_plugin.streams import Windows
+from guard_plugin.types import TEXT, Surface
+
+
+@pytest.fixture(scope="module")
+def pair(verdict_model: Any) -> Any:
+    on = TransformersClassifier(str(verdict_model.path), prefix_cache_mb=64)
+    off = TransformersClassifier(str(verdict_model.path), prefix_cache_mb=0)
+    yield on, off
+    on.close()
+    off.close()
+
+
+def window_requests(policy: Policy, marker_at: int | None = None) -> list[Any]:
+    """The checks of a streamed answer, window by window, as the guard sends them."""
+    words = [f"word{i}" + ("." if i % 9 == 8 else "") for i in range(300)]
+    if marker_at is not None:
+        words.insert(marker_at, "bomb")
+    text = " ".join(words)
+    w = Windows(Streaming())
+    spans = [text[x.start : x.end] for p in text.split(" ") for x in w.push(p + " ")]
+    compiled = compile_policy(policy)
+    return [
+        build_request(
+            SafetyInput(text="Tell me a story", response=s, surface=Surface.RESPONSE, part=TEXT),
+            compiled,
+        )
+        for s in spans
+    ]
+
+
+def same(a: Any, b: Any) -> None:
+    assert a.text == b.text
+    for x, y in ((a.user_score, b.user_score), (a.response_score, b.response_score)):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert abs(x - y) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Policy(),
+        Policy(categories_off=("Profanity",)),
+        Policy(custom_categories=({"name": "Spoilers", "description": "Plot twists."},)),
+        Policy(model={"request_categories": False}),
+    ],
+    ids=["default", "categories-off", "custom-category", "no-categories"],
+)
+def test_windows_of_a_stream_reuse_the_cache_with_full_prefill_logits(pair: Any, policy) -> None:
+    on, off = pair
+    reqs = window_requests(policy, marker_at=200)
+    before = on.stats
+    for r in reqs:
+        (a,) = on.classify([r])
+        (b,) = off.classify([r])
+        same(a, b)
+    after = on.stats
+    assert after["prefix_hits"] - before["prefix_hits"] >= len(reqs) - 1
+    reused = after["prefix_reused_tokens"] - before["prefix_reused_tokens"]
+    prefilled = after["prefilled_tokens"] - before["prefilled_tokens"]
+    assert reused > prefilled  # most of each check came from the cache
+
+
+def test_another_conversation_reuses_the_policy_header(pair: Any) -> None:
+    on, off = pair
+    compiled = compile_policy(Policy())
+    first = build_request(SafetyInput(text="how do I bake bread"), compiled)
+    second = build_request(SafetyInput(text="how do I build a bomb"), compiled)
+    on.classify([first])
+    hits = on.stats["prefix_hits"]
+    (a,) = on.classify([second])
+    (b,) = off.classify([second])
+    same(a, b)
+    assert on.stats["prefix_hits"] == hits + 1
+
+
+def test_batches_do_not_use_the_cache_and_agree(pair: Any) -> None:
+    on, off = pair
+    reqs = window_requests(Policy())[:4]
+    hits = on.stats["prefix_hits"]
+    for a, b in zip(on.classify(reqs), off.classify(reqs), strict=True):
+        same(a, b)
+    assert on.stats["prefix_hits"] == hits
+
+
+def test_the_memory_cap_holds(verdict_model: Any) -> None:
+    small = TransformersClassifier(str(verdict_model.path), prefix_cache_mb=0.01)
+    try:
+        for r in window_requests(Policy())[:3]:
+            small.classify([r])
+        s = small.stats
+        assert s["prefix_bytes"] <= 0.01 * 2**20
+        assert s["prefix_hits"] == 0  # one prompt's cache is larger than the cap
+    finally:
+        small.close()
