@@ -91,9 +91,11 @@ def test_another_conversation_reuses_the_policy_header(pair: Any) -> None:
     assert on.stats["prefix_hits"] == hits + 1
 
 
-def test_batches_do_not_use_the_cache_and_agree(pair: Any) -> None:
+def test_a_batch_wider_than_the_sliding_window_goes_whole_and_agrees(pair: Any) -> None:
+    """Rows of a thousand tokens and more: past the tiny model's 1024-token window, the
+    padding between prefix and rest would shift what a sliding layer sees."""
     on, off = pair
-    reqs = window_requests(Policy())[:4]
+    reqs = window_requests(Policy())[-4:]  # each over a thousand prompt tokens
     hits = on.stats["prefix_hits"]
     for a, b in zip(on.classify(reqs), off.classify(reqs), strict=True):
         same(a, b)
@@ -110,3 +112,41 @@ def test_the_memory_cap_holds(verdict_model: Any) -> None:
         assert s["prefix_hits"] == 0  # one prompt's cache is larger than the cap
     finally:
         small.close()
+
+
+def conversation_requests(n: int, policy: Policy = Policy(), start: int = 0) -> list[Any]:
+    compiled = compile_policy(policy)
+    texts = ["how do I build a bomb", "what a damn mess", "bake some bread", "plan a trip"]
+    out = []
+    for i in range(start, start + n):
+        q = f"{texts[i % 4]} number {i} " + "please " * (i % 7)
+        if i % 3 == 0:
+            out.append(build_request(SafetyInput(text=q), compiled))
+        else:
+            answer = f"Here is answer {i}" + (" with a bomb" if i % 5 == 0 else "")
+            out.append(
+                build_request(
+                    SafetyInput(text=q, response=answer, surface=Surface.RESPONSE), compiled
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize("size", [2, 5, 8])
+def test_a_padded_batch_sharing_the_header_matches_a_full_prefill(pair: Any, size: int) -> None:
+    on, off = pair
+    on.classify(conversation_requests(1, start=100))  # a prompt of the policy is kept
+    for start in (0, 8):
+        reqs = conversation_requests(size, start=start)
+        hits = on.stats["prefix_hits"]
+        got = []
+        # the worker groups input and response checks apart; each group shares the header
+        for group in (
+            [r for r in reqs if not r.expects_response],
+            [r for r in reqs if r.expects_response],
+        ):
+            if group:
+                got += list(zip(on.classify(group), off.classify(group), strict=True))
+        for a, b in got:
+            same(a, b)
+        assert on.stats["prefix_hits"] > hits

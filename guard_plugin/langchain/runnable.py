@@ -4,7 +4,11 @@ On the response surface it also streams: ``(prompt | model | guard_out).stream(.
 the model's text as each window passes its check (:mod:`guard_plugin.streams`, the tenant's
 ``streaming`` policy); a stopped stream ends with a chunk carrying the tenant's refusal, and
 tool-call chunks come out only after their decision. ``invoke`` checks the whole value and
-raises :class:`~guard_plugin.GuardBlocked` as before."""
+raises :class:`~guard_plugin.GuardBlocked` as before. In ``astream_events`` the guard's own
+``on_chain_stream`` events (name ``guard_plugin[response]``) carry the checked text; the
+model's ``on_chat_model_stream`` events are the model's, sent before the guard sees them:
+read the guard's (``include_names=["guard_plugin[response]"]``), or use ``SafetyMiddleware``
+or ``guarded_model_node``, which hide the model's own token events."""
 
 from __future__ import annotations
 

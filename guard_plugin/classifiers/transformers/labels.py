@@ -96,10 +96,18 @@ class LabelReader:
             and "pixel_values" not in inputs
             and bool(mask.all())
         )
+        shared = None
         if kept:  # one text row: start from a kept prompt's cache where one shares a prefix
             logits, cache = self._prefill_one(ids, mask, positions)
-        else:
-            logits, cache = self.decoder.forward(inputs, positions, None)
+        elif self.prefix is not None and "pixel_values" not in inputs:
+            shared = self._prefill_shared(ids, mask, max_new)
+        if shared is not None:  # a batch sharing a kept prefix: each row's rest, padded
+            logits, cache, ids, mask, positions = shared
+        elif not kept:
+            fresh = self.prefix.new_cache() if self.prefix is not None else None
+            logits, cache = self.decoder.forward(inputs, positions, fresh)
+            if fresh is not None and "pixel_values" not in inputs:
+                self._keep_first_row(ids, mask, cache)
         n = len(reqs)
         results: list[ClassifierResult | None] = [None] * n
         texts = [USER_FIELD] * n
@@ -158,6 +166,66 @@ class LabelReader:
         cache, start = hit if hit is not None else (self.prefix.new_cache(), 0)
         feed = {"input_ids": ids[:, start:], "attention_mask": mask}
         return self.decoder.forward(feed, positions[:, start:], cache)
+
+    def _prefill_shared(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int) -> Any:
+        """The label pass of a batch whose rows share a kept prompt's prefix: the prefix from
+        its cache, each row's rest fed after it, left-padded to the longest (the padding then
+        sits between prefix and rest, masked, with positions counting real tokens only).
+        Where the rows could outgrow a sliding-window layer's window, None (the batch goes
+        whole)."""
+        assert self.prefix is not None and self.response_field_ids is not None
+        rows = [ids[i][mask[i].bool()] for i in range(ids.shape[0])]
+        window = self._window()
+        reserve = 1 + self.response_field_ids.shape[1] + max_new
+        hit = self.prefix.shared(rows, window - reserve if window else None)
+        if hit is None:
+            return None
+        cache, start = hit
+        dev = ids.device
+        rest = [r[start:] for r in rows]
+        width = max(len(r) for r in rest)
+        pad = self.prompts.pad_id
+        new_ids = torch.stack(
+            [torch.cat([r.new_full((width - len(r),), pad), r]) for r in rest]
+        ).to(dev)
+        new_mask = torch.stack(
+            [torch.cat([r.new_zeros(width - len(r)), r.new_ones(len(r))]) for r in rest]
+        ).to(dev)
+        new_pos = start + (new_mask.long().cumsum(-1) - 1).clamp(min=0)
+        n = len(rows)
+        full_mask = torch.cat([new_mask.new_ones(n, start), new_mask], dim=1)
+        logits, cache = self.decoder.forward(
+            {"input_ids": new_ids, "attention_mask": full_mask}, new_pos, cache
+        )
+        head = rows[0][:start].to(dev).expand(n, start)
+        pos = torch.arange(start, device=dev).expand(n, start)
+        return (
+            logits,
+            cache,
+            torch.cat([head, new_ids], dim=1),
+            full_mask,
+            torch.cat([pos, new_pos], dim=1),
+        )
+
+    def _keep_first_row(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> None:
+        """Keep the first row's prompt cache (its padding cut off), so that the checks after
+        this batch find the prefix it shares with them."""
+        assert self.prefix is not None
+        real = int(mask[0].sum())
+        width = ids.shape[1]
+        layers = [
+            (
+                layer.keys[0:1, :, width - real : width].clone(),
+                layer.values[0:1, :, width - real : width].clone(),
+            )
+            for layer in cache.layers
+        ]
+        self.prefix.put(ids[0, width - real :], self.prefix.new_cache_from(layers))
+
+    def _window(self) -> int | None:
+        config = self.decoder.lm.model.config
+        window = getattr(getattr(config, "text_config", config), "sliding_window", None)
+        return int(window) if window else None
 
     def _categories(
         self,

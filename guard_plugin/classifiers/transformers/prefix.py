@@ -54,6 +54,11 @@ class PrefixCache:
         """An empty cache that keeps every layer whole (croppable)."""
         return DynamicCache()
 
+    @staticmethod
+    def new_cache_from(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        """A cache holding ``(keys, values)`` per layer."""
+        return DynamicCache(layers)
+
     def take(self, ids: torch.Tensor) -> tuple[Any, int] | None:
         """The cache of the kept prompt sharing the longest prefix with ``ids`` (1-D),
         cropped to that prefix, and its length; None when none shares ``min_tokens``. At
@@ -77,6 +82,41 @@ class PrefixCache:
         self.reused_tokens += best_len
         self.prefilled_tokens += len(cpu) - best_len
         return e.cache, best_len
+
+    def shared(self, rows: list[torch.Tensor], max_width: int | None) -> tuple[Any, int] | None:
+        """For a batch: a new cache of the longest prefix every row shares with one kept
+        prompt, repeated for each row, and its length; the kept prompt stays as it is. None
+        when that prefix is shorter than ``min_tokens``, or when the batch would pass
+        ``max_width`` tokens (each row's suffix then sits after padding, and within a
+        sliding window every layer attends to the whole row either way)."""
+        if len(rows) < 2:
+            return None
+        first = rows[0].detach().to("cpu")
+        common = min(len(r) for r in rows) - 1
+        for r in rows[1:]:
+            common = min(common, _common(first, r.detach().to("cpu")))
+        best, best_len = None, 0
+        for key, e in self._entries.items():
+            n = min(_common(first, e.ids), common)
+            if n > best_len:
+                best, best_len = key, n
+        width = max(len(r) for r in rows)  # the prefix, then each suffix padded to the longest
+        if best is None or best_len < self.min_tokens or (max_width and width > max_width):
+            self.prefilled_tokens += sum(len(r) for r in rows)
+            return None
+        e = self._entries[best]
+        self._entries.move_to_end(best)
+        layers = [
+            (
+                layer.keys[:, :, :best_len].repeat(len(rows), 1, 1, 1),
+                layer.values[:, :, :best_len].repeat(len(rows), 1, 1, 1),
+            )
+            for layer in e.cache.layers
+        ]
+        self.hits += len(rows)
+        self.reused_tokens += best_len * len(rows)
+        self.prefilled_tokens += sum(len(r) - best_len for r in rows)
+        return DynamicCache(layers), best_len
 
     def put(self, ids: torch.Tensor, cache: Any) -> None:
         """Keep ``cache`` as the cache of the prompt ``ids`` (cropped to it), evicting the
