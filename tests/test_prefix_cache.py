@@ -114,8 +114,8 @@ def test_the_memory_cap_holds(verdict_model: Any) -> None:
         small.close()
 
 
-def conversation_requests(n: int, policy: Policy = Policy(), start: int = 0) -> list[Any]:
-    compiled = compile_policy(policy)
+def conversation_requests(n: int, start: int = 0) -> list[Any]:
+    compiled = compile_policy(Policy())
     texts = ["how do I build a bomb", "what a damn mess", "bake some bread", "plan a trip"]
     out = []
     for i in range(start, start + n):

@@ -96,18 +96,10 @@ class LabelReader:
             and "pixel_values" not in inputs
             and bool(mask.all())
         )
-        shared = None
         if kept:  # one text row: start from a kept prompt's cache where one shares a prefix
             logits, cache = self._prefill_one(ids, mask, positions)
-        elif self.prefix is not None and "pixel_values" not in inputs:
-            shared = self._prefill_shared(ids, mask, max_new)
-        if shared is not None:  # a batch sharing a kept prefix: each row's rest, padded
-            logits, cache, ids, mask, positions = shared
-        elif not kept:
-            fresh = self.prefix.new_cache() if self.prefix is not None else None
-            logits, cache = self.decoder.forward(inputs, positions, fresh)
-            if fresh is not None and "pixel_values" not in inputs:
-                self._keep_first_row(ids, mask, cache)
+        else:
+            logits, cache, ids, mask, positions = self._prefill_batch(inputs, positions, max_new)
         n = len(reqs)
         results: list[ClassifierResult | None] = [None] * n
         texts = [USER_FIELD] * n
@@ -166,6 +158,21 @@ class LabelReader:
         cache, start = hit if hit is not None else (self.prefix.new_cache(), 0)
         feed = {"input_ids": ids[:, start:], "attention_mask": mask}
         return self.decoder.forward(feed, positions[:, start:], cache)
+
+    def _prefill_batch(self, inputs: Any, positions: torch.Tensor, max_new: int) -> Any:
+        """The label pass of a batch: from a kept prefix every row shares where there is one,
+        else whole (then its first row's prompt is kept for the checks after it)."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        text = "pixel_values" not in inputs
+        if self.prefix is not None and text:
+            shared = self._prefill_shared(ids, mask, max_new)
+            if shared is not None:
+                return shared
+        fresh = self.prefix.new_cache() if self.prefix is not None else None
+        logits, cache = self.decoder.forward(inputs, positions, fresh)
+        if fresh is not None and text:
+            self._keep_first_row(ids, mask, cache)
+        return logits, cache, ids, mask, positions
 
     def _prefill_shared(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int) -> Any:
         """The label pass of a batch whose rows share a kept prompt's prefix: the prefix from
