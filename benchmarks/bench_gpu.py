@@ -13,6 +13,8 @@ weight bytes each decode step must read / peak memory bandwidth.
 
 ``--verdict-mode both`` (the default) measures the two ways of reading a verdict on the same
 weights: ``logits`` (one forward pass, the label token's logits) and ``generate``.
+``--prefix-cache-mb 0`` turns the prefix cache off (each check then prefills the policy
+header too): run both to see what it saves.
 """
 
 from __future__ import annotations
@@ -220,6 +222,13 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=5)
     ap.add_argument("--verdict-mode", choices=["logits", "generate", "both"], default="both")
     ap.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=512,
+        help="the local backend's prefix cache (0: off; the policy header is then prefilled "
+        "by every check)",
+    )
+    ap.add_argument(
         "--breakdown", action="store_true", help="time each stage of a logits-mode check instead"
     )
     args = ap.parse_args()
@@ -238,7 +247,12 @@ def run(
     args: argparse.Namespace, lm: LocalModel, mode: str, cuda: bool, dtype: torch.dtype
 ) -> None:
     clf = TransformersClassifier(
-        lm, max_batch_size=32, max_wait_ms=2, max_queue=256, verdict_mode=mode
+        lm,
+        max_batch_size=32,
+        max_wait_ms=2,
+        max_queue=256,
+        verdict_mode=mode,
+        prefix_cache_mb=args.prefix_cache_mb,
     )
     model = lm.model
     orig = model.generate
