@@ -48,6 +48,9 @@ def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
     """The agent's model: email on the first turn, a short answer once the tool has run."""
     if body["messages"][-1]["role"] == "tool":
         return {"role": "assistant", "content": "The email is on its way."}
+    if "Roast" in str(body["messages"][-1].get("content")):  # a long answer that turns unsafe
+        start = " ".join(f"Point {i} about your manager." for i in range(20))
+        return {"role": "assistant", "content": f"{start} In short, {UNSAFE_BODY}. The end."}
     args = {"to": "bob@example.com", "subject": "hello", "body": UNSAFE_BODY}
     return tool_call_message("send_email", args, "call_1")
 
@@ -217,3 +220,33 @@ def test_history_a_client_sends_is_checked_before_the_model_reads_it(server: str
     assert not any(unsafe in json.dumps(b) for b in CHAT["server"].bodies)
     assert out["messages"][-1]["type"] == "ai"
     assert "can't help" in str(out["messages"][-1]["content"])
+
+
+def test_a_streamed_answer_shows_only_checked_text_over_http(server: str) -> None:
+    """The agent's model streams (server-sent chunks); the client streams the run in
+    messages mode: every chunk it receives was checked, the unsafe end never arrives, and
+    the thread's state ends with what was shown and the refusal."""
+    client = get_sync_client(url=server)
+    thread_id = client.threads.create()["thread_id"]
+    shown = ""
+    events = 0
+    for part in client.runs.stream(
+        thread_id,
+        "guarded_agent",
+        input={"messages": [{"role": "user", "content": "Roast my manager"}]},
+        config={"configurable": {"tenant_id": "default"}},
+        stream_mode="messages-tuple",
+    ):
+        if part.event != "messages":
+            continue
+        chunk, _meta = part.data
+        assert "worthless" not in json.dumps(chunk)
+        if chunk.get("type") in ("AIMessageChunk", "ai"):
+            shown += str(chunk.get("content") or "")
+            events += 1
+    assert events > 1  # it streamed
+    assert shown.startswith("Point 0 about your manager.")
+    assert shown.endswith("I'm sorry, I can't help with that.")
+    state = client.threads.get_state(thread_id)
+    assert state["values"]["messages"][-1]["content"] == shown
+    assert any(b.get("stream") for b in CHAT["server"].bodies)
