@@ -502,6 +502,13 @@ class _ModelNode:
             is_async=is_async,
         )
 
+    @staticmethod
+    def streamed(out: Any, streamer: lc.ResponseStreamer) -> bool:
+        """Whether the node's answer is the text that streamed through the checks (not when
+        the node's model was called twice, or another model answered)."""
+        ai, _ = _split(out)
+        return ai is None or streamer.covers(ai)
+
     def config_for(self, config: Any, streamer: lc.ResponseStreamer | None) -> Any:
         if streamer is not None:
             return streamer.quiet_config(config)
@@ -576,6 +583,8 @@ class _ModelNode:
                 out = {"messages": [streamer.partial()]}
             found = self.response_check(state, out)
             d = streamer.finish(lc.response_extra(found[0]) if found else [])
+            if found is not None and not self.streamed(out, streamer):
+                d = self.g.check(found[0], **found[1])
             result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
             final, _ = _split(result)
             return result
@@ -603,6 +612,8 @@ class _ModelNode:
                 out = {"messages": [streamer.partial()]}
             found = self.response_check(state, out)
             d = await streamer.afinish(lc.response_extra(found[0]) if found else [])
+            if found is not None and not self.streamed(out, streamer):
+                d = await self.g.acheck(found[0], **found[1])
             result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
             final, _ = _split(result)
             return result

@@ -324,3 +324,59 @@ def test_a_classifier_timeout_ends_the_stream_through_on_error() -> None:
         if isinstance(c, AIMessageChunk)
     ]
     assert text_of_chunks(chunks) == "Checks are slow; try again."
+
+
+def test_an_answer_that_is_not_the_streamed_text_is_checked_whole() -> None:
+    """A retry or fallback inside the model call: the first run's tokens streamed, another
+    run answered. The answer that goes to the state is checked as a whole."""
+    from langchain.agents.middleware import ModelFallbackMiddleware
+
+    class Fails(StreamingModel):
+        def _stream(self, *a: Any, **kw: Any) -> Any:
+            for i, chunk in enumerate(super()._stream(*a, **kw)):
+                if i == 30:
+                    raise RuntimeError("first model down")
+                yield chunk
+
+    first = Fails(messages=iter([AIMessage(answer_with(None))]))
+    fallback = StreamingModel(messages=iter([AIMessage("Fine. " + UNSAFE)]))
+    agent = create_agent(
+        first,
+        tools=[],
+        middleware=[SafetyMiddleware(guard()), ModelFallbackMiddleware(fallback)],
+    )
+    shown = []
+    for c, _ in agent.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages"):
+        if isinstance(c, AIMessageChunk):
+            shown.append(c.content)
+    text = "".join(shown)
+    assert "worthless" not in text
+    assert text.endswith(REFUSAL)
+
+
+def test_a_node_whose_answer_is_not_the_streamed_text_is_checked_whole() -> None:
+    class Fails(StreamingModel):
+        def _stream(self, *a: Any, **kw: Any) -> Any:
+            for i, chunk in enumerate(super()._stream(*a, **kw)):
+                if i == 30:
+                    raise RuntimeError("first model down")
+                yield chunk
+
+    first = Fails(messages=iter([AIMessage(answer_with(None))]))
+    second = StreamingModel(messages=iter([AIMessage("Fine. " + UNSAFE)]))
+
+    def call_model(state: Any) -> Any:
+        try:
+            return {"messages": [first.invoke(state["messages"])]}
+        except RuntimeError:
+            return {"messages": [second.invoke(state["messages"])]}
+
+    app = guarded_agent_graph(call_model, [], guard()).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "f"}}
+    shown = "".join(
+        c.content
+        for c, _ in app.stream({"messages": [HumanMessage("hi")]}, config, stream_mode="messages")
+        if isinstance(c, AIMessageChunk)
+    )
+    assert "worthless" not in shown
+    assert app.get_state(config).values["messages"][-1].content.endswith(REFUSAL)

@@ -661,6 +661,11 @@ class SafetyMiddleware(AgentMiddleware):
         streamer, response = yield StreamModel(request, context, tenant)
         rc = _check_of(request, response)
         d = yield FinishStream(streamer, lc.response_extra(rc.inputs) if rc else [])
+        if rc is not None and not streamer.covers(rc.message):
+            # the answer is not the text that streamed (a retry or a fallback model inside):
+            # the whole of it is checked, as without streaming
+            kwargs = lc.check_args(Surface.RESPONSE, tenant, config, rc.message.id)
+            (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
         if rc is not None and d is not None:
             response = yield from self._checked_response(
                 request, response, tenant, config, decided=d, shown=streamer.shown

@@ -209,6 +209,11 @@ class ResponseStreamer:
         self.mod.feed(text)  # the releaser shows what passed
         self._kick()
 
+    def covers(self, message: AIMessage) -> bool:
+        """Whether ``message``'s text is the text that streamed through this streamer's
+        checks (it is not when a retry or another model answered instead)."""
+        return self.mod.stopped is not None or text_of(message) == "".join(self.text)
+
     def partial(self) -> AIMessage:
         """What the model said before a check stopped it."""
         return AIMessage(content="".join(self.text), id=self.id)
