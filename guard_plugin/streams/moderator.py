@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -242,8 +243,9 @@ class StreamModerator(_Base):
         with self._cv:
             self._s.push(piece)
             if self._s.waiting and self._thread is None and not self._closed:
+                ctx = contextvars.copy_context()  # the caller's trace and settings
                 self._thread = threading.Thread(
-                    target=self._work, name="guard-plugin-stream", daemon=True
+                    target=ctx.run, args=(self._work,), name="guard-plugin-stream", daemon=True
                 )
                 self._thread.start()
             self._cv.notify_all()
