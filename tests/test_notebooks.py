@@ -27,6 +27,8 @@ EXPECTED = {
         "while it waits: This answer is being held for review by a person.",
         "ALLOW     Violence, Threat  (reviewer: approve)",
         "emails sent after approval: 1 | final: Sent.",
+        "unsafe words shown: False",
+        "state == shown: True",
         "safe: Paris.",
         "BLOCKED by callback: input",
         "BLOCKED by callback: response",
