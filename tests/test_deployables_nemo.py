@@ -173,7 +173,7 @@ def streamed(folder: str, answer: str) -> list[str]:
 
 
 @pytest.mark.parametrize("folder", ["colang1", "nemo_flows"])
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(50))
 def test_stream_async_shows_only_checked_text(env, folder: str, seed: int) -> None:
     import json
     import random
