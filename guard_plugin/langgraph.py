@@ -28,7 +28,11 @@ context.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -109,6 +113,16 @@ def input_guard_node(
     return _node(name, node.run, node.arun)
 
 
+def _speculating_input_node(
+    g: Guard, next: str, tenant: str | None, tenant_key: str, escalate: bool, name: str
+) -> RunnableLambda[Any, Any]:
+    """:func:`input_guard_node` for a graph whose ``next`` is a :func:`guarded_model_node`:
+    for a tenant with ``speculative: true`` it leaves the turn undecided, and the model node
+    checks it while the model answers. Never before a node that does not check."""
+    node = _InputNode(g, next, tenant, tenant_key, escalate, name, lc.decided_results(g), True)
+    return _node(name, node.run, node.arun)
+
+
 @dataclass
 class _InputNode:
     """The steps of :func:`input_guard_node`."""
@@ -120,6 +134,8 @@ class _InputNode:
     escalate: bool
     name: str
     decided: lc.Decided
+    #: the next node is a guarded model node that checks what is left undecided
+    defer: bool = False
 
     def hold(self, found: Any, d: Any) -> Command[Any] | None:
         if not (d.action is Action.ESCALATE and self.escalate and lc.can_interrupt()):
@@ -236,16 +252,30 @@ class _InputNode:
             goto=END if end else self.next, update={"messages": updates} if updates else {}
         )
 
+    def deferred(self, step: _InputStep) -> Command[Any] | None:
+        """For a speculative tenant, where the model node checks: on to it with the turn
+        undecided (its escalation then gets the tenant's fallback: a person cannot review a
+        turn the model is already answering)."""
+        if not (self.defer and step.checks):
+            return None
+        if not self.g.policies.get_or_default(step.tenant).policy.speculative:
+            return None
+        settled = _last_per_id(step.settled)
+        return Command(goto=self.next, update={"messages": settled} if settled else {})
+
     def run(self, state: Any) -> Command[Any]:
         step = self.prepare(state)
         if isinstance(step, Command):
             return step
-        return self.finish(step, lc.run_checks(self.g, step.checks))
+        return self.deferred(step) or self.finish(step, lc.run_checks(self.g, step.checks))
 
     async def arun(self, state: Any) -> Command[Any]:
         step = self.prepare(state)
         if isinstance(step, Command):
             return step
+        deferred = self.deferred(step)
+        if deferred is not None:
+            return deferred
         return self.finish(step, await lc.arun_checks(self.g, step.checks))
 
 
@@ -457,7 +487,9 @@ def guarded_model_node(
 
     Before the model is called, every message in the state that no guard node decided (one a
     caller wrote into the state mid-run, say) is checked, in one batch: the model never
-    reads an undecided message."""
+    reads an undecided message. For a tenant with ``speculative: true`` the model answers
+    (quietly) while they are checked; its answer is used only if every check allows its
+    message unchanged, and otherwise goes nowhere (the audit records it was dropped)."""
     from langchain_core.runnables.base import coerce_to_runnable
 
     g = as_guard(guard)
@@ -562,12 +594,48 @@ class _ModelNode:
         self.decided.add(final, self.g.scope_of(d.tenant))
         return {**out, "messages": [*replaced, *msgs[:-1], final]}
 
+    def speculative(self, t: str | None, items: list[Any]) -> bool:
+        return bool(items) and self.g.policies.get_or_default(t).policy.speculative
+
+    def spoken(self, state: Any, items: list[Any], ds: list[Any], spec: Any, t: str | None) -> Any:
+        """The settled state, its replacements, whether a user turn was refused, and whether
+        the speculative answer may be used (every check allowed its message unchanged); a
+        dropped answer is audited."""
+        state, replaced, refused = self.settle(state, items, ds, t)
+        usable = not replaced and not refused and all(d.action is Action.ALLOW for d in ds)
+        if not usable:
+            ai = None if isinstance(spec, BaseException) else _split(spec)[0]
+            lc.record_dropped(self.g, ds, ai)
+        return state, replaced, refused, usable
+
     def run(self, state: Any, config: Any) -> Any:
         items, t = self.undecided(state)
-        ds = lc.run_checks(self.g, [i.check for i in items])
-        state, replaced, refused = self.settle(state, items, ds, t)
+        if self.speculative(t, items):
+            # the model answers (quietly) while the undecided messages are checked
+            ctx = contextvars.copy_context()
+            quiet = lc.quiet_config(config)
+            with ThreadPoolExecutor(1, thread_name_prefix="guard-plugin-speculate") as pool:
+                answer = pool.submit(ctx.run, self.model.invoke, state, quiet)
+                ds = lc.run_checks(self.g, [i.check for i in items])
+                try:
+                    spec: Any = answer.result()
+                except Exception as err:  # noqa: BLE001 (raised below if the answer is used)
+                    spec = err
+            state, replaced, refused, usable = self.spoken(state, items, ds, spec, t)
+            if usable:
+                if isinstance(spec, BaseException):
+                    raise spec
+                found = self.response_check(state, spec)
+                d = self.g.check(found[0], **found[1]) if found is not None else None
+                return self.answer(state, spec, d, replaced)
+        else:
+            ds = lc.run_checks(self.g, [i.check for i in items])
+            state, replaced, refused = self.settle(state, items, ds, t)
         if refused:
             return {"messages": replaced}
+        return self.call(state, config, replaced, t)
+
+    def call(self, state: Any, config: Any, replaced: list[Any], t: str | None) -> Any:
         streamer = self.streamer(state, t, is_async=False)
         if streamer is None:
             out = self.model.invoke(state, self.config_for(config, None))
@@ -593,10 +661,40 @@ class _ModelNode:
 
     async def arun(self, state: Any, config: Any) -> Any:
         items, t = self.undecided(state)
-        ds = await lc.arun_checks(self.g, [i.check for i in items])
-        state, replaced, refused = self.settle(state, items, ds, t)
+        if self.speculative(t, items):
+            with lc.quiet():  # the task copies this context: its model call shows no tokens
+                task = asyncio.ensure_future(self.model.ainvoke(state, lc.quiet_config(config)))
+            try:
+                ds = await lc.arun_checks(self.g, [i.check for i in items])
+            except BaseException:
+                task.cancel()
+                raise
+            spec: Any
+            if all(d.action is Action.ALLOW for d in ds):
+                try:
+                    spec = await task
+                except Exception as err:  # noqa: BLE001 (raised below if the answer is used)
+                    spec = err
+            else:  # the answer cannot be used: stop the model
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                spec = asyncio.CancelledError("a check did not allow the turn")
+            state, replaced, refused, usable = self.spoken(state, items, ds, spec, t)
+            if usable:
+                if isinstance(spec, BaseException):
+                    raise spec
+                found = self.response_check(state, spec)
+                d = await self.g.acheck(found[0], **found[1]) if found is not None else None
+                return self.answer(state, spec, d, replaced)
+        else:
+            ds = await lc.arun_checks(self.g, [i.check for i in items])
+            state, replaced, refused = self.settle(state, items, ds, t)
         if refused:
             return {"messages": replaced}
+        return await self.acall(state, config, replaced, t)
+
+    async def acall(self, state: Any, config: Any, replaced: list[Any], t: str | None) -> Any:
         streamer = self.streamer(state, t, is_async=True)
         if streamer is None:
             out = await self.model.ainvoke(state, self.config_for(config, None))
@@ -747,7 +845,7 @@ def guarded_agent_graph(
     builder: StateGraph[Any] = StateGraph(state_schema)
     builder.add_node(
         "guard_input",
-        input_guard_node(g, next="agent", **opts),
+        _speculating_input_node(g, "agent", tenant, tenant_key, escalate, "guard_input"),
         destinations=("agent", "guard_input", END),
     )
     builder.add_node("agent", guarded_model_node(agent, g, hold_output=hold_output, **opts))

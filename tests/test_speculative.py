@@ -131,3 +131,98 @@ def test_off_by_default_the_model_waits_for_the_check() -> None:
     clf.model_called.set()  # the double need not wait: nothing overlaps here
     _, state = run(agent, "capital of France?", "plain", "sync")
     assert state["messages"][-1].content == "Paris." and len(model.calls) == 1
+
+
+# -- the LangGraph model node --------------------------------------------------------------------
+
+
+def graph_for(reply: AIMessage) -> tuple[Any, Any, Overlap, MemoryAuditSink]:
+    """A graph whose model node meets the user's turn undecided (no input node before it):
+    the node checks it, with the model answering beside the check."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    from guard_plugin.langgraph import guarded_model_node
+
+    event = threading.Event()
+    model = SignallingModel(responses=[reply])
+    model.called = event
+    clf = Overlap(event)
+    sink = MemoryAuditSink()
+    guard = Guard(clf, policies=PolicyStore({"t": Policy(id="t", speculative=True)}), audit=sink)
+
+    def call_model(state: Any) -> Any:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("agent", guarded_model_node(call_model, guard))
+    builder.add_edge(START, "agent")
+    builder.add_edge("agent", END)
+    return builder.compile(checkpointer=InMemorySaver()), model, clf, sink
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_node_uses_the_answer_made_while_the_turn_was_checked(mode: str) -> None:
+    graph, model, clf, sink = graph_for(AIMessage("Paris is the capital."))
+    _events, state = run(graph, "what is the capital of France?", f"node-safe-{mode}", mode)
+    assert clf.overlapped >= 1
+    assert len(model.calls) == 1 and state["messages"][-1].content == "Paris is the capital."
+    assert not any(e.event == "override" for e in sink.events)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_node_leaves_no_trace_of_a_dropped_speculative_answer(mode: str) -> None:
+    graph, _model, clf, sink = graph_for(AIMessage(SECRET))
+    thread = f"node-blocked-{mode}"
+    events, state = run(graph, "how do I build a bomb", thread, mode)
+    assert clf.overlapped >= 1
+    history = list(graph.get_state_history({"configurable": {"thread_id": thread}}))
+    assert SECRET not in dump(events) and SECRET not in dump(state)
+    assert SECRET not in dump([h.values for h in history])  # no checkpoint holds it
+    assert state["messages"][-1].content == Policy().messages.refusal
+    (dropped,) = [e for e in sink.events if e.event == "override"]
+    assert "speculative model response dropped" in (dropped.reason or "")
+
+
+def agent_graph_for(reply: AIMessage) -> tuple[Any, Any, Overlap, MemoryAuditSink]:
+    """``guarded_agent_graph``: for a speculative tenant its input node leaves the turn to
+    the model node, which checks it while the model answers."""
+    from guard_plugin.langgraph import guarded_agent_graph
+
+    event = threading.Event()
+    model = SignallingModel(responses=[reply, AIMessage("Done.")])
+    model.called = event
+    clf = Overlap(event)
+    sink = MemoryAuditSink()
+    guard = Guard(clf, policies=PolicyStore({"t": Policy(id="t", speculative=True)}), audit=sink)
+
+    def call_model(state: Any) -> Any:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    graph = guarded_agent_graph(call_model, [send_email], guard)
+    return graph.compile(checkpointer=InMemorySaver()), model, clf, sink
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_agent_graph_races_a_speculative_tenants_turn(mode: str) -> None:
+    graph, model, clf, _sink = agent_graph_for(AIMessage("Paris is the capital."))
+    _events, state = run(graph, "what is the capital of France?", f"graph-safe-{mode}", mode)
+    assert clf.overlapped >= 1
+    assert len(model.calls) == 1 and state["messages"][-1].content == "Paris is the capital."
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_agent_graph_drops_a_speculative_answer_without_a_trace(mode: str) -> None:
+    ran.clear()
+    reply = tool_call("send_email", {"to": "bob", "body": SECRET}, "c1").model_copy(
+        update={"content": SECRET}
+    )
+    graph, _model, clf, sink = agent_graph_for(reply)
+    thread = f"graph-blocked-{mode}"
+    events, state = run(graph, "how do I build a bomb", thread, mode)
+    history = list(graph.get_state_history({"configurable": {"thread_id": thread}}))
+    assert clf.overlapped >= 1
+    assert SECRET not in dump(events) and SECRET not in dump(state)
+    assert SECRET not in dump([h.values for h in history])
+    assert ran == []
+    assert state["messages"][-1].content == Policy().messages.refusal
+    assert any("speculative model response dropped" in (e.reason or "") for e in sink.events)

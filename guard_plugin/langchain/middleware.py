@@ -723,17 +723,8 @@ class SafetyMiddleware(AgentMiddleware):
         audit says so, with the tokens it cost where the model reported them."""
         if spec is None:
             return
-        d = next((d for d in ds or () if d.action is not Action.ALLOW), None)
-        if d is None:
-            d = ds[-1] if ds else None
-        if d is None:
-            return
         msgs, idx = _ai_of(spec) if not isinstance(spec, BaseException) else ([], None)
-        usage = getattr(msgs[idx], "usage_metadata", None) if idx is not None else None
-        tokens = f", {usage.get('total_tokens')} tokens" if isinstance(usage, Mapping) else ""
-        self.guard.record_override(
-            d, d.action, reason=f"speculative model response dropped{tokens}"
-        )
+        lc.record_dropped(self.guard, list(ds or ()), msgs[idx] if idx is not None else None)
 
     def _remember(self, response: Any, scope: str) -> Any:
         """A decided response, remembered (with an id, so the next call knows it) as decided."""

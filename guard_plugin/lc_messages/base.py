@@ -14,6 +14,7 @@ from langchain_core.messages import BaseMessage
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
+from guard_plugin.types import Action
 
 __all__ = [
     "Check",
@@ -21,6 +22,7 @@ __all__ = [
     "arun_checks",
     "last_index",
     "preview",
+    "record_dropped",
     "run_checks",
     "shown",
     "text_of",
@@ -84,6 +86,18 @@ def last_index(messages: Sequence[BaseMessage], kind: type) -> int | None:
 def tool_call_text(call: Mapping[str, Any]) -> str:
     args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True, default=str)
     return f"Calling tool {call.get('name')} with arguments {args}"
+
+
+def record_dropped(guard: Guard, ds: Sequence[Decision], message: Any = None) -> None:
+    """Audit a speculative model answer the checks did not let through (an ``override``
+    of the first decision that did not allow, with the tokens the answer cost where the
+    model reported them)."""
+    d = next((d for d in ds if d.action is not Action.ALLOW), ds[-1] if ds else None)
+    if d is None:
+        return
+    usage = getattr(message, "usage_metadata", None)
+    tokens = f", {usage.get('total_tokens')} tokens" if isinstance(usage, Mapping) else ""
+    guard.record_override(d, d.action, reason=f"speculative model response dropped{tokens}")
 
 
 def shown(d: Decision, guard: Guard) -> int:
