@@ -63,6 +63,34 @@ def main() -> None:
     print(f"unguarded turn           : {bare:7.1f} ms")
     print(f"guarded, in series       : {serial:7.1f} ms  ({serial / bare:.2f}x unguarded)")
     print(f"guarded, speculative     : {spec:7.1f} ms  ({spec / bare:.2f}x unguarded)")
+    g_serial = graph_turn_ms(guard(False), args.turns)
+    g_spec = graph_turn_ms(guard(True), args.turns)
+    print(f"guarded_agent_graph, in series   : {g_serial:7.1f} ms  ({g_serial / bare:.2f}x)")
+    print(f"guarded_agent_graph, speculative : {g_spec:7.1f} ms  ({g_spec / bare:.2f}x)")
+
+
+def graph_turn_ms(guard: Guard, turns: int) -> float:
+    """The same turn through ``guarded_agent_graph`` (input node, model node, response
+    node)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from guard_plugin.langgraph import guarded_agent_graph
+
+    out = []
+    for i in range(turns):
+        model = SlowModel(responses=[AIMessage("Paris is the capital of France.")])
+
+        def call_model(state: Any, model: Any = model) -> Any:
+            return {"messages": [model.invoke(state["messages"])]}
+
+        graph = guarded_agent_graph(call_model, [], guard).compile(checkpointer=InMemorySaver())
+        t0 = time.perf_counter()
+        graph.invoke(
+            {"messages": [HumanMessage(f"what is the capital of France? ({i})")]},
+            {"configurable": {"tenant_id": "t", "thread_id": str(i)}},
+        )
+        out.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(out)
 
 
 if __name__ == "__main__":
