@@ -33,6 +33,16 @@ class StreamingModel(GenericFakeChatModel):
         return self
 
 
+class FailsMidway(StreamingModel):
+    """Streams 30 chunks of its answer, then fails (a test double)."""
+
+    def _stream(self, *a: Any, **kw: Any) -> Any:
+        for i, chunk in enumerate(super()._stream(*a, **kw)):
+            if i == 30:
+                raise RuntimeError("first model down")
+            yield chunk
+
+
 class Tokens(BaseCallbackHandler):
     """A user's callback handler that shows tokens."""
 
@@ -330,14 +340,7 @@ def test_an_answer_that_is_not_the_streamed_text_is_checked_whole() -> None:
     run answered. The answer that goes to the state is checked as a whole."""
     from langchain.agents.middleware import ModelFallbackMiddleware
 
-    class Fails(StreamingModel):
-        def _stream(self, *a: Any, **kw: Any) -> Any:
-            for i, chunk in enumerate(super()._stream(*a, **kw)):
-                if i == 30:
-                    raise RuntimeError("first model down")
-                yield chunk
-
-    first = Fails(messages=iter([AIMessage(answer_with(None))]))
+    first = FailsMidway(messages=iter([AIMessage(answer_with(None))]))
     fallback = StreamingModel(messages=iter([AIMessage("Fine. " + UNSAFE)]))
     agent = create_agent(
         first,
@@ -354,14 +357,7 @@ def test_an_answer_that_is_not_the_streamed_text_is_checked_whole() -> None:
 
 
 def test_a_node_whose_answer_is_not_the_streamed_text_is_checked_whole() -> None:
-    class Fails(StreamingModel):
-        def _stream(self, *a: Any, **kw: Any) -> Any:
-            for i, chunk in enumerate(super()._stream(*a, **kw)):
-                if i == 30:
-                    raise RuntimeError("first model down")
-                yield chunk
-
-    first = Fails(messages=iter([AIMessage(answer_with(None))]))
+    first = FailsMidway(messages=iter([AIMessage(answer_with(None))]))
     second = StreamingModel(messages=iter([AIMessage("Fine. " + UNSAFE)]))
 
     def call_model(state: Any) -> Any:

@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from guard_plugin.policy import Streaming
 from guard_plugin.prompting import SafetyInput
@@ -174,7 +174,18 @@ class _State:
 
 
 class _Base:
-    _s: _State
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        context: str = "",
+        tenant: str | None = None,
+        request_id: str | None = None,
+        settings: Streaming | None = None,
+    ) -> None:
+        self._s = _State(
+            guard, context=context, tenant=tenant, request_id=request_id, settings=settings
+        )
 
     @property
     def settings(self) -> Streaming:
@@ -216,18 +227,8 @@ class StreamModerator(_Base):
     ``context`` is the user turn the response answers. Use it as a context manager (or call
     :meth:`close`) so an abandoned stream leaves no thread behind."""
 
-    def __init__(
-        self,
-        guard: Guard,
-        *,
-        context: str = "",
-        tenant: str | None = None,
-        request_id: str | None = None,
-        settings: Streaming | None = None,
-    ) -> None:
-        self._s = _State(
-            guard, context=context, tenant=tenant, request_id=request_id, settings=settings
-        )
+    def __init__(self, guard: Guard, **options: Any) -> None:
+        super().__init__(guard, **options)
         self._cv = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -317,18 +318,8 @@ class AsyncStreamModerator(_Base):
     stream's own; ``push`` and ``take`` never wait for one. Use ``async with`` (or call
     :meth:`close`) so an abandoned stream leaves no task behind."""
 
-    def __init__(
-        self,
-        guard: Guard,
-        *,
-        context: str = "",
-        tenant: str | None = None,
-        request_id: str | None = None,
-        settings: Streaming | None = None,
-    ) -> None:
-        self._s = _State(
-            guard, context=context, tenant=tenant, request_id=request_id, settings=settings
-        )
+    def __init__(self, guard: Guard, **options: Any) -> None:
+        super().__init__(guard, **options)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
