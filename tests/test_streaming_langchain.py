@@ -5,6 +5,7 @@ and the state ends with what was shown."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from typing import Any
@@ -375,3 +376,45 @@ def test_a_node_whose_answer_is_not_the_streamed_text_is_checked_whole() -> None
     )
     assert "worthless" not in shown
     assert app.get_state(config).values["messages"][-1].content.endswith(REFUSAL)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_guarded_model_in_lcel_shows_only_checked_text_everywhere(seed: int) -> None:
+    """``prompt | guarded_model(model, guard)``: ``.stream``, ``.astream`` and
+    ``astream_events`` (the model's own token events included) carry checked text only."""
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from guard_plugin.langchain import guarded_model
+
+    rng = random.Random(300 + seed)
+    at = rng.randrange(0, 119) if seed else None
+    text = answer_with(at)
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+
+    def chain() -> Any:
+        return prompt | guarded_model(StreamingModel(messages=iter([AIMessage(text)])), guard())
+
+    check_shown(text_of_chunks(list(chain().stream({"q": "hi"}))), text)
+
+    async def run() -> tuple[str, str, list[str]]:
+        streamed = text_of_chunks([c async for c in chain().astream({"q": "hi"})])
+        model_events, raw = [], []
+        async for e in chain().astream_events({"q": "hi"}, version="v2"):
+            if e["event"] == "on_chat_model_stream":
+                model_events.append(e["data"]["chunk"])
+            raw.append(json.dumps(e, default=str))
+        return streamed, text_of_chunks(model_events), raw
+
+    streamed, events, raw = asyncio.run(run())
+    check_shown(streamed, text)
+    check_shown(events, text)
+    if at is not None:
+        assert not any("worthless" in r for r in raw)
+
+
+def test_guarded_model_invoke_returns_the_decided_message() -> None:
+    from guard_plugin.langchain import guarded_model
+
+    m = guarded_model(StreamingModel(messages=iter([AIMessage(UNSAFE)])), guard())
+    out = m.invoke("hi")
+    assert out.content == REFUSAL

@@ -63,7 +63,7 @@ from guard_plugin.langchain.middleware import (
     SAFETY_INSTRUCTION,
     SafetyMiddleware,
 )
-from guard_plugin.langchain.runnable import guard_runnable
+from guard_plugin.langchain.runnable import guard_runnable, guarded_model
 
 __all__ = [
     "HELD_TOOLS_KEY_PREFIX",
@@ -74,4 +74,5 @@ __all__ = [
     "SafetyCallbackHandler",
     "SafetyMiddleware",
     "guard_runnable",
+    "guarded_model",
 ]

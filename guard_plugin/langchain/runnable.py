@@ -7,11 +7,13 @@ tool-call chunks come out only after their decision. ``invoke`` checks the whole
 raises :class:`~guard_plugin.GuardBlocked` as before. In ``astream_events`` the guard's own
 ``on_chain_stream`` events (name ``guard_plugin[response]``) carry the checked text; the
 model's ``on_chat_model_stream`` events are the model's, sent before the guard sees them:
-read the guard's (``include_names=["guard_plugin[response]"]``), or use ``SafetyMiddleware``
-or ``guarded_model_node``, which hide the model's own token events."""
+read the guard's (``include_names=["guard_plugin[response]"]``), or put
+:func:`guarded_model` in the model's place, which hides the model's own token events."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,7 +27,7 @@ from guard_plugin.policy import resolve_tenant
 from guard_plugin.streams import AsyncStreamModerator, StreamModerator
 from guard_plugin.types import Surface
 
-__all__ = ["guard_runnable"]
+__all__ = ["guard_runnable", "guarded_model"]
 
 
 def _content_of(value: Any) -> tuple[Any, str]:
@@ -172,3 +174,153 @@ class _Stream:
         if m is None or not m.tool_call_chunks or self.mod.stopped is not None:
             return []
         return [AIMessageChunk(content="", id=m.id, tool_call_chunks=m.tool_call_chunks)]
+
+
+def guarded_model(
+    model: Any, guard: Guard | str, *, tenant: str | None = None
+) -> Runnable[Any, Any]:
+    """A chat model whose answer streams only as it passes its checks, for LCEL chains:
+    ``prompt | guarded_model(model, guard)``.
+
+    The model answers quietly (its own token events reach no consumer, ``astream_events``
+    included); ``.stream`` / ``.astream`` yield the checked text window by window, and
+    ``astream_events`` shows it as the model's chat-model events. A blocked answer ends with
+    the tenant's refusal after what was shown; tool calls come out only after their
+    decision; ``invoke`` returns the decided message. The user turn the answer is checked
+    against is the last human message of the model's input."""
+    gm = _GuardedModel(as_guard(guard), model, tenant)
+    name = f"guarded[{getattr(model, 'name', None) or type(model).__name__}]"
+    return RunnableGenerator(gm.transform, gm.atransform, name=name)
+
+
+class _GuardedModel:
+    def __init__(self, guard: Guard, model: Any, tenant: str | None) -> None:
+        self.g, self.model, self.tenant = guard, model, tenant
+
+    def _streamer(self, value: Any, config: Any, is_async: bool) -> lc.ResponseStreamer:
+        messages = self.model._convert_input(value).to_messages()
+        human = lc.last_index(messages, HumanMessage)
+        return lc.ResponseStreamer(
+            self.g,
+            model=self.model,
+            messages=messages,
+            context=lc.text_of(messages[human]) if human is not None else "",
+            tenant=resolve_tenant(self.tenant, None, config, "tenant_id"),
+            request_id=None,
+            is_async=is_async,
+        )
+
+    def _decide(self, s: lc.ResponseStreamer, said: Any, d: Any) -> AIMessage:
+        """The decided message: the answer, or what the decision leaves of it, keeping what
+        was shown in front of a refusal."""
+        ai = _message_of(said, s)
+        rc = lc.find_response([*s.messages, ai])
+        if rc is None or d is None:
+            return ai
+        outcome = lc.apply_response(rc, d, guard=self.g, escalate=False)
+        final = outcome.messages[0] if outcome.messages else ai
+        assert isinstance(final, AIMessage)
+        return lc.shown_first(final, s.shown, ai)
+
+    def _extra(self, s: lc.ResponseStreamer, said: Any) -> list[Any]:
+        rc = lc.find_response([*s.messages, _message_of(said, s)])
+        return lc.response_extra(rc.inputs) if rc is not None else []
+
+    def transform(self, values: Iterator[Any], config: Any = None) -> Iterator[Any]:
+        value = _one(values)
+        s = self._streamer(value, config, is_async=False)
+        s.start()
+        final, said, sent = None, None, 0
+        try:
+            with contextlib.suppress(lc.StreamStopped):
+                for chunk in self.model.stream(value, lc.quiet_config(config)):
+                    said = chunk if said is None else said + chunk
+                    s.piece(chunk.text, chunk.id)
+                    if len(s.shown) > sent:
+                        yield AIMessageChunk(content=s.shown[sent:], id=s.id)
+                        sent = len(s.shown)
+            d = s.finish(self._extra(s, said))
+            if not s.covers(_message_of(said, s)):
+                d = self._full_check(s, said)
+            final = self._decide(s, said, d)
+            yield from _rest_chunks(final, sent)
+        finally:
+            s.close(final)
+
+    async def atransform(
+        self, values: AsyncIterator[Any], config: Any = None
+    ) -> AsyncIterator[Any]:
+        value = None
+        async for v in values:
+            value = v if value is None else value + v
+        s = self._streamer(value, config, is_async=True)
+        await s.astart()
+        final, said, sent = None, None, 0
+        try:
+            with contextlib.suppress(lc.StreamStopped):
+                async for chunk in self.model.astream(value, lc.quiet_config(config)):
+                    said = chunk if said is None else said + chunk
+                    s.piece(chunk.text, chunk.id)
+                    if len(s.shown) > sent:
+                        yield AIMessageChunk(content=s.shown[sent:], id=s.id)
+                        sent = len(s.shown)
+            d = await s.afinish(self._extra(s, said))
+            if not s.covers(_message_of(said, s)):
+                d = await self._afull_check(s, said)
+            final = self._decide(s, said, d)
+            for chunk in _rest_chunks(final, sent):
+                yield chunk
+        finally:
+            await s.aclose(final)
+
+    def _full_check(self, s: lc.ResponseStreamer, said: Any) -> Any:
+        rc = lc.find_response([*s.messages, _message_of(said, s)])
+        if rc is None:
+            return None
+        return self.g.check(rc.inputs, surface=Surface.RESPONSE, tenant=s.tenant)
+
+    async def _afull_check(self, s: lc.ResponseStreamer, said: Any) -> Any:
+        rc = lc.find_response([*s.messages, _message_of(said, s)])
+        if rc is None:
+            return None
+        return await self.g.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=s.tenant)
+
+
+def _one(values: Iterator[Any]) -> Any:
+    value = None
+    for v in values:
+        value = v if value is None else value + v
+    return value
+
+
+def _message_of(said: Any, s: lc.ResponseStreamer) -> AIMessage:
+    """What the model said, as a message (what it said until a check stopped it)."""
+    if s.mod.stopped is not None or said is None:
+        return s.partial()
+    return AIMessage(
+        content=said.content,
+        id=said.id,
+        tool_calls=said.tool_calls,
+        usage_metadata=said.usage_metadata,
+        response_metadata=said.response_metadata,
+    )
+
+
+def _rest_chunks(final: AIMessage, sent: int) -> list[AIMessageChunk]:
+    """The chunk that completes what was yielded into ``final``: its text after the first
+    ``sent`` characters, and its tool calls."""
+    text = lc.text_of(final)
+    rest = text[sent:]
+    calls = [
+        {
+            "name": c["name"],
+            "args": json.dumps(c.get("args", {})),
+            "id": c.get("id"),
+            "index": i,
+            "type": "tool_call_chunk",
+        }
+        for i, c in enumerate(final.tool_calls)
+    ]
+    if not rest and not calls:
+        return []
+    return [AIMessageChunk(content=rest, id=final.id, tool_call_chunks=calls)]

@@ -171,6 +171,7 @@ class ResponseStreamer:
     ) -> None:
         self.guard = guard
         self.model = model
+        self.tenant = tenant
         self.messages = list(messages)
         self.config = ensure_config()
         moderator = AsyncStreamModerator if is_async else StreamModerator
