@@ -150,3 +150,33 @@ def test_a_padded_batch_sharing_the_header_matches_a_full_prefill(pair: Any, siz
         for a, b in got:
             same(a, b)
         assert on.stats["prefix_hits"] > hits
+
+
+def test_text_requests_are_rendered_and_tokenised_on_the_callers_thread(
+    verdict_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker thread only pads what its callers prepared; the results are those of
+    preparing on the worker."""
+    import threading
+
+    from guard_plugin.classifiers.transformers.prompts import Prompts
+
+    threads: list[str] = []
+    render = Prompts.render
+
+    def recording(self: Any, req: Any, **kw: Any) -> str:
+        threads.append(threading.current_thread().name)
+        return render(self, req, **kw)
+
+    clf = TransformersClassifier(str(verdict_model.path), prefix_cache_mb=0)
+    try:
+        reqs = conversation_requests(6, start=200)
+        want = [clf._runner([r])[0] for r in reqs]  # prepared on this thread, by the runner
+        monkeypatch.setattr(Prompts, "render", recording)
+        threads.clear()
+        got = clf.classify(reqs[:1]) + clf.classify(reqs[1:3]) + clf.classify(reqs[3:])
+        for a, b in zip(got, want, strict=True):
+            same(a, b)
+        assert threads and "guard-plugin-model" not in threads
+    finally:
+        clf.close()

@@ -25,6 +25,7 @@ from guard_plugin.classifiers.transformers.loader import (
     load_local_model,
     pick_device,
 )
+from guard_plugin.classifiers.transformers.prompts import Prepared
 from guard_plugin.classifiers.transformers.runner import VERDICT_MODES, Runner
 from guard_plugin.errors import ClassifierError, ConfigError
 from guard_plugin.policy import Policy, compile_policy
@@ -78,7 +79,7 @@ class TransformersClassifier(BaseClassifier):
         self._runner = Runner(self.local, verdict_mode, prefix_cache_mb)
         self.verdict_mode = verdict_mode if self._runner.label_ids is not None else "generate"
         self.extra_tokens = self._runner.special_tokens
-        self._worker: BatchWorker[ModelRequest, ClassifierResult] = BatchWorker(
+        self._worker: BatchWorker[ModelRequest | Prepared, ClassifierResult] = BatchWorker(
             self._runner,
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_ms / 1000.0,
@@ -104,12 +105,14 @@ class TransformersClassifier(BaseClassifier):
     def classify(
         self, requests: Sequence[ModelRequest], *, timeout: float | None = None
     ) -> list[ClassifierResult]:
-        return [_as_result(r) for r in self._worker.run(requests, timeout)]
+        items = [self._runner.prepare(r) for r in requests]  # on this, the caller's thread
+        return [_as_result(r) for r in self._worker.run(items, timeout)]
 
     async def aclassify(
         self, requests: Sequence[ModelRequest], *, timeout: float | None = None
     ) -> list[ClassifierResult]:
-        return [_as_result(r) for r in await self._worker.arun(requests, timeout)]
+        items = [self._runner.prepare(r) for r in requests]  # on this, the caller's thread
+        return [_as_result(r) for r in await self._worker.arun(items, timeout)]
 
     def health(self) -> bool:
         """Runs a one-token generation through the worker: True when the model answers."""

@@ -1,9 +1,14 @@
 """Requests into model input: each rendered with its own template kwargs (tenants with
-different policies share a batch), tokenised and left-padded."""
+different policies share a batch), tokenised and left-padded.
+
+A text request can be rendered and tokenised ahead, on its caller's thread
+(:meth:`Prompts.prepare`); the worker then only pads what its callers prepared, and spends its
+time on the model."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +16,16 @@ import torch
 from guard_plugin.classifiers.transformers.loader import LocalModel
 from guard_plugin.prompting import ModelRequest
 
-__all__ = ["Prompts"]
+__all__ = ["Prepared", "Prompts"]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A text request rendered and tokenised ahead (with the forced answer start ``suffix``)."""
+
+    req: ModelRequest
+    suffix: str
+    ids: tuple[int, ...]
 
 
 class Prompts:
@@ -22,6 +36,20 @@ class Prompts:
         self.tokenizer = lm.processor.tokenizer
         tok = self.tokenizer
         self.pad_id: int = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        # callers tokenise with a copy of their own: the worker's tokenizer changes its
+        # padding settings (the processor does), which a concurrent encode must not see
+        from tokenizers import Tokenizer
+
+        self._ahead = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+        self._ahead.no_padding()
+        self._ahead.no_truncation()
+        #: what the callers of the batch being run prepared, by ``id`` of their request
+        self.prepared: Mapping[int, Prepared] = {}
+
+    def prepare(self, req: ModelRequest, suffix: str) -> Prepared:
+        """``req`` rendered and tokenised now (on the caller's thread), for a text request."""
+        ids = self._ahead.encode(self.render(req) + suffix, add_special_tokens=False).ids
+        return Prepared(req, suffix, tuple(ids))
 
     def render(
         self, req: ModelRequest, *, user_text: str | None = None, response_text: str | None = None
@@ -42,9 +70,12 @@ class Prompts:
     def encode(self, reqs: Sequence[ModelRequest], suffixes: Sequence[str] = ()) -> Any:
         """The batch's model input; ``suffixes`` (one per request) continue each prompt with
         a forced start of the answer."""
-        texts = [self.render(r) for r in reqs]
-        if suffixes:
-            texts = [t + s for t, s in zip(texts, suffixes, strict=True)]
+        sx = list(suffixes) or [""] * len(reqs)
+        if all(r.image is None for r in reqs):
+            ahead = [self.prepared.get(id(r)) for r in reqs]
+            if all(p is not None and p.suffix == s for p, s in zip(ahead, sx, strict=True)):
+                return self.pad([p.ids for p in ahead if p is not None])
+        texts = [self.render(r) + s for r, s in zip(reqs, sx, strict=True)]
         if all(r.image is None for r in reqs):
             return self.encode_text(texts)
         images = [[r.image.to_pil()] if r.image is not None else [] for r in reqs]
@@ -54,19 +85,23 @@ class Prompts:
         """Text-only batches: the processor adds nothing but a per-token scan for image
         placeholders (none can be present: the smuggling check ran first), so tokenise with
         the Rust backend and left-pad directly. Equal to the processor's output (tested)."""
-        import numpy as np
-        from transformers import BatchFeature
-
         backend = self.tokenizer.backend_tokenizer
         backend.no_padding()
         backend.no_truncation()
         encs = backend.encode_batch(texts, add_special_tokens=False)
-        width = max(len(e.ids) for e in encs)
-        ids = np.full((len(encs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encs), width), dtype=np.int64)
-        for row, e in enumerate(encs):
-            n = len(e.ids)
-            ids[row, width - n :] = e.ids
+        return self.pad([e.ids for e in encs])
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> Any:
+        """Token rows left-padded into a batch."""
+        import numpy as np
+        from transformers import BatchFeature
+
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, r in enumerate(rows):
+            n = len(r)
+            ids[row, width - n :] = r
             mask[row, width - n :] = 1
         return BatchFeature(
             {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}

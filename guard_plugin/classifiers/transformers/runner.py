@@ -14,7 +14,7 @@ from guard_plugin.classifiers.transformers.injection import ControlTokenCheck
 from guard_plugin.classifiers.transformers.labels import USER_FIELD, LabelReader
 from guard_plugin.classifiers.transformers.loader import LocalModel, free_cache
 from guard_plugin.classifiers.transformers.prefix import PrefixCache
-from guard_plugin.classifiers.transformers.prompts import Prompts
+from guard_plugin.classifiers.transformers.prompts import Prepared, Prompts
 from guard_plugin.errors import ClassifierError, ClassifierUnavailable, InjectionDetected
 from guard_plugin.prompting import ModelRequest
 
@@ -74,7 +74,22 @@ class Runner:
     def uses_logits(self, req: ModelRequest) -> bool:
         return self.labels is not None and self.labels.applies_to(req)
 
-    def __call__(self, reqs: list[ModelRequest]) -> list[ClassifierResult]:
+    def prepare(self, req: ModelRequest) -> ModelRequest | Prepared:
+        """``req`` rendered and tokenised on the caller's thread where it can be (a text
+        request without literal control tokens), so the worker only pads it."""
+        if req.image is not None or self.injection.smuggles(req):
+            return req
+        return self.prompts.prepare(req, USER_FIELD if self.uses_logits(req) else "")
+
+    def __call__(self, items: list[ModelRequest | Prepared]) -> list[ClassifierResult]:
+        reqs = [i.req if isinstance(i, Prepared) else i for i in items]
+        self.prompts.prepared = {id(i.req): i for i in items if isinstance(i, Prepared)}
+        try:
+            return self._run(reqs)
+        finally:
+            self.prompts.prepared = {}
+
+    def _run(self, reqs: list[ModelRequest]) -> list[ClassifierResult]:
         results: list[ClassifierResult | None] = [None] * len(reqs)
         groups: dict[tuple[int, bool, bool], list[int]] = {}
         for i, r in enumerate(reqs):
