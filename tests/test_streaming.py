@@ -266,3 +266,14 @@ def test_a_hundred_thousand_token_answer_keeps_a_bounded_window() -> None:
         w.push(" " + words(50, i))
         biggest = max(biggest, len(w._buf))
     assert biggest < 20_000  # characters kept, whatever the answer's length
+
+
+def test_the_checks_of_one_stream_share_a_request_id_in_the_audit() -> None:
+    sink = MemoryAuditSink()
+    g = Guard(ScriptedClassifier(), audit=sink)
+    list(g.stream(pieces(words(200)), context="hi"))
+    list(g.stream(pieces(words(200)), context="hi", request_id="turn-7"))
+    ids = [e.request_id for e in sink.events if e.event == "decision"]
+    first = {i.rsplit(":w", 1)[0] for i in ids if not i.startswith("turn-7")}
+    assert len(first) == 1 and next(iter(first)).startswith("stream-")
+    assert [i for i in ids if i.startswith("turn-7")][:2] == ["turn-7:w1", "turn-7:w2"]

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import threading
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,8 @@ class _State:
         self.guard = guard
         self.context = context
         self.tenant = tenant
-        self.request_id = request_id
+        # every check of the stream shares it: `<id>:w1`, `<id>:w2`, ... in the audit
+        self.request_id = request_id or f"stream-{uuid.uuid4().hex[:16]}"
         self.settings = settings or settings_of(guard, tenant)
         self.hold = self.settings.mode == "hold"
         self.windows = Windows(self.settings)
@@ -160,9 +162,9 @@ class _State:
     def _input(self, text: str) -> SafetyInput:
         return SafetyInput(text=self.context, response=text, surface=Surface.RESPONSE, part=TEXT)
 
-    def _rid(self) -> str | None:
+    def _rid(self) -> str:
         self.checks += 1
-        return f"{self.request_id}:w{self.checks}" if self.request_id else None
+        return f"{self.request_id}:w{self.checks}"
 
     def ending(self) -> str:
         """What ends a stopped stream: the tenant's refusal, after a blank line when text was
