@@ -168,6 +168,35 @@ def check_span() -> AbstractContextManager[Span]:
     return _tracer.start_as_current_span("guard_plugin.check", kind=SpanKind.INTERNAL)
 
 
+def stream_span(request_id: str) -> Span:
+    """The span of one moderated stream, the parent of its window checks (not current:
+    :func:`within` makes it current where a check starts); ended by :func:`end_stream`."""
+    if not active():
+        return OFF_SPAN
+    span = _tracer.start_span("guard_plugin.stream", kind=SpanKind.INTERNAL)
+    span.set_attribute("guard_plugin.request_id", request_id)
+    return span
+
+
+def within(span: Span) -> AbstractContextManager[Any]:
+    """``span`` current for what runs inside (a check, or a thread or task started there)."""
+    if span is OFF_SPAN:
+        return _OFF
+    return trace.use_span(span, end_on_exit=False)
+
+
+def end_stream(span: Span, *, checks: int, shown: int, stopped: str | None) -> None:
+    """End a stream's span with what happened: checks run, characters shown, the action that
+    stopped it (none when it passed)."""
+    if span is OFF_SPAN:
+        return
+    span.set_attribute("guard_plugin.stream.checks", checks)
+    span.set_attribute("guard_plugin.stream.shown_chars", shown)
+    if stopped is not None:
+        span.set_attribute("guard_plugin.stream.stopped", stopped)
+    span.end()
+
+
 def classifier_span(classifier: Any, requests: int) -> AbstractContextManager[Span]:
     """A child span for one classifier call, and its duration in the metrics."""
     return _classifier_span(classifier, requests) if active() else _OFF

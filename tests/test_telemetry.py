@@ -390,3 +390,29 @@ def test_reviews_pending_counts_held_content_until_a_person_answers() -> None:
     assert agent.get_state(config).interrupts and pending() == before + 1
     agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
     assert pending() == before
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_streams_window_checks_nest_under_one_stream_span(mode: str) -> None:
+    import asyncio
+
+    g = guard()
+    text = " ".join(f"w{i}" for i in range(300)) + " you worthless idiot"
+    pieces = [text[i : i + 5] for i in range(0, len(text), 5)]
+    if mode == "sync":
+        list(g.stream(pieces, context="hi"))
+    else:
+
+        async def run() -> None:
+            async for _ in g.astream(pieces, context="hi"):
+                pass
+
+        asyncio.run(run())
+    (stream,) = spans("guard_plugin.stream")
+    children = [
+        s for s in spans() if s.parent is not None and s.parent.span_id == stream.context.span_id
+    ]
+    assert len(children) >= 2
+    attrs = dict(stream.attributes or {})
+    assert attrs["guard_plugin.stream.checks"] == len(children)
+    assert attrs["guard_plugin.stream.stopped"] == "block"

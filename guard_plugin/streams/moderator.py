@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from guard_plugin import telemetry
 from guard_plugin.policy import Streaming
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.streams.windows import Window, Windows
@@ -67,6 +68,8 @@ class _State:
         self.tenant = tenant
         # every check of the stream shares it: `<id>:w1`, `<id>:w2`, ... in the audit
         self.request_id = request_id or f"stream-{uuid.uuid4().hex[:16]}"
+        self.span = telemetry.stream_span(self.request_id)  # the parent of its checks
+        self._span_open = True
         self.settings = settings or settings_of(guard, tenant)
         self.hold = self.settings.mode == "hold"
         self.windows = Windows(self.settings)
@@ -166,6 +169,14 @@ class _State:
         self.checks += 1
         return f"{self.request_id}:w{self.checks}"
 
+    def end_span(self) -> None:
+        if self._span_open:
+            self._span_open = False
+            stopped = self.stopped.action.value if self.stopped is not None else None
+            telemetry.end_stream(
+                self.span, checks=self.checks, shown=self.released, stopped=stopped
+            )
+
     def ending(self) -> str:
         """What ends a stopped stream: the tenant's refusal, after a blank line when text was
         shown (what was shown stays as it was)."""
@@ -246,7 +257,8 @@ class StreamModerator(_Base):
         with self._cv:
             self._s.push(piece)
             if self._s.waiting and self._thread is None and not self._closed:
-                ctx = contextvars.copy_context()  # the caller's trace and settings
+                with telemetry.within(self._s.span):  # the checks nest under the stream
+                    ctx = contextvars.copy_context()  # and the caller's settings
                 self._thread = threading.Thread(
                     target=ctx.run, args=(self._work,), name="guard-plugin-stream", daemon=True
                 )
@@ -278,9 +290,10 @@ class StreamModerator(_Base):
             step = self._s.final_check(extra)
         if step is not None:
             w, inputs, rid = step
-            d = self._s.guard.check(
-                inputs, surface=Surface.RESPONSE, tenant=self._s.tenant, request_id=rid
-            )
+            with telemetry.within(self._s.span):
+                d = self._s.guard.check(
+                    inputs, surface=Surface.RESPONSE, tenant=self._s.tenant, request_id=rid
+                )
             with self._cv:
                 self._s.done(w, d)
         with self._cv:
@@ -294,6 +307,7 @@ class StreamModerator(_Base):
             self._closed = True
             self._s.waiting.clear()
             self._cv.notify_all()
+            self._s.end_span()
 
     def _work(self) -> None:
         while True:
@@ -365,9 +379,10 @@ class AsyncStreamModerator(_Base):
         step = self._s.final_check(extra)
         if step is not None:
             w, inputs, rid = step
-            d = await self._s.guard.acheck(
-                inputs, surface=Surface.RESPONSE, tenant=self._s.tenant, request_id=rid
-            )
+            with telemetry.within(self._s.span):
+                d = await self._s.guard.acheck(
+                    inputs, surface=Surface.RESPONSE, tenant=self._s.tenant, request_id=rid
+                )
             self._s.done(w, d)
         out += self._s.take()
         await self.close()
@@ -375,6 +390,7 @@ class AsyncStreamModerator(_Base):
 
     async def close(self) -> None:
         self._s.waiting.clear()
+        self._s.end_span()
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -383,7 +399,8 @@ class AsyncStreamModerator(_Base):
 
     def _kick(self) -> None:
         if self._s.waiting and (self._task is None or self._task.done()):
-            self._task = asyncio.get_running_loop().create_task(self._work())
+            with telemetry.within(self._s.span):  # the checks nest under the stream
+                self._task = asyncio.get_running_loop().create_task(self._work())
 
     async def _work(self) -> None:
         while (step := self._s.next_check()) is not None:
