@@ -418,3 +418,30 @@ def test_guarded_model_invoke_returns_the_decided_message() -> None:
     m = guarded_model(StreamingModel(messages=iter([AIMessage(UNSAFE)])), guard())
     out = m.invoke("hi")
     assert out.content == REFUSAL
+
+
+def test_a_stopped_stream_logs_no_callback_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A window that stops the model is the policy working: LangChain's "Error in ...
+    callback" warning for it is not logged."""
+
+    class Slow(StreamingModel):
+        def _stream(self, *a: Any, **kw: Any) -> Any:
+            import time
+
+            for chunk in super()._stream(*a, **kw):
+                time.sleep(0.003)
+                yield chunk
+
+    agent = create_agent(
+        Slow(messages=iter([AIMessage(answer_with(10, 400))])),
+        tools=[],
+        middleware=[SafetyMiddleware(guard())],
+    )
+    with caplog.at_level("WARNING"):
+        chunks = [
+            c
+            for c, _ in agent.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages")
+            if isinstance(c, AIMessageChunk)
+        ]
+    assert text_of_chunks(chunks).endswith(REFUSAL)
+    assert not [r for r in caplog.records if "callback" in r.getMessage()]

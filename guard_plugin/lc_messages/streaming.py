@@ -65,6 +65,20 @@ class StreamStopped(Exception):
     """Raised into a model's stream when a check stopped it: the model is read no further."""
 
 
+class _QuietStops(logging.Filter):
+    """LangChain logs "Error in <handler>.<event> callback" before re-raising what a handler
+    raises; a stopped stream is the policy working, not an error. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (
+            len(args) == 3 and args[0] == "_Capture" and str(args[2]).startswith("StreamStopped(")
+        )
+
+
+logging.getLogger("langchain_core.callbacks.manager").addFilter(_QuietStops())
+
+
 def _handlers(config: Any) -> list[BaseCallbackHandler]:
     cbs = (config or {}).get("callbacks")
     if isinstance(cbs, BaseCallbackManager):
