@@ -13,7 +13,6 @@ read the guard's (``include_names=["guard_plugin[response]"]``), or put
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -243,7 +242,7 @@ class _GuardedModel:
             if not s.covers(_message_of(said, s)):
                 d = self._full_check(s, said)
             final = self._decide(s, said, d)
-            yield from _rest_chunks(final, sent)
+            yield from _completing(final, s.shown[:sent])
         finally:
             s.close(final)
 
@@ -268,7 +267,7 @@ class _GuardedModel:
             if not s.covers(_message_of(said, s)):
                 d = await self._afull_check(s, said)
             final = self._decide(s, said, d)
-            for chunk in _rest_chunks(final, sent):
+            for chunk in _completing(final, s.shown[:sent]):
                 yield chunk
         finally:
             await s.aclose(final)
@@ -306,21 +305,7 @@ def _message_of(said: Any, s: lc.ResponseStreamer) -> AIMessage:
     )
 
 
-def _rest_chunks(final: AIMessage, sent: int) -> list[AIMessageChunk]:
-    """The chunk that completes what was yielded into ``final``: its text after the first
-    ``sent`` characters, and its tool calls."""
-    text = lc.text_of(final)
-    rest = text[sent:]
-    calls = [
-        {
-            "name": c["name"],
-            "args": json.dumps(c.get("args", {})),
-            "id": c.get("id"),
-            "index": i,
-            "type": "tool_call_chunk",
-        }
-        for i, c in enumerate(final.tool_calls)
-    ]
-    if not rest and not calls:
-        return []
-    return [AIMessageChunk(content=rest, id=final.id, tool_call_chunks=calls)]
+def _completing(final: AIMessage, yielded: str) -> list[AIMessageChunk]:
+    """What completes the text already yielded into the decided message."""
+    chunk = lc.completing_chunk(final, yielded)
+    return [chunk] if chunk is not None else []

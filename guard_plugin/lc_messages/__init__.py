@@ -75,6 +75,7 @@ from guard_plugin.lc_messages.run import (
 from guard_plugin.lc_messages.streaming import (
     ResponseStreamer,
     StreamStopped,
+    completing_chunk,
     quiet,
     quiet_config,
     response_extra,
@@ -104,6 +105,7 @@ __all__ = [
     "can_interrupt",
     "check_args",
     "check_id",
+    "completing_chunk",
     "decided_results",
     "find_history",
     "find_input",

@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "ResponseStreamer",
     "StreamStopped",
+    "completing_chunk",
     "quiet",
     "quiet_config",
     "response_extra",
@@ -361,25 +362,9 @@ class ResponseStreamer:
         return ChatGenerationChunk(message=AIMessageChunk(content=text, id=self.id))
 
     def _rest(self, final: AIMessage) -> list[ChatGenerationChunk]:
-        """The chunks that complete what was shown into ``final``: its text after the shown
-        part, and its tool calls."""
         self.id = final.id or self.id
-        text = text_of(final)
-        rest = text[len(self.shown) :] if text.startswith(self.shown) else text
-        calls = [
-            {
-                "name": c["name"],
-                "args": _json(c.get("args", {})),
-                "id": c.get("id"),
-                "index": i,
-                "type": "tool_call_chunk",
-            }
-            for i, c in enumerate(final.tool_calls)
-        ]
-        if not rest and not calls:
-            return []
-        msg = AIMessageChunk(content=rest, id=final.id, tool_call_chunks=calls)
-        return [ChatGenerationChunk(message=msg)]
+        msg = completing_chunk(final, self.shown)
+        return [ChatGenerationChunk(message=msg)] if msg is not None else []
 
     def _write(self, chunk: ChatGenerationChunk) -> None:
         if self._writer is not None and chunk.text:
@@ -424,6 +409,26 @@ class ResponseStreamer:
         serialized = start.pop("serialized")
         (run,) = await manager.on_chat_model_start(serialized, [self.messages], **start)
         return run
+
+
+def completing_chunk(final: AIMessage, shown: str) -> AIMessageChunk | None:
+    """The chunk that completes ``shown`` into ``final`` (the decided message): its text
+    after the shown part, and its tool calls; None when nothing is left."""
+    text = text_of(final)
+    rest = text[len(shown) :] if text.startswith(shown) else text
+    calls = [
+        {
+            "name": c["name"],
+            "args": _json(c.get("args", {})),
+            "id": c.get("id"),
+            "index": i,
+            "type": "tool_call_chunk",
+        }
+        for i, c in enumerate(final.tool_calls)
+    ]
+    if not rest and not calls:
+        return None
+    return AIMessageChunk(content=rest, id=final.id, tool_call_chunks=calls)
 
 
 def shown_first(final: AIMessage, shown: str, original: AIMessage) -> AIMessage:
