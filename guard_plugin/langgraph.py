@@ -522,24 +522,9 @@ class _ModelNode:
         with ``hold_output``: the model then answers quietly and is shown whole)."""
         if self.hold_output or not lc.streaming_wanted():
             return None
-        msgs = state["messages"]
-        h = lc.last_index(msgs, HumanMessage)
         return lc.ResponseStreamer(
-            self.g,
-            model=self.model,
-            messages=msgs,
-            context=lc.text_of(msgs[h]) if h is not None else "",
-            tenant=t,
-            request_id=None,
-            is_async=is_async,
+            self.g, model=self.model, messages=state["messages"], tenant=t, is_async=is_async
         )
-
-    @staticmethod
-    def streamed(out: Any, streamer: lc.ResponseStreamer) -> bool:
-        """Whether the node's answer is the text that streamed through the checks (not when
-        the node's model was called twice, or another model answered)."""
-        ai, _ = _split(out)
-        return ai is None or streamer.covers(ai)
 
     def config_for(self, config: Any, streamer: lc.ResponseStreamer | None) -> Any:
         if streamer is not None:
@@ -650,9 +635,7 @@ class _ModelNode:
             except lc.StreamStopped:
                 out = {"messages": [streamer.partial()]}
             found = self.response_check(state, out)
-            d = streamer.finish(lc.response_extra(found[0]) if found else [])
-            if found is not None and not self.streamed(out, streamer):
-                d = self.g.check(found[0], **found[1])
+            d = streamer.decide(_split(out)[0], *(found or ([], None)))
             result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
             final, _ = _split(result)
             return result
@@ -709,9 +692,7 @@ class _ModelNode:
             except lc.StreamStopped:
                 out = {"messages": [streamer.partial()]}
             found = self.response_check(state, out)
-            d = await streamer.afinish(lc.response_extra(found[0]) if found else [])
-            if found is not None and not self.streamed(out, streamer):
-                d = await self.g.acheck(found[0], **found[1])
+            d = await streamer.adecide(_split(out)[0], *(found or ([], None)))
             result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
             final, _ = _split(result)
             return result

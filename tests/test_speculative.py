@@ -136,6 +136,18 @@ def test_off_by_default_the_model_waits_for_the_check() -> None:
 # -- the LangGraph model node --------------------------------------------------------------------
 
 
+def speculative_parts(replies: list[AIMessage]) -> tuple[Any, Overlap, MemoryAuditSink, Guard]:
+    """A model that signals its call, a classifier double that waits for that signal, an
+    audit sink, and a guard for the speculative tenant ``t``."""
+    event = threading.Event()
+    model = SignallingModel(responses=replies)
+    model.called = event
+    clf = Overlap(event)
+    sink = MemoryAuditSink()
+    guard = Guard(clf, policies=PolicyStore({"t": Policy(id="t", speculative=True)}), audit=sink)
+    return model, clf, sink, guard
+
+
 def graph_for(reply: AIMessage) -> tuple[Any, Any, Overlap, MemoryAuditSink]:
     """A graph whose model node meets the user's turn undecided (no input node before it):
     the node checks it, with the model answering beside the check."""
@@ -143,12 +155,7 @@ def graph_for(reply: AIMessage) -> tuple[Any, Any, Overlap, MemoryAuditSink]:
 
     from guard_plugin.langgraph import guarded_model_node
 
-    event = threading.Event()
-    model = SignallingModel(responses=[reply])
-    model.called = event
-    clf = Overlap(event)
-    sink = MemoryAuditSink()
-    guard = Guard(clf, policies=PolicyStore({"t": Policy(id="t", speculative=True)}), audit=sink)
+    model, clf, sink, guard = speculative_parts([reply])
 
     def call_model(state: Any) -> Any:
         return {"messages": [model.invoke(state["messages"])]}
@@ -188,12 +195,7 @@ def agent_graph_for(reply: AIMessage) -> tuple[Any, Any, Overlap, MemoryAuditSin
     the model node, which checks it while the model answers."""
     from guard_plugin.langgraph import guarded_agent_graph
 
-    event = threading.Event()
-    model = SignallingModel(responses=[reply, AIMessage("Done.")])
-    model.called = event
-    clf = Overlap(event)
-    sink = MemoryAuditSink()
-    guard = Guard(clf, policies=PolicyStore({"t": Policy(id="t", speculative=True)}), audit=sink)
+    model, clf, sink, guard = speculative_parts([reply, AIMessage("Done.")])
 
     def call_model(state: Any) -> Any:
         return {"messages": [model.invoke(state["messages"])]}

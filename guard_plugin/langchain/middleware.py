@@ -122,16 +122,17 @@ class StreamModel:
     and the model's response (what it said until a check stopped it, if one did)."""
 
     request: ModelRequest
-    context: str
     tenant: str | None
 
 
 @dataclass(frozen=True)
 class FinishStream:
-    """Wait for a stream's checks and check its rest; answered with its decision."""
+    """Decide a streamed answer (``ResponseStreamer.decide``); answered with the decision."""
 
     streamer: lc.ResponseStreamer
-    extra: list[Any]
+    message: AIMessage | None
+    inputs: list[Any]
+    check: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ class SafetyMiddleware(AgentMiddleware):
                     with streamer.capturing():
                         value = streamer, _stopped_or(model, step.request, streamer)
                 elif isinstance(step, FinishStream):
-                    value = step.streamer.finish(step.extra)
+                    value = step.streamer.decide(step.message, step.inputs, step.check)
                 else:
                     streams.remove(step.streamer)
                     step.streamer.close(step.final)
@@ -310,7 +311,7 @@ class SafetyMiddleware(AgentMiddleware):
                         except lc.StreamStopped:
                             value = streamer, ModelResponse(result=[streamer.partial()])
                 elif isinstance(step, FinishStream):
-                    value = await step.streamer.afinish(step.extra)
+                    value = await step.streamer.adecide(step.message, step.inputs, step.check)
                 else:
                     streams.remove(step.streamer)
                     await step.streamer.aclose(step.final)
@@ -326,9 +327,7 @@ class SafetyMiddleware(AgentMiddleware):
             self.guard,
             model=r.model,
             messages=[*system, *r.messages],
-            context=step.context,
             tenant=step.tenant,
-            request_id=None,
             is_async=is_async,
         )
 
@@ -656,16 +655,11 @@ class SafetyMiddleware(AgentMiddleware):
         """The model's answer moderated as it streams (:mod:`guard_plugin.streams`): shown
         window by window as each passes; the decided message ends the stream and is what the
         state gets, keeping what was shown in front of a refusal."""
-        human = lc.last_index(request.messages, HumanMessage)
-        context = lc.text_of(request.messages[human]) if human is not None else ""
-        streamer, response = yield StreamModel(request, context, tenant)
+        streamer, response = yield StreamModel(request, tenant)
         rc = _check_of(request, response)
-        d = yield FinishStream(streamer, lc.response_extra(rc.inputs) if rc else [])
-        if rc is not None and not streamer.covers(rc.message):
-            # the answer is not the text that streamed (a retry or a fallback model inside):
-            # the whole of it is checked, as without streaming
-            kwargs = lc.check_args(Surface.RESPONSE, tenant, config, rc.message.id)
-            (d,) = yield RunChecks([Check(rc.inputs, kwargs, inputs=True)])
+        message = rc.message if rc is not None else None
+        check = lc.check_args(Surface.RESPONSE, tenant, config, message.id if message else None)
+        d = yield FinishStream(streamer, message, list(rc.inputs) if rc else [], check)
         if rc is not None and d is not None:
             response = yield from self._checked_response(
                 request, response, tenant, config, decided=d, shown=streamer.shown

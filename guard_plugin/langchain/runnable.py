@@ -16,7 +16,13 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    message_chunk_to_message,
+)
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from guard_plugin import lc_messages as lc
@@ -197,33 +203,32 @@ class _GuardedModel:
         self.g, self.model, self.tenant = guard, model, tenant
 
     def _streamer(self, value: Any, config: Any, is_async: bool) -> lc.ResponseStreamer:
-        messages = self.model._convert_input(value).to_messages()
-        human = lc.last_index(messages, HumanMessage)
         return lc.ResponseStreamer(
             self.g,
             model=self.model,
-            messages=messages,
-            context=lc.text_of(messages[human]) if human is not None else "",
+            messages=self.model._convert_input(value).to_messages(),
             tenant=resolve_tenant(self.tenant, None, config, "tenant_id"),
-            request_id=None,
             is_async=is_async,
         )
 
-    def _decide(self, s: lc.ResponseStreamer, said: Any, d: Any) -> AIMessage:
+    @staticmethod
+    def _answer(s: lc.ResponseStreamer, said: Any) -> tuple[AIMessage, Any]:
+        """What the model said, as a message (what it said until a check stopped it), and
+        its response check."""
+        ai = s.partial() if s.mod.stopped is not None or said is None else said
+        ai = message_chunk_to_message(ai) if isinstance(ai, AIMessageChunk) else ai
+        assert isinstance(ai, AIMessage)
+        return ai, lc.find_response([*s.messages, ai])
+
+    def _decided(self, s: lc.ResponseStreamer, ai: AIMessage, rc: Any, d: Any) -> AIMessage:
         """The decided message: the answer, or what the decision leaves of it, keeping what
         was shown in front of a refusal."""
-        ai = _message_of(said, s)
-        rc = lc.find_response([*s.messages, ai])
         if rc is None or d is None:
             return ai
         outcome = lc.apply_response(rc, d, guard=self.g, escalate=False)
         final = outcome.messages[0] if outcome.messages else ai
         assert isinstance(final, AIMessage)
         return lc.shown_first(final, s.shown, ai)
-
-    def _extra(self, s: lc.ResponseStreamer, said: Any) -> list[Any]:
-        rc = lc.find_response([*s.messages, _message_of(said, s)])
-        return lc.response_extra(rc.inputs) if rc is not None else []
 
     def transform(self, values: Iterator[Any], config: Any = None) -> Iterator[Any]:
         value = _one(values)
@@ -238,10 +243,9 @@ class _GuardedModel:
                     if len(s.shown) > sent:
                         yield AIMessageChunk(content=s.shown[sent:], id=s.id)
                         sent = len(s.shown)
-            d = s.finish(self._extra(s, said))
-            if not s.covers(_message_of(said, s)):
-                d = self._full_check(s, said)
-            final = self._decide(s, said, d)
+            ai, rc = self._answer(s, said)
+            d = s.decide(ai, rc.inputs if rc is not None else [])
+            final = self._decided(s, ai, rc, d)
             yield from _completing(final, s.shown[:sent])
         finally:
             s.close(final)
@@ -263,26 +267,13 @@ class _GuardedModel:
                     if len(s.shown) > sent:
                         yield AIMessageChunk(content=s.shown[sent:], id=s.id)
                         sent = len(s.shown)
-            d = await s.afinish(self._extra(s, said))
-            if not s.covers(_message_of(said, s)):
-                d = await self._afull_check(s, said)
-            final = self._decide(s, said, d)
+            ai, rc = self._answer(s, said)
+            d = await s.adecide(ai, rc.inputs if rc is not None else [])
+            final = self._decided(s, ai, rc, d)
             for chunk in _completing(final, s.shown[:sent]):
                 yield chunk
         finally:
             await s.aclose(final)
-
-    def _full_check(self, s: lc.ResponseStreamer, said: Any) -> Any:
-        rc = lc.find_response([*s.messages, _message_of(said, s)])
-        if rc is None:
-            return None
-        return self.g.check(rc.inputs, surface=Surface.RESPONSE, tenant=s.tenant)
-
-    async def _afull_check(self, s: lc.ResponseStreamer, said: Any) -> Any:
-        rc = lc.find_response([*s.messages, _message_of(said, s)])
-        if rc is None:
-            return None
-        return await self.g.acheck(rc.inputs, surface=Surface.RESPONSE, tenant=s.tenant)
 
 
 def _one(values: Iterator[Any]) -> Any:
@@ -290,19 +281,6 @@ def _one(values: Iterator[Any]) -> Any:
     for v in values:
         value = v if value is None else value + v
     return value
-
-
-def _message_of(said: Any, s: lc.ResponseStreamer) -> AIMessage:
-    """What the model said, as a message (what it said until a check stopped it)."""
-    if s.mod.stopped is not None or said is None:
-        return s.partial()
-    return AIMessage(
-        content=said.content,
-        id=said.id,
-        tool_calls=said.tool_calls,
-        usage_metadata=said.usage_metadata,
-        response_metadata=said.response_metadata,
-    )
 
 
 def _completing(final: AIMessage, yielded: str) -> list[AIMessageChunk]:

@@ -78,7 +78,6 @@ from guard_plugin.lc_messages.streaming import (
     completing_chunk,
     quiet,
     quiet_config,
-    response_extra,
     shown_first,
     streaming_wanted,
 )
@@ -121,7 +120,6 @@ __all__ = [
     "quiet_config",
     "read_held",
     "record_dropped",
-    "response_extra",
     "review_held_tool",
     "review_payload",
     "review_requests",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -24,17 +24,17 @@ from langchain_core.callbacks import (
     BaseCallbackManager,
     CallbackManager,
 )
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
 from langchain_core.runnables.config import ensure_config, var_child_runnable_config
 from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import text_of
+from guard_plugin.lc_messages.base import last_index, text_of
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.streams import AsyncStreamModerator, StreamModerator
-from guard_plugin.types import TEXT
+from guard_plugin.types import TEXT, Surface
 
 try:  # the marker LangChain reads to stream a model inside invoke()
     from langchain_core.tracers._streaming import _StreamingCallbackHandler
@@ -51,7 +51,6 @@ __all__ = [
     "completing_chunk",
     "quiet",
     "quiet_config",
-    "response_extra",
     "shown_first",
     "streaming_wanted",
 ]
@@ -169,8 +168,10 @@ class _Capture(BaseCallbackHandler, _StreamingCallbackHandler):
 class ResponseStreamer:
     """One streamed model answer: captured quietly, checked by window, shown as it passes.
 
-    Sync: ``with streamer.capturing(): response = model(request)``, then :meth:`finish` and
-    :meth:`close`; async: the same with :meth:`acapturing`, :meth:`afinish`, :meth:`aclose`.
+    Sync: ``with streamer.capturing(): response = model(request)``, then :meth:`decide` and
+    :meth:`close`; async: the same with :meth:`acapturing`, :meth:`adecide`, :meth:`aclose`.
+    ``messages`` are what the model is sent: the answer is checked against the last user
+    turn among them.
     """
 
     def __init__(
@@ -179,9 +180,7 @@ class ResponseStreamer:
         *,
         model: Any,
         messages: Sequence[BaseMessage],
-        context: str,
         tenant: str | None,
-        request_id: str | None,
         is_async: bool,
     ) -> None:
         self.guard = guard
@@ -189,9 +188,11 @@ class ResponseStreamer:
         self.tenant = tenant
         self.messages = list(messages)
         self.config = ensure_config()
+        human = last_index(self.messages, HumanMessage)
+        context = text_of(self.messages[human]) if human is not None else ""
         moderator = AsyncStreamModerator if is_async else StreamModerator
         self.mod: StreamModerator | AsyncStreamModerator = moderator(
-            guard, context=context, tenant=tenant, request_id=request_id
+            guard, context=context, tenant=tenant
         )
         self.id: str | None = None
         self.text: list[str] = []  # everything the model said
@@ -225,10 +226,18 @@ class ResponseStreamer:
         self.mod.feed(text)  # the releaser shows what passed
         self._kick()
 
-    def covers(self, message: AIMessage) -> bool:
-        """Whether ``message``'s text is the text that streamed through this streamer's
-        checks (it is not when a retry or another model answered instead)."""
-        return self.mod.stopped is not None or text_of(message) == "".join(self.text)
+    def _uncovered(self, message: AIMessage | None, inputs: Sequence[SafetyInput]) -> bool:
+        """Whether ``message`` is not the text that streamed through this streamer's checks
+        (a retry or another model answered instead)."""
+        return (
+            message is not None
+            and bool(inputs)
+            and self.mod.stopped is None
+            and text_of(message) != "".join(self.text)
+        )
+
+    def _check_args(self, check: Mapping[str, Any] | None) -> dict[str, Any]:
+        return dict(check) if check else {"surface": Surface.RESPONSE, "tenant": self.tenant}
 
     def partial(self) -> AIMessage:
         """What the model said before a check stopped it."""
@@ -253,14 +262,23 @@ class ResponseStreamer:
         """``config`` for a model call that streams into this streamer (and to nobody else)."""
         return quiet_config(config, _Capture(self))
 
-    def finish(self, extra: Sequence[SafetyInput]) -> Decision | None:
-        """Wait for the checks, check the rest with ``extra``; the stream's decision (the one
-        that stopped it, or the last one; None when there was nothing to check)."""
+    def decide(
+        self,
+        message: AIMessage | None,
+        inputs: Sequence[SafetyInput],
+        check: Mapping[str, Any] | None = None,
+    ) -> Decision | None:
+        """The decision on the answer ``message`` (its response check's ``inputs``): wait for
+        the window checks and check the rest with its tool calls; an answer that is not the
+        text that streamed (a retry, or another model, answered) is checked whole, with
+        ``check`` (the check's keyword arguments). None when there was nothing to check."""
         assert isinstance(self.mod, StreamModerator)
         out = self.mod.wait()
         if out:
             self._emit(out)
-        self.mod.finish(extra)  # what it returns is shown from the final message instead
+        self.mod.finish(_response_extra(inputs))  # the rest is shown from the final message
+        if self._uncovered(message, inputs):
+            return self.guard.check(list(inputs), **self._check_args(check))
         return self._decision()
 
     def close(self, final: AIMessage | None, error: BaseException | None = None) -> None:
@@ -294,7 +312,13 @@ class ResponseStreamer:
         with quiet(_Capture(self)):
             yield
 
-    async def afinish(self, extra: Sequence[SafetyInput]) -> Decision | None:
+    async def adecide(
+        self,
+        message: AIMessage | None,
+        inputs: Sequence[SafetyInput],
+        check: Mapping[str, Any] | None = None,
+    ) -> Decision | None:
+        """The async twin of :meth:`decide`."""
         assert isinstance(self.mod, AsyncStreamModerator)
         task = self._releaser
         if task is not None:  # let it show what passed (it ends when no check is left)
@@ -303,7 +327,9 @@ class ResponseStreamer:
         out = await self.mod.wait()
         if out:
             await self._aemit(out)
-        await self.mod.finish(extra)
+        await self.mod.finish(_response_extra(inputs))
+        if self._uncovered(message, inputs):
+            return await self.guard.acheck(list(inputs), **self._check_args(check))
         return self._decision()
 
     async def aclose(self, final: AIMessage | None, error: BaseException | None = None) -> None:
@@ -441,7 +467,7 @@ def shown_first(final: AIMessage, shown: str, original: AIMessage) -> AIMessage:
     return final.model_copy(update={"content": f"{shown}\n\n{text}" if text else shown})
 
 
-def response_extra(inputs: Sequence[SafetyInput]) -> list[SafetyInput]:
+def _response_extra(inputs: Sequence[SafetyInput]) -> list[SafetyInput]:
     """The inputs of a response check other than its text (its tool calls)."""
     return [i for i in inputs if i.part != TEXT]
 

@@ -63,13 +63,8 @@ class PrefixCache:
         """The cache of the kept prompt sharing the longest prefix with ``ids`` (1-D),
         cropped to that prefix, and its length; None when none shares ``min_tokens``. At
         least one token of ``ids`` is always left to feed."""
-        best, best_len = None, 0
         cpu = ids.detach().to("cpu")
-        for key, e in self._entries.items():
-            n = _common(cpu, e.ids)
-            if n > best_len:
-                best, best_len = key, n
-        best_len = min(best_len, len(cpu) - 1)
+        best, best_len = self._best(cpu, len(cpu) - 1)
         if best is None or best_len < self.min_tokens:
             self.prefilled_tokens += len(cpu)
             return None
@@ -95,11 +90,7 @@ class PrefixCache:
         common = min(len(r) for r in rows) - 1
         for r in rows[1:]:
             common = min(common, _common(first, r.detach().to("cpu")))
-        best, best_len = None, 0
-        for key, e in self._entries.items():
-            n = min(_common(first, e.ids), common)
-            if n > best_len:
-                best, best_len = key, n
+        best, best_len = self._best(first, common)
         width = max(len(r) for r in rows)  # the prefix, then each suffix padded to the longest
         if best is None or best_len < self.min_tokens or (max_width and width > max_width):
             self.prefilled_tokens += sum(len(r) for r in rows)
@@ -117,6 +108,16 @@ class PrefixCache:
         self.reused_tokens += best_len * len(rows)
         self.prefilled_tokens += sum(len(r) - best_len for r in rows)
         return DynamicCache(layers), best_len
+
+    def _best(self, ids: torch.Tensor, limit: int) -> tuple[int | None, int]:
+        """The kept prompt sharing the longest prefix with ``ids`` (at most ``limit``
+        tokens counted), and that length."""
+        best, best_len = None, 0
+        for key, e in self._entries.items():
+            n = min(_common(ids, e.ids), limit)
+            if n > best_len:
+                best, best_len = key, n
+        return best, best_len
 
     def put(self, ids: torch.Tensor, cache: Any) -> None:
         """Keep ``cache`` as the cache of the prompt ``ids`` (cropped to it), evicting the
