@@ -14,7 +14,8 @@ weight bytes each decode step must read / peak memory bandwidth.
 ``--verdict-mode both`` (the default) measures the two ways of reading a verdict on the same
 weights: ``logits`` (one forward pass, the label token's logits) and ``generate``.
 ``--prefix-cache-mb 0`` turns the prefix cache off (each check then prefills the policy
-header too): run both to see what it saves.
+header too): run both to see what it saves. ``--compile`` loads with ``compile=true`` (the
+label passes through ``torch.compile``) and prints how long the load's warm-up took.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def main() -> None:
         help="the local backend's prefix cache (0: off; the policy header is then prefilled "
         "by every check)",
     )
+    ap.add_argument("--compile", action="store_true", help="compile=true (compiled at load, timed)")
     ap.add_argument(
         "--breakdown", action="store_true", help="time each stage of a logits-mode check instead"
     )
@@ -246,6 +248,7 @@ def main() -> None:
 def run(
     args: argparse.Namespace, lm: LocalModel, mode: str, cuda: bool, dtype: torch.dtype
 ) -> None:
+    t0 = time.perf_counter()
     clf = TransformersClassifier(
         lm,
         max_batch_size=32,
@@ -253,7 +256,9 @@ def run(
         max_queue=256,
         verdict_mode=mode,
         prefix_cache_mb=args.prefix_cache_mb,
+        compile=args.compile,
     )
+    print(f"[{mode}] compile={args.compile}: load {time.perf_counter() - t0:.1f} s")
     model = lm.model
     orig = model.generate
 

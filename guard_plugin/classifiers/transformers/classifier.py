@@ -27,7 +27,7 @@ from guard_plugin.classifiers.transformers.loader import (
 )
 from guard_plugin.classifiers.transformers.prompts import Prepared
 from guard_plugin.classifiers.transformers.runner import VERDICT_MODES, Runner
-from guard_plugin.errors import ClassifierError, ConfigError
+from guard_plugin.errors import ClassifierError, ConfigError, ModelLoadError
 from guard_plugin.policy import Policy, compile_policy
 from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
 
@@ -49,6 +49,11 @@ class TransformersClassifier(BaseClassifier):
       check run on its own prefills only the tokens after the longest prefix it shares with
       one of them (the next window of a streamed answer, or the policy header); 0 turns it
       off. Logits are those of a full prefill.
+    - ``compile``: run the text-only label passes through ``torch.compile`` (dynamic shapes,
+      no CUDA graphs). Compiling happens at load, on a few warm-up checks, so no user's check
+      waits for it; a failure to compile fails the load. Off by default: the load takes
+      minutes (compile time grows with the model's depth) and the gain is the batches' on the
+      CPU, not yet measured on a GPU (docs/benchmarks.md).
 
     Prefer ``load_classifier("transformers:...")``, which returns one shared instance per spec.
     """
@@ -65,6 +70,7 @@ class TransformersClassifier(BaseClassifier):
         max_queue: int = 1024,
         verdict_mode: str = "logits",
         prefix_cache_mb: float = 512,
+        compile: bool = False,
     ) -> None:
         if verdict_mode not in VERDICT_MODES:
             raise ConfigError(
@@ -76,9 +82,16 @@ class TransformersClassifier(BaseClassifier):
         else:
             self.local = load_local_model(model, adapter=adapter, device=device, dtype=dtype)
             self.name = f"transformers:{model}" + (f"+{adapter}" if adapter else "")
-        self._runner = Runner(self.local, verdict_mode, prefix_cache_mb)
+        self._runner = Runner(self.local, verdict_mode, prefix_cache_mb, compile)
         self.verdict_mode = verdict_mode if self._runner.label_ids is not None else "generate"
         self.extra_tokens = self._runner.special_tokens
+        if compile and self.verdict_mode != "logits":
+            raise ConfigError(
+                "compile=true compiles the label passes of verdict_mode=logits, and this model "
+                f"runs verdict_mode={self.verdict_mode}: leave compile off"
+            )
+        if compile:
+            self._warm_up()  # before the worker starts: a failed compile leaves no thread
         self._worker: BatchWorker[ModelRequest | Prepared, ClassifierResult] = BatchWorker(
             self._runner,
             max_batch_size=max_batch_size,
@@ -87,6 +100,19 @@ class TransformersClassifier(BaseClassifier):
             name="guard-plugin-model",
         )
         self._close_lock = threading.Lock()
+
+    def _warm_up(self) -> None:
+        """Compile now, on the warm-up checks, or fail the load saying why."""
+        try:
+            results = self._runner.warm_up()
+        except Exception as err:  # any compile failure fails the load
+            raise ModelLoadError(
+                f"compile=true failed while compiling the model: {type(err).__name__}: {err}; "
+                "load it without compile"
+            ) from err
+        failed = [r for r in results if not isinstance(r, ClassifierOutput)]
+        if failed:
+            raise ModelLoadError(f"compile=true: a warm-up check failed: {failed[0]}")
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -138,18 +164,28 @@ def _as_result(r: object) -> ClassifierResult:
 
 _INT_OPTIONS = ("max_batch_size", "max_queue")
 _FLOAT_OPTIONS = ("max_wait_ms", "prefix_cache_mb")
+_BOOL_OPTIONS = ("compile",)
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
     model, _, query = rest.partition("?")
     model = model or DEFAULT_MODEL_ID
     params: dict[str, Any] = dict(parse_qsl(query))
-    known = {"adapter", "device", "dtype", "verdict_mode", *_INT_OPTIONS, *_FLOAT_OPTIONS}
+    known = {
+        "adapter",
+        "device",
+        "dtype",
+        "verdict_mode",
+        *_INT_OPTIONS,
+        *_FLOAT_OPTIONS,
+        *_BOOL_OPTIONS,
+    }
     unknown = set(params) - known
     if unknown:
         raise ConfigError(
             f"unknown option(s) {', '.join(sorted(unknown))} in 'transformers:{rest}'; "
-            "known: adapter, device, dtype, max_batch_size, max_wait_ms, max_queue, "
+            "known: adapter, compile, device, dtype, max_batch_size, max_wait_ms, max_queue, "
             "prefix_cache_mb, verdict_mode"
         )
     for k in _INT_OPTIONS:
@@ -158,6 +194,12 @@ def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
     for k in _FLOAT_OPTIONS:
         if k in params:
             params[k] = float(params[k])
+    for k in _BOOL_OPTIONS:
+        if k in params:
+            value = _BOOLS.get(str(params[k]).lower())
+            if value is None:
+                raise ConfigError(f"{k}={params[k]} in 'transformers:{rest}': use true or false")
+            params[k] = value
     params.update(options)
     p = Path(model).expanduser()
     norm_model = str(p.resolve()) if p.exists() else model

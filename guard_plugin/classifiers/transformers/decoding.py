@@ -1,5 +1,12 @@
 """Forward passes and greedy generation on an encoded batch, with the KV cache where a pass
-continues another, and batches split in halves on CUDA out-of-memory."""
+continues another, and batches split in halves on CUDA out-of-memory.
+
+With ``compile`` on, the text-only forward passes (the label passes of ``verdict_mode=logits``)
+run through ``torch.compile`` with dynamic shapes, so one graph serves every prompt length
+and batch size; passes with images and generation stay eager. CUDA graphs are left out: they
+hand back outputs that the next replay overwrites, and the prefix cache keeps the KV tensors a
+pass returns.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +37,13 @@ CACHE_KWARG = (
 class Decoder:
     """Runs the model. Counts its forward passes and out-of-memory splits for the stats."""
 
-    def __init__(self, lm: LocalModel, prompts: Prompts) -> None:
+    def __init__(self, lm: LocalModel, prompts: Prompts, compile: bool = False) -> None:
         self.lm = lm
         self.prompts = prompts
+        #: the model's forward for text-only passes: compiled when asked, else the model itself
+        self.text_forward: Any = (
+            torch.compile(lm.model.forward, dynamic=True) if compile else lm.model
+        )
         tok = prompts.tokenizer
         stop = [tok.eos_token_id]
         eot = tok.convert_tokens_to_ids("<end_of_turn>")
@@ -67,8 +78,9 @@ class Decoder:
         self, inputs: Any, positions: torch.Tensor, cache: Any, *, keep: bool = True
     ) -> tuple[torch.Tensor, Any]:
         """One forward pass; the last position's logits and (``keep``) the KV cache."""
+        run = self.lm.model if "pixel_values" in inputs else self.text_forward
         with torch.inference_mode():
-            out = self.lm.model(
+            out = run(
                 **inputs,
                 position_ids=positions,
                 **{CACHE_KWARG: cache},

@@ -143,6 +143,11 @@ class PrefixCache:
         self._entries.clear()
         self.nbytes = 0
 
+    def reset(self) -> None:
+        """Empty, with the counters at zero."""
+        self.clear()
+        self.hits = self.reused_tokens = self.prefilled_tokens = 0
+
 
 def _common(a: torch.Tensor, b: torch.Tensor) -> int:
     n = min(len(a), len(b))

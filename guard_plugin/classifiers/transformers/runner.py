@@ -16,7 +16,9 @@ from guard_plugin.classifiers.transformers.loader import LocalModel, free_cache
 from guard_plugin.classifiers.transformers.prefix import PrefixCache
 from guard_plugin.classifiers.transformers.prompts import Prepared, Prompts
 from guard_plugin.errors import ClassifierError, ClassifierUnavailable, InjectionDetected
-from guard_plugin.prompting import ModelRequest
+from guard_plugin.policy import Policy, compile_policy
+from guard_plugin.prompting import ModelRequest, SafetyInput, build_request
+from guard_plugin.types import Surface
 
 __all__ = ["VERDICT_MODES", "Runner"]
 
@@ -27,12 +29,16 @@ class Runner:
     """The model's one caller: ``runner(requests)`` returns one result per request."""
 
     def __init__(
-        self, lm: LocalModel, verdict_mode: str = "logits", prefix_cache_mb: float = 512
+        self,
+        lm: LocalModel,
+        verdict_mode: str = "logits",
+        prefix_cache_mb: float = 512,
+        compile: bool = False,
     ) -> None:
         self.lm = lm
         self.prompts = Prompts(lm)
         self.injection = ControlTokenCheck(self.prompts)
-        self.decoder = Decoder(lm, self.prompts)
+        self.decoder = Decoder(lm, self.prompts, compile)
         self.prefix = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self.labels = (
             LabelReader(self.prompts, self.decoder, self.prefix)
@@ -70,6 +76,32 @@ class Runner:
             "prefix_reused_tokens": p.reused_tokens,
             "prefilled_tokens": p.prefilled_tokens,
         }
+
+    def warm_up(self) -> list[ClassifierResult]:
+        """Run the kinds of label pass the checks will run (one row and several, input and
+        response, with a kept prefix and without), so that compiling happens here rather than
+        in a user's first checks; then forget them (kept prompts, counters). Returns the
+        results."""
+        compiled = compile_policy(Policy())
+
+        def req(text: str, response: str | None = None) -> ModelRequest:
+            surface = Surface.RESPONSE if response is not None else Surface.INPUT
+            return build_request(
+                SafetyInput(text=text, response=response, surface=surface), compiled
+            )
+
+        rounds = [
+            [req("Warm-up check one.")],
+            [req("Warm-up check two, a little longer.")],
+            [req("Warm-up check three.", "A warm-up answer.")],
+            [req("Warm-up check four."), req("Warm-up check five, longer than four.")],
+            [req("Warm-up six.", "An answer."), req("Warm-up seven.", "A longer answer here.")],
+        ]
+        out = [res for r in rounds for res in self([self.prepare(x) for x in r])]
+        self.decoder.forward_passes = 0
+        if self.prefix is not None:
+            self.prefix.reset()
+        return out
 
     def uses_logits(self, req: ModelRequest) -> bool:
         return self.labels is not None and self.labels.applies_to(req)
