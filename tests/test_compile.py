@@ -65,7 +65,7 @@ def test_user_checks_compile_nothing_and_agree_with_the_eager_model(
 
 
 def test_the_spec_takes_compile(verdict_model: Any) -> None:
-    with pytest.raises(ConfigError, match=r"compile=maybe .* use true or false"):
+    with pytest.raises(ConfigError, match=r"bad value for compile .* not true or false"):
         load_classifier(f"transformers:{verdict_model.path}?compile=maybe")
 
 

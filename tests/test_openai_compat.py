@@ -342,6 +342,10 @@ def test_specs(spec: str, urls: list[str], fold: bool) -> None:
         ("openai://h/v1?api_key=abc", "api_key_env"),
         ("openai://h/v1?colour=red", "unknown option"),
         ("openai://h/v1?max_retries=lots", "bad value"),
+        ("openai://h/v1?timeout=nan", "bad value 'nan' for option 'timeout'"),
+        ("openai://h/v1?cooldown_s=inf", "bad value 'inf' for option 'cooldown_s'"),
+        ("openai://h/v1?cooldown_s=-1", "cooldown_s >= 0 .* cooldown_s=-1.0"),
+        ("openai://h/v1?logprobs=maybe", "bad value 'maybe' for option 'logprobs'"),
         ("openai://?model=x", "names no host"),
     ],
 )

@@ -295,6 +295,15 @@ def test_bad_spec_options(tiny_model) -> None:
         load_classifier(f"transformers:{tiny_model.path}?colour=blue")
     with pytest.raises(ConfigError, match="unknown dtype"):
         load_classifier(f"transformers:{tiny_model.path}?dtype=float7")
+    for query, needle in [
+        ("max_batch_size=abc", "bad value for max_batch_size .* 'abc'"),
+        ("max_wait_ms=nan", "bad value for max_wait_ms .* not a finite number"),
+        ("prefix_cache_mb=-5", r"prefix_cache_mb=-5.0 \(must be >= 0; 0 is off\)"),
+        ("max_batch_size=0", r"max_batch_size=0 \(must be >= 1\)"),
+        ("max_queue=-1", r"max_queue=-1 \(must be >= 1\)"),
+    ]:
+        with pytest.raises(ConfigError, match=needle):
+            load_classifier(f"transformers:{tiny_model.path}?{query}", shared=False)
 
 
 def test_text_fast_path_equals_the_processor(clf) -> None:

@@ -9,6 +9,7 @@ slot of the result list; a failure of the whole batch may be raised instead.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -16,7 +17,33 @@ from typing import Any, Protocol, runtime_checkable
 from guard_plugin.errors import ClassifierError
 from guard_plugin.prompting import ModelRequest
 
-__all__ = ["BaseClassifier", "Classifier", "ClassifierOutput", "ClassifierResult", "Factory"]
+__all__ = [
+    "BaseClassifier",
+    "Classifier",
+    "ClassifierOutput",
+    "ClassifierResult",
+    "Factory",
+    "spec_bool",
+    "spec_number",
+]
+
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def spec_bool(value: str) -> bool:
+    """A spec option's true / false (1 / 0, yes / no); ValueError otherwise."""
+    try:
+        return _BOOLS[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"'{value}' is not true or false") from None
+
+
+def spec_number(value: str) -> float:
+    """A spec option's finite number; ValueError for anything else, nan and inf included."""
+    n = float(value)
+    if not math.isfinite(n):
+        raise ValueError(f"'{value}' is not a finite number")
+    return n
 
 
 @dataclass(frozen=True)

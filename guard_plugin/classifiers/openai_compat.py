@@ -55,6 +55,8 @@ from guard_plugin.classifiers.base import (
     ClassifierOutput,
     ClassifierResult,
     Factory,
+    spec_bool,
+    spec_number,
 )
 from guard_plugin.errors import (
     ClassifierError,
@@ -196,8 +198,17 @@ class OpenAICompatClassifier(BaseClassifier):
             if not u.startswith(("http://", "https://")):
                 raise ConfigError(f"base URL '{u}' must start with http:// or https://")
             _check_url(u)
-        if max_retries < 0 or timeout <= 0 or max_concurrency < 1:
-            raise ConfigError("max_retries must be >= 0, timeout > 0, max_concurrency >= 1")
+        if (
+            max_retries < 0
+            or not 0 < timeout < math.inf
+            or max_concurrency < 1
+            or not 0 <= cooldown_s < math.inf
+        ):
+            raise ConfigError(
+                "max_retries must be >= 0, timeout > 0, max_concurrency >= 1, cooldown_s >= 0 "
+                f"(numbers, not nan or inf); got max_retries={max_retries}, timeout={timeout}, "
+                f"max_concurrency={max_concurrency}, cooldown_s={cooldown_s}"
+            )
         self.base_urls = urls
         self.model = model
         self.name = f"openai:{model or ','.join(urls)}"
@@ -561,16 +572,15 @@ class _Attempts:
 
 # -- one-line specs -------------------------------------------------------------------------------
 
-_BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _OPTIONS = {
     "model": str,
     "api_key_env": str,
-    "fold_response": lambda v: _BOOL[v.lower()],
-    "timeout": float,
+    "fold_response": spec_bool,
+    "timeout": spec_number,
     "max_retries": int,
     "max_concurrency": int,
-    "cooldown_s": float,
-    "logprobs": lambda v: _BOOL[v.lower()],
+    "cooldown_s": spec_number,
+    "logprobs": spec_bool,
 }
 
 

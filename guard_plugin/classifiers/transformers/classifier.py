@@ -3,6 +3,7 @@ and the ``transformers:`` / ``hf:`` specs that build it."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from guard_plugin.classifiers.base import (
     ClassifierOutput,
     ClassifierResult,
     Factory,
+    spec_bool,
+    spec_number,
 )
 from guard_plugin.classifiers.batching import BatchWorker
 from guard_plugin.classifiers.transformers.loader import (
@@ -72,6 +75,7 @@ class TransformersClassifier(BaseClassifier):
         prefix_cache_mb: float = 512,
         compile: bool = False,
     ) -> None:
+        _check_sizes(max_batch_size, max_queue, max_wait_ms, prefix_cache_mb)
         if verdict_mode not in VERDICT_MODES:
             raise ConfigError(
                 f"verdict_mode must be one of {', '.join(VERDICT_MODES)}, not '{verdict_mode}'"
@@ -162,25 +166,37 @@ def _as_result(r: object) -> ClassifierResult:
     return ClassifierError(f"unexpected result {type(r).__name__}")
 
 
-_INT_OPTIONS = ("max_batch_size", "max_queue")
-_FLOAT_OPTIONS = ("max_wait_ms", "prefix_cache_mb")
-_BOOL_OPTIONS = ("compile",)
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+def _check_sizes(
+    max_batch_size: int, max_queue: int, max_wait_ms: float, prefix_cache_mb: float
+) -> None:
+    bad = [
+        f"{name}={value} (must be {rule})"
+        for name, value, ok, rule in (
+            ("max_batch_size", max_batch_size, max_batch_size >= 1, ">= 1"),
+            ("max_queue", max_queue, max_queue >= 1, ">= 1"),
+            ("max_wait_ms", max_wait_ms, 0 <= max_wait_ms < math.inf, ">= 0"),
+            ("prefix_cache_mb", prefix_cache_mb, 0 <= prefix_cache_mb < math.inf, ">= 0; 0 is off"),
+        )
+        if not ok
+    ]
+    if bad:
+        raise ConfigError("bad local classifier option(s): " + ", ".join(bad))
+
+
+_CONVERT: dict[str, Any] = {
+    "max_batch_size": int,
+    "max_queue": int,
+    "max_wait_ms": spec_number,
+    "prefix_cache_mb": spec_number,
+    "compile": spec_bool,
+}
 
 
 def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
     model, _, query = rest.partition("?")
     model = model or DEFAULT_MODEL_ID
     params: dict[str, Any] = dict(parse_qsl(query))
-    known = {
-        "adapter",
-        "device",
-        "dtype",
-        "verdict_mode",
-        *_INT_OPTIONS,
-        *_FLOAT_OPTIONS,
-        *_BOOL_OPTIONS,
-    }
+    known = {"adapter", "device", "dtype", "verdict_mode", *_CONVERT}
     unknown = set(params) - known
     if unknown:
         raise ConfigError(
@@ -188,18 +204,12 @@ def _factory(rest: str, options: dict[str, Any]) -> tuple[str, Any]:
             "known: adapter, compile, device, dtype, max_batch_size, max_wait_ms, max_queue, "
             "prefix_cache_mb, verdict_mode"
         )
-    for k in _INT_OPTIONS:
+    for k, convert in _CONVERT.items():
         if k in params:
-            params[k] = int(params[k])
-    for k in _FLOAT_OPTIONS:
-        if k in params:
-            params[k] = float(params[k])
-    for k in _BOOL_OPTIONS:
-        if k in params:
-            value = _BOOLS.get(str(params[k]).lower())
-            if value is None:
-                raise ConfigError(f"{k}={params[k]} in 'transformers:{rest}': use true or false")
-            params[k] = value
+            try:
+                params[k] = convert(params[k])
+            except ValueError as err:
+                raise ConfigError(f"bad value for {k} in 'transformers:{rest}': {err}") from None
     params.update(options)
     p = Path(model).expanduser()
     norm_model = str(p.resolve()) if p.exists() else model
