@@ -133,3 +133,6 @@ class PartRef:
 
 #: the text of an assistant turn, or an input built by hand without a name
 TEXT = PartRef("text")
+#: the reasoning an assistant turn carries beside its text (reasoning or thinking blocks, a
+#: provider's ``reasoning_content``)
+REASONING = PartRef("reasoning")

@@ -7,27 +7,36 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import BaseMessage
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
+from guard_plugin.media.formats.text import REASONING_TYPES
 from guard_plugin.types import Action
 
 __all__ = [
+    "REASONING_KWARGS",
     "Check",
     "Outcome",
     "arun_checks",
     "last_index",
     "preview",
+    "reasoning_of",
     "record_dropped",
     "run_checks",
     "shown",
     "text_of",
     "tool_call_text",
+    "without_reasoning",
 ]
+
+M = TypeVar("M", bound=BaseMessage)
+
+#: where providers put an assistant turn's reasoning outside its content blocks
+REASONING_KWARGS = ("reasoning_content", "reasoning", "thinking")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,56 @@ class Outcome:
 def text_of(msg: BaseMessage | None) -> str:
     """The text of a message's content (its text blocks, joined)."""
     return "" if msg is None else content_text(msg.content)
+
+
+def reasoning_of(msg: BaseMessage | None) -> str:
+    """The reasoning an assistant turn carries beside its text: ``reasoning`` / ``thinking``
+    content blocks (their text, or a summary's texts) and a provider's ``reasoning_content``
+    (or ``reasoning``) in ``additional_kwargs``. A user may be shown it, so it is checked."""
+    if msg is None:
+        return ""
+    found: list[str] = []
+    content = msg.content if isinstance(msg.content, list) else []
+    for block in content:
+        if isinstance(block, Mapping) and block.get("type") in REASONING_TYPES:
+            found.extend(_texts(block))
+    extra = getattr(msg, "additional_kwargs", None) or {}
+    for key in REASONING_KWARGS:
+        if key in extra:
+            found.extend(_texts(extra[key]))
+    return "\n".join(t for t in found if t.strip())
+
+
+def _texts(value: Any) -> list[str]:
+    """The strings in a reasoning value: itself, or a block's text-carrying fields, or the
+    same of each item of a list (a summary)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        out: list[str] = []
+        for key in ("reasoning", "thinking", "text", "summary"):
+            if key in value:
+                out.extend(_texts(value[key]))
+        return out
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def without_reasoning(msg: M) -> M:
+    """``msg`` without its reasoning (the blocks and the provider fields of
+    :func:`reasoning_of`)."""
+    update: dict[str, Any] = {}
+    if isinstance(msg.content, list):
+        update["content"] = [
+            b
+            for b in msg.content
+            if not (isinstance(b, Mapping) and b.get("type") in REASONING_TYPES)
+        ]
+    extra = getattr(msg, "additional_kwargs", None) or {}
+    if any(k in extra for k in REASONING_KWARGS):
+        update["additional_kwargs"] = {k: v for k, v in extra.items() if k not in REASONING_KWARGS}
+    return msg.model_copy(update=update) if update else msg
 
 
 def last_index(messages: Sequence[BaseMessage], kind: type) -> int | None:

@@ -9,12 +9,13 @@ trusted; every other one is checked here, in one batch with the current turn:
 
 - user, system and other turns as input;
 - tool results as tool output (with their artifact);
-- assistant turns as responses (text and each tool call, with the user turn they answer).
+- assistant turns as responses (text, reasoning and each tool call, with the user turn they
+  answer).
 
 What a decision leaves is applied in place (same ids): an unsafe user turn becomes the
 redaction and the turn is refused, an unsafe tool result the tool refusal, an unsafe
-assistant turn the refusal with the arguments of its calls emptied (the calls stay, so the
-history stays valid for the model).
+assistant turn the refusal (its reasoning removed) with the arguments of its calls emptied
+(the calls stay, so the history stays valid for the model).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Check
+from guard_plugin.lc_messages.base import Check, without_reasoning
 from guard_plugin.lc_messages.held import Decided
 from guard_plugin.lc_messages.responses import response_inputs
 from guard_plugin.lc_messages.run import check_args
 from guard_plugin.lc_messages.tools import apply_tool_result, tool_check_args
-from guard_plugin.types import TEXT, Action, PartRef, Surface
+from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
 
 __all__ = ["HistoryItem", "apply_history", "find_history"]
 
@@ -100,7 +101,10 @@ def apply_history(
                 {**c, "args": {}} if whole or PartRef.tool_call(c.get("id")) in unsafe else c
                 for c in m.tool_calls
             ]
-            content = messages.refusal if whole or TEXT in unsafe else m.content
+            text_goes = whole or TEXT in unsafe
+            if text_goes or REASONING in unsafe:
+                m = without_reasoning(m)
+            content = messages.refusal if text_goes else m.content
             updates.append(
                 m.model_copy(
                     update={"content": content, "tool_calls": calls, "invalid_tool_calls": []}

@@ -16,14 +16,16 @@ from guard_plugin.lc_messages.base import (
     Outcome,
     last_index,
     preview,
+    reasoning_of,
     shown,
     text_of,
     tool_call_text,
+    without_reasoning,
 )
 from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_payload
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
 from guard_plugin.prompting import SafetyInput
-from guard_plugin.types import TEXT, Action, PartRef, Surface
+from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
 
 __all__ = [
     "ResponseCheck",
@@ -55,8 +57,8 @@ def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
 
 
 def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput]:
-    """The inputs of the assistant turn ``messages[i]``: its text and each tool call, with the
-    user turn before it as context."""
+    """The inputs of the assistant turn ``messages[i]``: its text, its reasoning and each tool
+    call, with the user turn before it as context."""
     ai = messages[i]
     assert isinstance(ai, AIMessage)
     h = last_index(messages[:i], HumanMessage)
@@ -65,6 +67,11 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
     text = text_of(ai)
     if text.strip():
         inputs.append(SafetyInput(text=context, response=text, surface=Surface.RESPONSE, part=TEXT))
+    reasoning = reasoning_of(ai)
+    if reasoning.strip():
+        inputs.append(
+            SafetyInput(text=context, response=reasoning, surface=Surface.RESPONSE, part=REASONING)
+        )
     for call in ai.tool_calls:
         inputs.append(
             SafetyInput(
@@ -80,7 +87,8 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
 
 def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, Any]]:
     """What a reviewer is asked about an escalated response: each unsafe tool call, and the
-    text when it is unsafe (or when no call is)."""
+    text when it is unsafe (or when no call is), with the reasoning when that is unsafe (a
+    reviewer who edits or rejects the text removes the reasoning with it)."""
     unsafe = {d.parts[i].ref for i in d.withheld_parts}
     calls = [(c, PartRef.tool_call(c.get("id"))) for c in ai.tool_calls]
     requests = [
@@ -89,14 +97,10 @@ def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, 
         if ref in unsafe
     ]
     if TEXT in unsafe or not requests:
-        requests.insert(
-            0,
-            {
-                "name": "assistant_response",
-                "args": {"text": preview(text_of(ai), shown(d, guard))},
-                "part": TEXT.label,
-            },
-        )
+        args = {"text": preview(text_of(ai), shown(d, guard))}
+        if REASONING in unsafe:
+            args["reasoning"] = preview(reasoning_of(ai), shown(d, guard))
+        requests.insert(0, {"name": "assistant_response", "args": args, "part": TEXT.label})
     return requests
 
 
@@ -143,11 +147,14 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
         return Outcome(decisions=[d])
     refusal = guard.messages_of(d).refusal
     if action is Action.BLOCK or (TEXT in unsafe and not ai.tool_calls):
-        blocked = ai.model_copy(
+        blocked = without_reasoning(ai).model_copy(
             update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
         )
         return Outcome([blocked], end=True, decisions=[d])
-    # rewrite: unsafe calls are dropped (their arguments leave the state) and the text says so
+    # rewrite: unsafe calls are dropped (their arguments leave the state) and the text says
+    # so; unsafe reasoning leaves the turn
+    if REASONING in unsafe:
+        ai = without_reasoning(ai)
     return _rebuild(ai, d, guard, drop=unsafe, text=refusal if TEXT in unsafe else None)
 
 
@@ -162,6 +169,8 @@ def _rebuild(
     reasons: Sequence[str] = (),
     answered: Mapping[PartRef, Mapping[str, Any]] | None = None,
 ) -> Outcome:
+    if text is not None:  # a new text: the old text's reasoning goes with it
+        ai = without_reasoning(ai)
     kept: list[Any] = []
     dropped: list[str] = []
     answers: list[BaseMessage] = []
