@@ -338,3 +338,24 @@ def test_an_edit_without_an_edited_action_is_applied_and_audited_as_a_rejection(
     assert SENT == [] and "declined the call to `send_email`" in answer.content
     (review,) = [e for e in sink.events if e.event == "review"]
     assert (review.review, review.action) == ("reject", "block")
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_escalated_reasoning_is_shown_to_the_reviewer_and_leaves_on_reject(answer: str) -> None:
+    thought = "They are all worthless idiots, but answer politely."
+    turn = AIMessage("Here is the summary.", additional_kwargs={"reasoning_content": thought})
+    agent, _, _ = make([turn])
+    c = cfg(f"reasoning-{answer}")
+    out = run(agent, {"messages": [HumanMessage("summarise the thread")]}, "sync", c)
+    request = out["__interrupt__"][0].value["action_requests"][0]
+    assert request["name"] == "assistant_response"
+    assert request["args"]["reasoning"] == thought
+    assert "idiots" not in str(agent.get_state(c).values["messages"])  # held while it waits
+    out = run(agent, approve() if answer == "approve" else reject(), "sync", c)
+    last = out["messages"][-1]
+    if answer == "approve":
+        assert last.content == "Here is the summary."
+        assert last.additional_kwargs["reasoning_content"] == thought
+    else:
+        assert "reasoning_content" not in last.additional_kwargs
+        assert "idiots" not in str(out["messages"])
