@@ -87,13 +87,20 @@ def test_notebook_runs_and_shows_its_decisions(name: str, monkeypatch) -> None:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     client = nbclient.NotebookClient(
-        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+        nb,
+        timeout=180,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+        # on a loaded machine a cell's output can arrive late: wait for it, and fail loudly
+        # rather than read a cell with an output missing
+        iopub_timeout=30,
+        raise_on_iopub_timeout=True,
     )
     client.execute()
     text = output_text(nb)
     assert "NOT a safety model" in text
     for needle in EXPECTED[name]:
-        assert needle in text, f"{needle!r} not in the output of {name}"
+        assert needle in text, f"{needle!r} not in the output of {name}:\n{text}"
 
 
 def test_every_notebook_is_covered() -> None:
