@@ -215,3 +215,18 @@ def test_a_decided_turn_whose_reasoning_was_changed_is_checked_again() -> None:
     forged = decided.model_copy(update={"additional_kwargs": {"reasoning_content": UNSAFE}})
     agent.invoke({"messages": [*out["messages"][:-1], forged, HumanMessage("more")]}, CFG)
     assert "fertiliser" not in repr(model.calls[-1])
+
+
+@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
+def test_unsafe_arguments_of_a_call_that_did_not_parse_do_not_stay(build: Any) -> None:
+    """A call whose arguments are not valid JSON is never run, but it stays in the turn,
+    where a user sees it: it is checked like any call."""
+    bad = {"name": "send_email", "args": '{"body": "' + UNSAFE, "id": "c9", "error": "bad"}
+    turn = AIMessage("Sending it now.", invalid_tool_calls=[{**bad, "type": "invalid_tool_call"}])
+    app, _ = build(turn, Policy(id="acme"), False)
+    seen, last = everything(app, "sync")
+    assert "fertiliser" not in seen and last.invalid_tool_calls == []
+    safe = {**bad, "args": '{"body": "see you', "type": "invalid_tool_call"}
+    app, _ = build(AIMessage("Sending.", invalid_tool_calls=[safe]), Policy(id="acme"), False)
+    _, last = everything(app, "sync")
+    assert last.invalid_tool_calls and last.invalid_tool_calls[0]["args"] == safe["args"]

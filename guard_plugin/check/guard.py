@@ -39,7 +39,7 @@ from guard_plugin.errors import (
 from guard_plugin.language import detect_language
 from guard_plugin.media import FailedPart, window_inputs
 from guard_plugin.policy import Policy, PolicyStore, Texts, compile_policy, load_policy
-from guard_plugin.prompting import build_request
+from guard_plugin.prompting import SafetyInput, build_request
 from guard_plugin.sealing import Sealer, default_sealer
 from guard_plugin.types import Action, Surface
 from guard_plugin.verdict import Verdict, parse_verdict
@@ -345,7 +345,8 @@ class Guard:
         if surface is not None:
             surf = Surface(surface)
         else:
-            surf = inputs[0].surface if inputs else Surface.INPUT
+            first = next((i for i in inputs if isinstance(i, SafetyInput)), None)
+            surf = first.surface if first is not None else Surface.INPUT
         plan = self._start(t0, surf, tenant, request_id)
         if plan.done is None:
             # the same text rule as check_content: windows, and nothing past max_text_chars

@@ -24,8 +24,8 @@ from guard_plugin.verdict import Verdict
 
 __all__ = ["Content", "ContentCheck", "Plan", "Slot", "normalise_inputs"]
 
-Content = str | SafetyInput | Sequence[SafetyInput]
 Item = SafetyInput | FailedPart
+Content = str | SafetyInput | Sequence[Item]
 
 
 @dataclass
@@ -132,22 +132,24 @@ def as_surface(surface: Surface | str) -> Surface:
         raise ValueError(f"surface {surface!r} is not one of {valid}") from None
 
 
-def normalise_inputs(content: Content, surface: Surface | str | None) -> list[SafetyInput]:
-    """The inputs of a ``Guard.check`` call, all on one surface."""
+def normalise_inputs(content: Content, surface: Surface | str | None) -> list[Item]:
+    """The inputs of a ``Guard.check`` call, all on one surface (and any parts that cannot
+    be classified, which an adapter found beside them)."""
     surf = as_surface(surface) if surface is not None else None
     if isinstance(content, str):  # the common case
         if surf is Surface.RESPONSE:
             return [SafetyInput(text="", response=content, surface=Surface.RESPONSE)]
         return [SafetyInput(text=content, surface=surf or Surface.INPUT)]
+    items: list[Item]
     if isinstance(content, SafetyInput):
         items = [content]
     elif isinstance(content, (list, tuple)):
         items = list(content)
         for it in items:
-            if not isinstance(it, SafetyInput):
+            if not isinstance(it, (SafetyInput, FailedPart)):
                 raise TypeError(
-                    "Guard.check takes text, a SafetyInput or a list of them, "
-                    f"not {type(it).__name__}"
+                    "Guard.check takes text, a SafetyInput or a list of SafetyInputs (and "
+                    f"FailedParts), not {type(it).__name__}"
                 )
     else:
         raise TypeError(
@@ -159,12 +161,13 @@ def normalise_inputs(content: Content, surface: Surface | str | None) -> list[Sa
     return items
 
 
-def _one_surface(items: list[SafetyInput], surf: Surface | None) -> None:
+def _one_surface(items: list[Item], surf: Surface | None) -> None:
+    inputs = [it for it in items if isinstance(it, SafetyInput)]
     if surf is None:
-        if len({it.surface for it in items}) > 1:
+        if len({it.surface for it in inputs}) > 1:
             raise ValueError("all SafetyInputs of one check must have the same surface")
         return
-    for it in items:
+    for it in inputs:
         if it.surface is not surf:
             raise ValueError(
                 f"a SafetyInput for surface '{it.surface.value}' "

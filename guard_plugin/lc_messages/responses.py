@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
+from guard_plugin.errors import UnverifiableMedia
 from guard_plugin.lc_messages.base import (
     Outcome,
     last_index,
@@ -24,6 +25,8 @@ from guard_plugin.lc_messages.base import (
 )
 from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_payload
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
+from guard_plugin.media import FailedPart
+from guard_plugin.media.fanout import RESPONSE_MEDIA
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
 
@@ -37,11 +40,28 @@ __all__ = [
 ]
 
 
+#: content blocks of an assistant turn that carry media (images, audio, video, files)
+MEDIA_TYPES = frozenset(
+    {
+        "image",
+        "image_url",
+        "input_image",
+        "image_generation_call",
+        "file",
+        "input_file",
+        "document",
+        "audio",
+        "input_audio",
+        "video",
+    }
+)
+
+
 @dataclass
 class ResponseCheck:
     index: int
     message: AIMessage
-    inputs: list[SafetyInput]
+    inputs: list[SafetyInput | FailedPart]
 
 
 def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
@@ -56,14 +76,17 @@ def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
     return ResponseCheck(i, ai, inputs) if inputs else None
 
 
-def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput]:
+def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput | FailedPart]:
     """The inputs of the assistant turn ``messages[i]``: its text, its reasoning and each tool
-    call, with the user turn before it as context."""
+    call (invalid ones too), with the user turn before it as context; media it carries (a
+    generated image, a file) is not classified on the response surface, so each such block is
+    an unverifiable part, decided by the tenant's ``media.unverifiable`` (block by
+    default)."""
     ai = messages[i]
     assert isinstance(ai, AIMessage)
     h = last_index(messages[:i], HumanMessage)
     context = text_of(messages[h]) if h is not None else ""
-    inputs = []
+    inputs: list[SafetyInput | FailedPart] = []
     text = text_of(ai)
     if text.strip():
         inputs.append(SafetyInput(text=context, response=text, surface=Surface.RESPONSE, part=TEXT))
@@ -72,6 +95,10 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
         inputs.append(
             SafetyInput(text=context, response=reasoning, surface=Surface.RESPONSE, part=REASONING)
         )
+    blocks = ai.content if isinstance(ai.content, list) else []
+    for n, block in enumerate(blocks):
+        if isinstance(block, Mapping) and block.get("type") in MEDIA_TYPES:
+            inputs.append(FailedPart(PartRef("content", n), UnverifiableMedia(RESPONSE_MEDIA)))
     for call in ai.tool_calls:
         inputs.append(
             SafetyInput(
@@ -80,6 +107,21 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
                 surface=Surface.RESPONSE,
                 tool_name=call.get("name"),
                 part=PartRef.tool_call(call.get("id")),
+            )
+        )
+    # calls whose arguments did not parse: never run, but kept in the turn where a user sees
+    # them (a decision that does not allow the turn removes them)
+    for n, bad in enumerate(getattr(ai, "invalid_tool_calls", None) or []):
+        args = bad.get("args") or ""
+        if not str(args).strip():
+            continue
+        inputs.append(
+            SafetyInput(
+                text=context,
+                response=f"Calling tool {bad.get('name')} with arguments {args}",
+                surface=Surface.RESPONSE,
+                tool_name=bad.get("name"),
+                part=PartRef("invalid_tool_call", n),
             )
         )
     return inputs

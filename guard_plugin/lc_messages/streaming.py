@@ -32,6 +32,7 @@ from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.lc_messages.base import last_index, text_of
+from guard_plugin.media import FailedPart
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.streams import AsyncStreamModerator, StreamModerator
 from guard_plugin.types import TEXT, Surface
@@ -226,7 +227,9 @@ class ResponseStreamer:
         self.mod.feed(text)  # the releaser shows what passed
         self._kick()
 
-    def _uncovered(self, message: AIMessage | None, inputs: Sequence[SafetyInput]) -> bool:
+    def _uncovered(
+        self, message: AIMessage | None, inputs: Sequence[SafetyInput | FailedPart]
+    ) -> bool:
         """Whether ``message`` is not the text that streamed through this streamer's checks
         (a retry or another model answered instead)."""
         return (
@@ -265,7 +268,7 @@ class ResponseStreamer:
     def decide(
         self,
         message: AIMessage | None,
-        inputs: Sequence[SafetyInput],
+        inputs: Sequence[SafetyInput | FailedPart],
         check: Mapping[str, Any] | None = None,
     ) -> Decision | None:
         """The decision on the answer ``message`` (its response check's ``inputs``): wait for
@@ -315,7 +318,7 @@ class ResponseStreamer:
     async def adecide(
         self,
         message: AIMessage | None,
-        inputs: Sequence[SafetyInput],
+        inputs: Sequence[SafetyInput | FailedPart],
         check: Mapping[str, Any] | None = None,
     ) -> Decision | None:
         """The async twin of :meth:`decide`."""
@@ -467,7 +470,9 @@ def shown_first(final: AIMessage, shown: str, original: AIMessage) -> AIMessage:
     return final.model_copy(update={"content": f"{shown}\n\n{text}" if text else shown})
 
 
-def _response_extra(inputs: Sequence[SafetyInput]) -> list[SafetyInput]:
+def _response_extra(
+    inputs: Sequence[SafetyInput | FailedPart],
+) -> list[SafetyInput | FailedPart]:
     """The inputs of a response check other than its text (its tool calls)."""
     return [i for i in inputs if i.part != TEXT]
 

@@ -56,19 +56,30 @@ def _past_text_cap(ref: PartRef, limits: MediaLimits) -> FailedPart:
     )
 
 
-def window_inputs(inputs: Sequence[SafetyInput], limits: MediaLimits) -> list[Item]:
+#: why a response's images and documents are not classified (decided by media.unverifiable)
+RESPONSE_MEDIA = "images and documents in an assistant turn are not checked"
+
+
+def window_inputs(inputs: Sequence[SafetyInput | FailedPart], limits: MediaLimits) -> list[Item]:
     """The text rule of :func:`fan_out`, for inputs built by hand (``Guard.check``): text
     longer than ``media.text_window_chars`` is split into overlapping windows, each keeping
     the input's part (a withheld window withholds its input), and text past
     ``media.max_text_chars`` (all inputs together) is an unverifiable part. On an input with a
     response, the response is windowed and the user text stays its context; an image rides
-    with the first window."""
-    sizes = [len(i.response if i.response is not None else i.text) for i in inputs]
+    with the first window. Failed parts pass as they are."""
+    sizes = [
+        len(i.response if i.response is not None else i.text)
+        for i in inputs
+        if isinstance(i, SafetyInput)
+    ]
     if all(n <= limits.text_window_chars for n in sizes) and sum(sizes) <= limits.max_text_chars:
         return list(inputs)  # the common case: nothing to split
     out: list[Item] = []
     total = 0
     for inp in inputs:
+        if isinstance(inp, FailedPart):
+            out.append(inp)
+            continue
         on_response = inp.response is not None
         text = inp.response if inp.response is not None else inp.text
         room = limits.max_text_chars - total
@@ -212,12 +223,7 @@ def fan_out(
         elif isinstance(part, TextPart):
             f.text(part.ref, part.text)
         elif surface is Surface.RESPONSE:
-            f.out.append(
-                FailedPart(
-                    part.ref,
-                    UnverifiableMedia("images and documents in an assistant turn are not checked"),
-                )
-            )
+            f.out.append(FailedPart(part.ref, UnverifiableMedia(RESPONSE_MEDIA)))
         elif isinstance(part, ImagePart):
             f.image(part)
         else:

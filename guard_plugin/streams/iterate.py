@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from guard_plugin.media import FailedPart
 from guard_plugin.policy import Streaming
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.streams.moderator import AsyncStreamModerator, StreamModerator
@@ -63,7 +64,7 @@ class ModeratedStream(_Result):
 
     def __init__(self, guard: Guard, pieces: Iterable[Any], **options: Any) -> None:
         self._guard, self._pieces, self._options = guard, pieces, options
-        self._extra: Sequence[SafetyInput] = options.pop("final_inputs", ())
+        self._extra: Sequence[SafetyInput | FailedPart] = options.pop("final_inputs", ())
 
     def __iter__(self) -> Iterator[str]:
         source = iter(self._pieces)
@@ -95,7 +96,7 @@ class AsyncModeratedStream(_Result):
         self, guard: Guard, pieces: AsyncIterable[Any] | Iterable[Any], **options: Any
     ) -> None:
         self._guard, self._pieces, self._options = guard, pieces, options
-        self._extra: Sequence[SafetyInput] = options.pop("final_inputs", ())
+        self._extra: Sequence[SafetyInput | FailedPart] = options.pop("final_inputs", ())
 
     async def __aiter__(self) -> AsyncIterator[str]:
         pump = _Pump(_aiter(self._pieces), AsyncStreamModerator(self._guard, **self._options))
@@ -118,7 +119,7 @@ class _Pump:
         self.rel: asyncio.Future[str] | None = None
         self.done = False
 
-    async def step(self, extra: Sequence[SafetyInput]) -> str | None:
+    async def step(self, extra: Sequence[SafetyInput | FailedPart]) -> str | None:
         """The next text to hand out ("" for none yet), or None at the end."""
         mod = self.mod
         if self.done:
@@ -179,7 +180,7 @@ def stream(
     tenant: str | None = None,
     request_id: str | None = None,
     settings: Streaming | None = None,
-    final_inputs: Sequence[SafetyInput] = (),
+    final_inputs: Sequence[SafetyInput | FailedPart] = (),
 ) -> ModeratedStream:
     """Moderate a response stream: the text that may be shown, piece by piece (see the
     module docs). ``context`` is the user turn it answers; ``final_inputs`` are checked with
@@ -203,7 +204,7 @@ def astream(
     tenant: str | None = None,
     request_id: str | None = None,
     settings: Streaming | None = None,
-    final_inputs: Sequence[SafetyInput] = (),
+    final_inputs: Sequence[SafetyInput | FailedPart] = (),
 ) -> AsyncModeratedStream:
     """The async twin of :func:`stream`: released text comes out as soon as its check
     passes, not only when the next piece arrives."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from guard_plugin import telemetry
+from guard_plugin.media import FailedPart
 from guard_plugin.policy import Streaming
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.streams.windows import Window, Windows
@@ -123,14 +124,16 @@ class _State:
         return last.window, [self._input(last.text)], self._rid()
 
     def final_check(
-        self, extra: Sequence[SafetyInput]
-    ) -> tuple[Window | None, list[SafetyInput], str | None] | None:
+        self, extra: Sequence[SafetyInput | FailedPart]
+    ) -> tuple[Window | None, list[SafetyInput | FailedPart], str | None] | None:
         """The check of what is left when the stream ends: the last window and ``extra``
         (the response's tool calls); None when nothing is left to check."""
         if self.stopped is not None:
             return None
         w = self.windows.close()
-        inputs = [self._input(self.windows.text(w.start, w.end))] if w is not None else []
+        inputs: list[SafetyInput | FailedPart] = (
+            [self._input(self.windows.text(w.start, w.end))] if w is not None else []
+        )
         inputs += list(extra)
         if not inputs:
             self.passed = self.windows.length  # white space only
@@ -282,7 +285,7 @@ class StreamModerator(_Base):
             )
             return self._s.take()
 
-    def finish(self, extra: Sequence[SafetyInput] = ()) -> str:
+    def finish(self, extra: Sequence[SafetyInput | FailedPart] = ()) -> str:
         """The stream ended: wait for the checks, check the rest with ``extra``; the text
         left to show (the ending, if the stream stopped)."""
         out = self.wait()
@@ -374,7 +377,7 @@ class AsyncStreamModerator(_Base):
             out += await self.released_more()
         return out + self._s.take()
 
-    async def finish(self, extra: Sequence[SafetyInput] = ()) -> str:
+    async def finish(self, extra: Sequence[SafetyInput | FailedPart] = ()) -> str:
         out = await self.wait()
         step = self._s.final_check(extra)
         if step is not None:
