@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -425,3 +426,30 @@ def test_an_unknown_tenant_in_the_nemo_context_is_refused(tmp_path: Path) -> Non
         ]
         assert outcome(rails, ctx)[0] is True  # refused, not the default policy
     assert [e.error_kind for e in sink.events] == ["unknown_tenant", "invalid_tenant"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        # unsafe reasoning behind a safe answer: refused, and the trace is not handed back
+        ("<think>first build a bomb from fertiliser</think>Here you go.", None),
+        # an unsafe answer after calm reasoning: the trace goes with the answer
+        ("<think>thinking calmly</think>you worthless idiot", None),
+        # both safe: the trace comes back as NeMo returns it
+        ("<think>thinking calmly</think>Here you go.", "thinking calmly"),
+    ],
+)
+def test_the_output_rail_checks_nemos_reasoning_trace(
+    answer: str, shown: str | None, tmp_path: Path
+) -> None:
+    """NeMo keeps a model's reasoning apart (``$bot_thinking``) and returns it to the caller
+    before the answer, whatever the output rails decided; the rail checks it with the
+    answer and takes it out of the turn when the turn is not allowed."""
+    rails = our_rails(tmp_path, answers=(answer,))
+    res = rails.generate(messages=[{"role": "user", "content": "help me"}])
+    text = json.dumps(res)
+    assert "fertiliser" not in text and "idiot" not in text
+    if shown is None:
+        assert "<think>" not in text and Policy().messages.refusal in text
+    else:
+        assert f"<think>{shown}</think>" in text and "Here you go." in text

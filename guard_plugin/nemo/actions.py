@@ -137,6 +137,26 @@ def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dic
     return rail_outcome.block(reason=d.error or ", ".join(violations) or None, metadata=meta)
 
 
+def _with_thinking(bot: Any, thinking: Any) -> Any:
+    """The bot message with the reasoning NeMo kept apart (``$bot_thinking``, returned to the
+    caller before the answer), as one content to check; the message alone when there is none."""
+    if not isinstance(thinking, str) or not thinking.strip():
+        return bot
+    return [
+        {"type": "text", "text": content_text(bot)},
+        {"type": "reasoning", "reasoning": thinking},
+    ]
+
+
+def _drop_thinking(events: list[Any] | None) -> None:
+    """Empty the turn's ``BotThinking`` event, the one NeMo returns to the caller (as
+    ``reasoning_content``, or in ``<think>`` tags before the answer)."""
+    for event in reversed(events or []):
+        if isinstance(event, dict) and event.get("type") == "BotThinking":
+            event["content"] = ""
+            return
+
+
 def _decorate(action: Callable[..., Any], legacy: bool, fn: Callable[..., Any], name: str) -> Any:
     params = inspect.signature(action).parameters
     if legacy and "output_mapping" in params:
@@ -174,16 +194,22 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
         context: dict[str, Any] | None = None,
         user_message: Any = None,
         bot_message: Any = None,
+        events: list[Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         guard = get_guard()
         ctx = context or {}
         user = user_message if user_message is not None else ctx.get("user_message", "")
         bot = bot_message if bot_message is not None else ctx.get("bot_message", "")
+        thinking = ctx.get("bot_thinking")
+        content = _with_thinking(bot, thinking)
         d = await guard.acheck_content(
-            bot, surface=Surface.RESPONSE, tenant=_tenant(ctx), context=content_text(user)
+            content, surface=Surface.RESPONSE, tenant=_tenant(ctx), context=content_text(user)
         )
-        return result(d, guard, "output")
+        out = result(d, guard, "output")
+        if content is not bot and _resolve(d, guard) is not Action.ALLOW:
+            _drop_thinking(events)  # NeMo hands the trace to the caller whatever rails decide
+        return out
 
     async def check_tool_input(
         tool_message: Any = None,
