@@ -53,11 +53,15 @@ EXPECTED = {
 
 
 def output_text(nb) -> str:
+    """What the code cells showed, a cell per line. Stream outputs of one cell are joined as
+    they are: on a loaded machine the kernel may send one print in several messages."""
     return "\n".join(
-        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        "".join(
+            o["text"] if "text" in o else str(o.get("data", {}).get("text/plain", "")) + "\n"
+            for o in c.get("outputs", [])
+        )
         for c in nb.cells
         if c.cell_type == "code"
-        for o in c.get("outputs", [])
     )
 
 
