@@ -47,6 +47,13 @@ TURNS = {
     "reasoning_content": lambda r: AIMessage(
         "Here you go.", additional_kwargs={"reasoning_content": r}
     ),
+    # a shape no provider documents: its fields are read, not skipped
+    "unknown-field": lambda r: AIMessage(
+        [
+            {"type": "reasoning", "id": "rs_1", "content": r},
+            {"type": "text", "text": "Here you go."},
+        ]
+    ),
 }
 
 
@@ -226,7 +233,24 @@ def test_unsafe_arguments_of_a_call_that_did_not_parse_do_not_stay(build: Any) -
     app, _ = build(turn, Policy(id="acme"), False)
     seen, last = everything(app, "sync")
     assert "fertiliser" not in seen and last.invalid_tool_calls == []
+    # no arguments kept, only the parser's error quoting them
+    quoted = {**bad, "args": None, "error": f"Function send_email arguments: {UNSAFE} are bad"}
+    app, _ = build(AIMessage("Sending.", invalid_tool_calls=[quoted]), Policy(id="acme"), False)
+    seen, last = everything(app, "sync")
+    assert "fertiliser" not in seen and last.invalid_tool_calls == []
     safe = {**bad, "args": '{"body": "see you', "type": "invalid_tool_call"}
     app, _ = build(AIMessage("Sending.", invalid_tool_calls=[safe]), Policy(id="acme"), False)
     _, last = everything(app, "sync")
     assert last.invalid_tool_calls and last.invalid_tool_calls[0]["args"] == safe["args"]
+
+
+def test_reasoning_in_checked_content_is_read_in_every_shape() -> None:
+    """The same reader on the input side: a reasoning summary in a turn the guard checks as
+    content is checked, not skipped."""
+    guard = Guard(ScriptedClassifier(), audit=[])
+    for block in (
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": UNSAFE}]},
+        {"type": "reasoning", "content": UNSAFE},
+    ):
+        d = guard.check_content([block], surface="input")
+        assert d.action.value == "block", block

@@ -14,7 +14,7 @@ from langchain_core.messages import BaseMessage
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
-from guard_plugin.media.formats.text import REASONING_TYPES
+from guard_plugin.media.formats.text import REASONING_TYPES, reasoning_text
 from guard_plugin.types import Action
 
 __all__ = [
@@ -91,32 +91,11 @@ def reasoning_of(msg: BaseMessage | None) -> str:
     (or ``reasoning``) in ``additional_kwargs``. A user may be shown it, so it is checked."""
     if msg is None:
         return ""
-    found: list[str] = []
     content = msg.content if isinstance(msg.content, list) else []
-    for block in content:
-        if isinstance(block, Mapping) and block.get("type") in REASONING_TYPES:
-            found.extend(_texts(block))
+    blocks = [b for b in content if isinstance(b, Mapping) and b.get("type") in REASONING_TYPES]
     extra = getattr(msg, "additional_kwargs", None) or {}
-    for key in REASONING_KWARGS:
-        if key in extra:
-            found.extend(_texts(extra[key]))
-    return "\n".join(t for t in found if t.strip())
-
-
-def _texts(value: Any) -> list[str]:
-    """The strings in a reasoning value: itself, or a block's text-carrying fields, or the
-    same of each item of a list (a summary)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        out: list[str] = []
-        for key in ("reasoning", "thinking", "text", "summary"):
-            if key in value:
-                out.extend(_texts(value[key]))
-        return out
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _texts(v)]
-    return []
+    fields = [extra[k] for k in REASONING_KWARGS if k in extra]
+    return reasoning_text([*blocks, *fields])
 
 
 def without_reasoning(msg: M) -> M:

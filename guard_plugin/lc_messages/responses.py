@@ -110,15 +110,16 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
             )
         )
     # calls whose arguments did not parse: never run, but kept in the turn where a user sees
-    # them (a decision that does not allow the turn removes them)
+    # them, with the parser's error (which quotes the raw arguments); a decision that does
+    # not allow the turn removes them
     for n, bad in enumerate(getattr(ai, "invalid_tool_calls", None) or []):
-        args = bad.get("args") or ""
-        if not str(args).strip():
+        said = "\n".join(str(bad.get(k) or "") for k in ("args", "error")).strip()
+        if not said:
             continue
         inputs.append(
             SafetyInput(
                 text=context,
-                response=f"Calling tool {bad.get('name')} with arguments {args}",
+                response=f"Calling tool {bad.get('name')} with arguments {said}",
                 surface=Surface.RESPONSE,
                 tool_name=bad.get("name"),
                 part=PartRef("invalid_tool_call", n),

@@ -15,6 +15,7 @@ __all__ = [
     "content_text",
     "read",
     "read_any_text",
+    "reasoning_text",
     "text_of",
     "with_text",
 ]
@@ -29,9 +30,35 @@ def read(b: Mapping[str, Any], ref: PartRef) -> list[Part] | None:
         text = b.get("text")
         return [TextPart(ref, text if isinstance(text, str) else json.dumps(text, default=str))]
     if t in REASONING_TYPES:
-        text = b.get("reasoning") or b.get("thinking") or b.get("text") or ""
-        return [TextPart(ref, str(text))] if text else []
+        text = reasoning_text(b)
+        return [TextPart(ref, text)] if text else []
     return None
+
+
+#: fields of a reasoning block that hold its text, in the order they are read
+_REASONING_FIELDS = ("reasoning", "thinking", "text", "summary")
+#: fields that hold no reasoning (an opaque signature, ids)
+_NOT_REASONING = frozenset({"type", "id", "index", "signature", "format", "status"})
+
+
+def reasoning_text(value: Any) -> str:
+    """The text of a reasoning value: a string; a block's ``reasoning`` / ``thinking`` /
+    ``text`` / ``summary`` (a list of parts); a list of them. A block with none of those
+    fields gives the strings of its other fields (an unknown provider's shape is read, not
+    skipped)."""
+    return "\n".join(t for t in _reasoning_strings(value) if t.strip())
+
+
+def _reasoning_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _reasoning_strings(v)]
+    if not isinstance(value, Mapping):
+        return []
+    known = [k for k in _REASONING_FIELDS if k in value]
+    keys = known or [k for k in value if k not in _NOT_REASONING]
+    return [t for k in keys for t in _reasoning_strings(value[k])]
 
 
 def read_any_text(b: Mapping[str, Any], ref: PartRef) -> list[Part] | None:
