@@ -88,6 +88,18 @@ def graph_app(turn: AIMessage, policy: Policy, streaming: bool) -> tuple[Any, An
     return guarded_agent_graph(call_model, [], guard).compile(checkpointer=InMemorySaver()), sink
 
 
+ADAPTERS = pytest.mark.parametrize(
+    "build", [middleware_agent, graph_app], ids=["middleware", "graph"]
+)
+
+
+def everywhere(test: Any) -> Any:
+    """Run ``test`` in the middleware and the graph, streamed and plain, sync and async."""
+    test = pytest.mark.parametrize("mode", ["sync", "async"])(test)
+    test = pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "plain"])(test)
+    return ADAPTERS(test)
+
+
 def _Plain(turns: list[AIMessage]) -> Any:
     from guard_plugin.testing.langchain import ScriptedChatModel
 
@@ -155,9 +167,7 @@ def everything(app: Any, mode: str) -> tuple[str, Any]:
     return "\n".join(seen), state.values["messages"][-1]
 
 
-@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
-@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "plain"])
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@everywhere
 @pytest.mark.parametrize("shape", sorted(TURNS))
 def test_unsafe_reasoning_behind_a_safe_text_is_blocked_everywhere(
     build: Any, streaming: bool, mode: str, shape: str
@@ -172,7 +182,7 @@ def test_unsafe_reasoning_behind_a_safe_text_is_blocked_everywhere(
     assert any(e.action == "block" and "reasoning" in repr(e) for e in response), response
 
 
-@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
+@ADAPTERS
 def test_a_rewrite_policy_keeps_the_safe_text_and_drops_the_reasoning(build: Any) -> None:
     policy = Policy(id="acme", actions={"response": "rewrite"})
     app, _ = build(TURNS["reasoning_content"](UNSAFE), policy, False)
@@ -181,7 +191,7 @@ def test_a_rewrite_policy_keeps_the_safe_text_and_drops_the_reasoning(build: Any
     assert "reasoning_content" not in last.additional_kwargs
 
 
-@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
+@ADAPTERS
 @pytest.mark.parametrize("shape", sorted(TURNS))
 def test_safe_reasoning_stays_with_its_answer(build: Any, shape: str) -> None:
     turn = TURNS[shape]("The user wants a greeting; answer briefly.")
@@ -224,7 +234,7 @@ def test_a_decided_turn_whose_reasoning_was_changed_is_checked_again() -> None:
     assert "fertiliser" not in repr(model.calls[-1])
 
 
-@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
+@ADAPTERS
 def test_unsafe_arguments_of_a_call_that_did_not_parse_do_not_stay(build: Any) -> None:
     """A call whose arguments are not valid JSON is never run, but it stays in the turn,
     where a user sees it: it is checked like any call."""

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from guard_plugin import Policy
 from guard_plugin.lc_messages import find_response
 from tests.media_fixtures import png
-from tests.test_reasoning import REFUSAL, everything, graph_app, middleware_agent
+from tests.test_reasoning import ADAPTERS, REFUSAL, everything, everywhere
 
 PIXELS = base64.b64encode(png("red", (20, 20))).decode()
 
@@ -42,9 +42,7 @@ TURNS = {
 }
 
 
-@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
-@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "plain"])
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@everywhere
 @pytest.mark.parametrize("shape", sorted(TURNS))
 def test_a_generated_image_is_decided_by_media_unverifiable(
     build: Any, streaming: bool, mode: str, shape: str
@@ -57,7 +55,7 @@ def test_a_generated_image_is_decided_by_media_unverifiable(
     assert blocked and blocked[-1].status == "error", blocked
 
 
-@pytest.mark.parametrize("build", [middleware_agent, graph_app], ids=["middleware", "graph"])
+@ADAPTERS
 def test_a_tenant_may_let_unverifiable_media_through(build: Any) -> None:
     policy = Policy(id="acme", media={"unverifiable": "allow"})
     app, _ = build(TURNS["image"](), policy, False)

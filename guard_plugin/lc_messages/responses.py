@@ -27,6 +27,7 @@ from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_p
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
 from guard_plugin.media import FailedPart
 from guard_plugin.media.fanout import RESPONSE_MEDIA
+from guard_plugin.media.formats import MEDIA_BLOCK_TYPES
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
 
@@ -38,23 +39,6 @@ __all__ = [
     "response_inputs",
     "review_requests",
 ]
-
-
-#: content blocks of an assistant turn that carry media (images, audio, video, files)
-MEDIA_TYPES = frozenset(
-    {
-        "image",
-        "image_url",
-        "input_image",
-        "image_generation_call",
-        "file",
-        "input_file",
-        "document",
-        "audio",
-        "input_audio",
-        "video",
-    }
-)
 
 
 @dataclass
@@ -97,7 +81,7 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
         )
     blocks = ai.content if isinstance(ai.content, list) else []
     for n, block in enumerate(blocks):
-        if isinstance(block, Mapping) and block.get("type") in MEDIA_TYPES:
+        if isinstance(block, Mapping) and block.get("type") in MEDIA_BLOCK_TYPES:
             inputs.append(FailedPart(PartRef("content", n), UnverifiableMedia(RESPONSE_MEDIA)))
     for call in ai.tool_calls:
         inputs.append(

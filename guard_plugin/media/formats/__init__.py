@@ -24,13 +24,29 @@ from guard_plugin.media.formats.base import Budget, MediaBlock, Reader
 from guard_plugin.media.parts import FailedPart, Part, PartRef
 from guard_plugin.media.sources import part_from_bytes, read_file
 
-__all__ = ["Budget", "Reader", "document_bytes", "read_block", "with_document"]
+__all__ = [
+    "MEDIA_BLOCK_TYPES",
+    "Budget",
+    "Reader",
+    "document_bytes",
+    "read_block",
+    "with_document",
+]
 
 _MEDIA_TYPES = frozenset({"image", "file", "document", "input_file"})
 _UNCHECKED_MEDIA = frozenset({"audio", "video"})
 # tool calls are checked by the adapters as their own surface
 _SKIPPED_TYPES = frozenset(
     {"tool_call", "tool_use", "tool_call_chunk", "invalid_tool_call", "server_tool_call"}
+)
+
+#: every block type that carries media (what an assistant turn's response check, which reads
+#: text only, cannot classify): the types above, and audio input and generated images
+MEDIA_BLOCK_TYPES = (
+    _MEDIA_TYPES
+    | _UNCHECKED_MEDIA
+    | openai.IMAGE_TYPES
+    | frozenset({"input_audio", "image_generation_call"})
 )
 
 MediaReader = Callable[[Mapping[str, Any], PartRef, MediaBlock, Reader], "list[Part] | None"]
