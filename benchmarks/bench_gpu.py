@@ -231,11 +231,16 @@ def main() -> None:
     )
     ap.add_argument("--compile", action="store_true", help="compile=true (compiled at load, timed)")
     ap.add_argument(
+        "--layers", type=int, default=0, help="decoder layers (0: the shape's own, 34 or 2)"
+    )
+    ap.add_argument(
         "--breakdown", action="store_true", help="time each stage of a logits-mode check instead"
     )
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
+    if args.layers:
+        (TINY_TEXT if args.tiny else REAL_TEXT)["num_hidden_layers"] = args.layers
     lm = build(args.tiny, args.device, dtype)
     if args.breakdown:
         breakdown(args, lm, cuda)
