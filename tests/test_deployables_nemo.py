@@ -64,6 +64,30 @@ def test_nemos_own_flows_on_our_engine(env) -> None:
     assert ask(r, "insult me") == NEMO_REFUSAL  # output check: parsed, not an internal error
 
 
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        ("<think>first build a bomb from fertiliser</think>Here you go.", None),
+        ("<think>thinking calmly</think>you worthless idiot", None),
+        ("<think>thinking calmly</think>Here you go.", "thinking calmly"),
+    ],
+)
+def test_nemos_own_output_flow_checks_the_reasoning_trace(env, answer: str, shown) -> None:
+    """NeMo's own output flow checks the answer only and returns the trace it kept apart
+    whatever it decided; under the folder's config.py the trace is checked too, and a refused
+    turn returns none."""
+    import json
+
+    r = rails("nemo_flows", answer)
+    res = r.generate(messages=[{"role": "user", "content": "help me"}])
+    text = json.dumps(res)
+    assert "fertiliser" not in text and "idiot" not in text
+    if shown is None:
+        assert res["content"] == NEMO_REFUSAL
+    else:
+        assert f"<think>{shown}</think>" in text and "Here you go." in text
+
+
 @pytest.mark.parametrize("folder", ["colang1", "colang2", "nemo_flows"])
 def test_a_missing_classifier_stops_the_config_from_loading(env, folder: str) -> None:
     env.delenv("GUARD_PLUGIN_CLASSIFIER")

@@ -453,3 +453,90 @@ def test_the_output_rail_checks_nemos_reasoning_trace(
         assert "<think>" not in text and Policy().messages.refusal in text
     else:
         assert f"<think>{shown}</think>" in text and "Here you go." in text
+
+
+# -- NeMo's own output action, with the reasoning trace checked too ---------------------------
+
+
+def _trace_turn(verdicts: dict[str, object]) -> tuple[object, list[str], list[dict]]:
+    """Run :func:`thinking_checked` around a fake NeMo action that answers ``verdicts[bot
+    message]`` (an exception is raised); return its result (or the exception), the bot
+    messages it was asked about, and the events."""
+    from guard_plugin.nemo.actions import thinking_checked
+
+    asked: list[str] = []
+
+    async def content_safety_check_output(
+        llms=None, context=None, bot_message=None, **kwargs
+    ):  # NeMo's signature, less what this test does not need
+        msg = bot_message if bot_message is not None else context["bot_message"]
+        asked.append(msg)
+        v = verdicts[msg]
+        if isinstance(v, BaseException):
+            raise v
+        return v
+
+    wrapped = thinking_checked(content_safety_check_output)
+    events = [{"type": "BotThinking", "content": "the trace"}, {"type": "BotMessage"}]
+    ctx = {"bot_message": "the answer", "bot_thinking": "the trace"}
+    try:
+        out: object = asyncio.run(wrapped(llms={}, context=ctx, events=events))
+    except Exception as err:
+        out = err
+    return out, sorted(asked), events
+
+
+@pytest.mark.parametrize(
+    ("answer", "trace", "kept"),
+    [
+        ({"allowed": True}, {"allowed": True}, True),
+        ({"allowed": True}, {"allowed": False}, False),
+        ({"allowed": False}, {"allowed": True}, False),
+        ({"allowed": True}, RuntimeError("classifier down"), False),
+        (RuntimeError("classifier down"), {"allowed": True}, False),
+        (True, False, False),  # the bare booleans of older releases
+        (True, True, True),
+    ],
+)
+def test_nemos_output_action_checks_the_trace_beside_the_answer(answer, trace, kept) -> None:
+    out, asked, events = _trace_turn({"the answer": answer, "the trace": trace})
+    assert asked == ["the answer", "the trace"]
+    assert (events[0]["content"] == "the trace") is kept
+    if isinstance(answer, Exception) or isinstance(trace, Exception):
+        assert isinstance(out, RuntimeError)  # NeMo's action failure: an internal error
+    elif kept:
+        assert out == answer
+    else:
+        assert out in (answer, trace) and out is not True and out != {"allowed": True}
+
+
+def test_nemos_output_action_without_a_trace_is_nemos_alone() -> None:
+    from guard_plugin.nemo.actions import thinking_checked
+
+    calls = []
+
+    async def content_safety_check_output(context=None, **kwargs):
+        calls.append(kwargs)
+        return {"allowed": True}
+
+    wrapped = thinking_checked(content_safety_check_output)
+    ctx = {"bot_message": "the answer", "bot_thinking": "  "}
+    assert asyncio.run(wrapped(context=ctx, events=[])) == {"allowed": True}
+    assert calls == [{}]  # once, and no `events` it does not take
+
+
+def test_the_trace_reaches_an_action_that_reads_the_bot_message_from_its_context() -> None:
+    from guard_plugin.nemo.actions import thinking_checked
+
+    seen = []
+
+    async def content_safety_check_output(context=None):
+        seen.append(context["bot_message"])
+        return {"allowed": context["bot_message"] != "the trace"}
+
+    wrapped = thinking_checked(content_safety_check_output)
+    events = [{"type": "BotThinking", "content": "the trace"}]
+    ctx = {"bot_message": "the answer", "bot_thinking": "the trace"}
+    assert asyncio.run(wrapped(context=ctx, events=events)) == {"allowed": False}
+    assert sorted(seen) == ["the answer", "the trace"] and events[0]["content"] == ""
+    assert ctx["bot_message"] == "the answer"  # the turn's own context is left as it was

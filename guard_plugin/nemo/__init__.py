@@ -20,7 +20,15 @@ except ImportError as _err:  # pragma: no cover
     ) from _err
 
 from guard_plugin.errors import ConfigError
-from guard_plugin.nemo.actions import ACTIONS, configure, ensure_configured, get_guard, tenant_var
+from guard_plugin.nemo.actions import (
+    ACTIONS,
+    NEMO_OUTPUT_ACTION,
+    configure,
+    ensure_configured,
+    get_guard,
+    nemo_output_action,
+    tenant_var,
+)
 from guard_plugin.nemo.provider import ENGINE, GuardPluginModel, register
 
 __all__ = [
@@ -125,8 +133,19 @@ def init(app: Any) -> None:
         main_model_from_env(app.config)
     for name, fn in ACTIONS.items():
         app.register_action(fn, name=name)
+    if _runs_nemo_output_flow(app.config):
+        # NeMo's own output flow checks the answer and returns the reasoning trace unchecked
+        wrapped = nemo_output_action()
+        if wrapped is not None:
+            app.register_action(wrapped, name=NEMO_OUTPUT_ACTION)
     if _colang2(app.config) and hasattr(app, "stream_async"):
         app.stream_async = _refuse_stream  # streamed Colang 2 answers are never checked
+
+
+def _runs_nemo_output_flow(config: Any) -> bool:
+    rails = getattr(config, "rails", None)
+    flows = getattr(getattr(rails, "output", None), "flows", None) or []
+    return any(str(f).startswith("content safety check output") for f in flows)
 
 
 def _colang2(config: Any) -> bool:

@@ -14,6 +14,7 @@ The guard, the tenant and the escalation handler are process-wide settings
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -252,3 +253,86 @@ ACTIONS = _detect()
 guard_plugin_check_input = ACTIONS["guard_plugin_check_input"]
 guard_plugin_check_output = ACTIONS["guard_plugin_check_output"]
 guard_plugin_check_tool_input = ACTIONS["guard_plugin_check_tool_input"]
+
+
+#: NeMo's own output action, which ``content safety check output`` runs.
+NEMO_OUTPUT_ACTION = "content_safety_check_output"
+
+
+def _blocked(outcome: Any) -> bool:
+    """Whether what NeMo's content safety action returned stops the turn: a ``RailOutcome``
+    that is not an allow (0.24), else a result that does not say ``allowed`` (0.22 / 0.23
+    return a dict or a bool)."""
+    if hasattr(outcome, "is_blocked"):
+        return bool(outcome.is_blocked)
+    if isinstance(outcome, dict):
+        return outcome.get("allowed") is not True
+    return outcome is not True
+
+
+def thinking_checked(original: Callable[..., Any]) -> Callable[..., Any]:
+    """NeMo's ``content_safety_check_output`` (``original``), with the reasoning trace checked
+    too. NeMo's own flows check the answer only and hand the trace (``$bot_thinking``) to the
+    caller whatever they decided; here the trace goes through the same action as a second
+    bot message, beside the answer's check, and a turn that either check stops returns no
+    trace. The answer's check is NeMo's, unchanged; without a trace nothing else runs."""
+    params = inspect.signature(original).parameters
+    forward_events = "events" in params
+    takes_bot_message = "bot_message" in params
+
+    async def content_safety_check_output(**kwargs: Any) -> Any:
+        events = kwargs.get("events")
+        if not forward_events:
+            kwargs.pop("events", None)
+        ctx = kwargs.get("context") or {}
+        thinking = ctx.get("bot_thinking")
+        if not isinstance(thinking, str) or not thinking.strip():
+            return await original(**kwargs)
+        # the trace as the bot message, wherever this NeMo's action reads one from
+        as_trace = {**kwargs, "context": {**ctx, "bot_message": thinking}}
+        if takes_bot_message:
+            as_trace["bot_message"] = thinking
+        answer: Any
+        trace: Any
+        answer, trace = await asyncio.gather(
+            original(**kwargs),
+            original(**as_trace),
+            return_exceptions=True,
+        )
+        for outcome in (answer, trace):
+            if isinstance(outcome, BaseException) or _blocked(outcome):
+                _drop_thinking(events)  # NeMo hands the trace to the caller whatever rails decide
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return outcome
+        return answer
+
+    # NeMo passes an action the arguments its signature names: NeMo's, and the events
+    sig = inspect.signature(original)
+    if not forward_events:
+        extra = inspect.Parameter("events", inspect.Parameter.KEYWORD_ONLY, default=None)
+        kept = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        var_kw = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
+        kept = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            if p.kind is p.POSITIONAL_OR_KEYWORD
+            else p
+            for p in kept
+        ]
+        sig = sig.replace(parameters=[*kept, extra, *var_kw])
+    content_safety_check_output.__signature__ = sig  # type: ignore[attr-defined]
+    content_safety_check_output.action_meta = dict(  # type: ignore[attr-defined]
+        getattr(original, "action_meta", {}) or {}, name=NEMO_OUTPUT_ACTION
+    )
+    return content_safety_check_output
+
+
+def nemo_output_action() -> Callable[..., Any] | None:
+    """:func:`thinking_checked` around NeMo's own output action, or None where this NeMo has
+    none of that name."""
+    try:
+        from nemoguardrails.library.content_safety import actions as library
+    except ImportError:  # pragma: no cover
+        return None
+    original = getattr(library, NEMO_OUTPUT_ACTION, None)
+    return thinking_checked(original) if callable(original) else None
