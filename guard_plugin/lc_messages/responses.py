@@ -27,7 +27,7 @@ from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_p
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
 from guard_plugin.media import FailedPart
 from guard_plugin.media.fanout import RESPONSE_MEDIA
-from guard_plugin.media.formats import MEDIA_BLOCK_TYPES
+from guard_plugin.media.formats import other_block_text
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
 
@@ -61,11 +61,12 @@ def find_response(messages: Sequence[BaseMessage]) -> ResponseCheck | None:
 
 
 def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput | FailedPart]:
-    """The inputs of the assistant turn ``messages[i]``: its text, its reasoning and each tool
-    call (invalid ones too), with the user turn before it as context; media it carries (a
-    generated image, a file) is not classified on the response surface, so each such block is
-    an unverifiable part, decided by the tenant's ``media.unverifiable`` (block by
-    default)."""
+    """The inputs of the assistant turn ``messages[i]``: its text, its reasoning, each tool
+    call (invalid ones too) and each other block that holds text (a provider's server tool
+    call or result, citations, a refusal), with the user turn before it as context; media it
+    carries (a generated image, a file) is not classified on the response surface, so each
+    such block is an unverifiable part, decided by the tenant's ``media.unverifiable`` (block
+    by default)."""
     ai = messages[i]
     assert isinstance(ai, AIMessage)
     h = last_index(messages[:i], HumanMessage)
@@ -81,8 +82,21 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
         )
     blocks = ai.content if isinstance(ai.content, list) else []
     for n, block in enumerate(blocks):
-        if isinstance(block, Mapping) and block.get("type") in MEDIA_BLOCK_TYPES:
+        if not isinstance(block, Mapping):
+            continue
+        said, media = other_block_text(block)
+        if media:
             inputs.append(FailedPart(PartRef("content", n), UnverifiableMedia(RESPONSE_MEDIA)))
+        elif said.strip():  # a server tool's call or result, citations, a refusal ...
+            inputs.append(
+                SafetyInput(
+                    text=context,
+                    response=said,
+                    surface=Surface.RESPONSE,
+                    tool_name=block.get("name") if isinstance(block.get("name"), str) else None,
+                    part=PartRef("content", n),
+                )
+            )
     for call in ai.tool_calls:
         inputs.append(
             SafetyInput(
@@ -114,8 +128,8 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
 
 def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, Any]]:
     """What a reviewer is asked about an escalated response: each unsafe tool call, and the
-    text when it is unsafe (or when no call is), with the reasoning when that is unsafe (a
-    reviewer who edits or rejects the text removes the reasoning with it)."""
+    text when it is unsafe (or when no call is), with the reasoning and the other blocks
+    judged unsafe (a reviewer who edits or rejects the text removes them with it)."""
     unsafe = {d.parts[i].ref for i in d.withheld_parts}
     calls = [(c, PartRef.tool_call(c.get("id"))) for c in ai.tool_calls]
     requests = [
@@ -123,10 +137,16 @@ def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, 
         for c, ref in calls
         if ref in unsafe
     ]
-    if TEXT in unsafe or not requests:
-        args = {"text": preview(text_of(ai), shown(d, guard))}
+    blocks = sorted({r.block for r in unsafe if r.source == "content" and r.block is not None})
+    if TEXT in unsafe or blocks or not requests:
+        args: dict[str, Any] = {"text": preview(text_of(ai), shown(d, guard))}
         if REASONING in unsafe:
             args["reasoning"] = preview(reasoning_of(ai), shown(d, guard))
+        content = ai.content if isinstance(ai.content, list) else []
+        found = [content[n] for n in blocks if n < len(content)]
+        said = [other_block_text(b)[0] for b in found if isinstance(b, Mapping)]
+        if any(said):  # what else the turn carries that was judged unsafe
+            args["content"] = [preview(s, shown(d, guard)) for s in said if s]
         requests.insert(0, {"name": "assistant_response", "args": args, "part": TEXT.label})
     return requests
 
@@ -220,7 +240,7 @@ def _rebuild(
             )
         else:
             kept.append(call)
-    content: Any = text if text is not None else ai.content
+    content: Any = text if text is not None else _without_blocks(ai.content, drop, d, guard)
     if dropped:
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
@@ -230,6 +250,16 @@ def _rebuild(
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
     return Outcome([new, *answers], end=not kept, decisions=[d])
+
+
+def _without_blocks(content: Any, drop: set[PartRef], d: Decision, guard: Guard) -> Any:
+    """List content with each block a rewrite withholds (a server tool's result judged
+    unsafe, say) in the redaction's place."""
+    gone = {r.block for r in drop if r.source == "content" and r.block is not None}
+    if not gone or not isinstance(content, list):
+        return content
+    note = {"type": "text", "text": guard.messages_of(d).redaction}
+    return [note if n in gone else b for n, b in enumerate(content)]
 
 
 def _apply_review(

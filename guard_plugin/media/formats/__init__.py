@@ -13,6 +13,7 @@ document's bytes out of a block and put new ones back in the same format.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
@@ -25,10 +26,12 @@ from guard_plugin.media.parts import FailedPart, Part, PartRef
 from guard_plugin.media.sources import part_from_bytes, read_file
 
 __all__ = [
+    "CLIENT_TOOL_TYPES",
     "MEDIA_BLOCK_TYPES",
     "Budget",
     "Reader",
     "document_bytes",
+    "other_block_text",
     "read_block",
     "with_document",
 ]
@@ -48,6 +51,65 @@ MEDIA_BLOCK_TYPES = (
     | openai.IMAGE_TYPES
     | frozenset({"input_audio", "image_generation_call"})
 )
+
+#: the blocks of a tool call the application runs (read from the message's ``tool_calls`` and
+#: ``invalid_tool_calls``, not from its content)
+CLIENT_TOOL_TYPES = frozenset({"tool_call", "tool_use", "tool_call_chunk", "invalid_tool_call"})
+
+#: fields that hold nothing a reader is shown: ids, opaque signatures, encrypted payloads,
+#: and the text of a text block (read as the text)
+_OPAQUE_FIELDS = frozenset(
+    {
+        "type",
+        "id",
+        "index",
+        "signature",
+        "status",
+        "format",
+        "encrypted_content",
+        "encrypted_index",
+        "tool_use_id",
+        "tool_call_id",
+        "call_id",
+        "cache_control",
+    }
+)
+
+
+def other_block_text(block: Mapping[str, Any]) -> tuple[str, bool]:
+    """What an assistant-turn block holds beyond its text, reasoning and tool calls: the
+    strings in its other fields, nested blocks included (a provider's server tool call or
+    result, a web search's titles, an MCP result, a refusal, a text block's citations, a block
+    LangChain keeps as ``non_standard``), and whether it nests media that text cannot stand
+    for. A server tool call reads as a tool call does (name and arguments)."""
+    t = block.get("type")
+    if t in text.REASONING_TYPES or t in CLIENT_TOOL_TYPES:
+        return "", False
+    if t in MEDIA_BLOCK_TYPES:
+        return "", True
+    name, args = block.get("name"), block.get("args", block.get("input"))
+    if isinstance(name, str) and isinstance(args, Mapping):
+        said = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
+        return f"Calling tool {name} with arguments {said}", False
+    strings: list[str] = []
+    media = _strings(block, strings, top=True)
+    return "\n".join(s for s in strings if s.strip()), media
+
+
+def _strings(value: Any, out: list[str], top: bool = False) -> bool:
+    """Append the strings of ``value`` to ``out``; True where it nests a media block."""
+    if isinstance(value, str):
+        out.append(value)
+        return False
+    if isinstance(value, (list, tuple)):
+        return any([_strings(v, out) for v in value])
+    if not isinstance(value, Mapping):
+        return False
+    if not top and value.get("type") in MEDIA_BLOCK_TYPES:
+        return True
+    skip = _OPAQUE_FIELDS | ({"text"} if top else set())
+    return any([_strings(v, out) for k, v in value.items() if k not in skip])
+
 
 MediaReader = Callable[[Mapping[str, Any], PartRef, MediaBlock, Reader], "list[Part] | None"]
 # Tried in order on an image / file / document block; the first that recognises it reads it.
