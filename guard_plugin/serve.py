@@ -99,7 +99,7 @@ class _Refused(Exception):
         self.status, self.kind = status, kind
 
 
-def _turns(body: Any) -> tuple[Any, str | None]:
+def _turns(body: Any) -> tuple[Any, Any]:
     """The user turn's content and the assistant's answer (if any) of a request body."""
     if not isinstance(body, Mapping):
         raise _Refused(400, "the body is a JSON object with 'messages'", "invalid_request_error")
@@ -107,7 +107,7 @@ def _turns(body: Any) -> tuple[Any, str | None]:
     if not isinstance(messages, list) or not messages:
         raise _Refused(400, "'messages' is a list with the user turn", "invalid_request_error")
     user: Any = None
-    answer: str | None = None
+    answer: Any = None
     for m in messages:
         if not isinstance(m, Mapping) or m.get("role") not in ("user", "assistant", "system"):
             raise _Refused(
@@ -118,10 +118,35 @@ def _turns(body: Any) -> tuple[Any, str | None]:
         if m["role"] == "user":
             user, answer = m.get("content"), None
         elif m["role"] == "assistant":
-            answer = content_text(m.get("content"))
+            answer = _answer(m)
     if user is None:
         raise _Refused(400, "the request has no user turn to check", "invalid_request_error")
     return user, answer
+
+
+def _answer(message: Mapping[str, Any]) -> Any:
+    """An assistant message as content to check: its content as sent (parts are read as the
+    guard reads any content, so a part it cannot read is no verdict rather than passed over),
+    and each tool call it asks for, written as a call."""
+    content = message.get("content")
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise _Refused(400, "'tool_calls' is a list", "invalid_request_error")
+    said = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping):
+            raise _Refused(
+                400, "each tool call has a 'function' with a name", "invalid_request_error"
+            )
+        said.append(f"Calling tool {fn.get('name')} with arguments {fn.get('arguments')}")
+    if not said:
+        return content if content is not None else ""
+    if isinstance(content, list):
+        blocks = list(content)
+    else:
+        blocks = [{"type": "text", "text": content}] if content else []
+    return [*blocks, *({"type": "text", "text": s} for s in said)]
 
 
 def build_app(

@@ -127,6 +127,45 @@ def test_nemos_own_parsers_read_the_decision(server: str) -> None:
     assert nemotron_content_safety_parse_response_safety(text)[0] is False
 
 
+def answer_verdict(server: str, assistant: dict) -> str:
+    body = {
+        "model": "guard-plugin",
+        "messages": [{"role": "user", "content": "help me with this code"}, assistant],
+    }
+    r = httpx.post(
+        f"{server}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {KEYS['default']}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_every_part_of_an_answer_is_read_or_refused(server: str) -> None:
+    """An answer sent as parts, or with tool calls: the endpoint reads each part and each
+    call; a part it cannot read is no verdict (blocked), never passed over as safe."""
+    parts = {"role": "assistant", "content": [{"type": "text", "text": "here you go"}]}
+    assert "Response Safety: safe" in answer_verdict(server, parts)
+    refusal = {"type": "refusal", "refusal": "damn it"}
+    odd = {**parts, "content": [*parts["content"], refusal]}
+    assert "Response Safety: unsafe" in answer_verdict(server, odd)
+    call = {"id": "c1", "type": "function", "function": {"name": "run", "arguments": "{}"}}
+    calm = {"role": "assistant", "content": None, "tool_calls": [call]}
+    assert "Response Safety: safe" in answer_verdict(server, calm)
+    rude = {**call, "function": {"name": "post", "arguments": '{"text": "oh damn it"}'}}
+    assert "Response Safety: unsafe" in answer_verdict(server, {**calm, "tool_calls": [rude]})
+    bad = {"role": "assistant", "content": "ok", "tool_calls": [{"id": "c2"}]}
+    body = {"model": "guard-plugin", "messages": [{"role": "user", "content": "hi"}, bad]}
+    r = httpx.post(
+        f"{server}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {KEYS['default']}"},
+        timeout=60,
+    )
+    assert r.status_code == 400 and "function" in r.json()["error"]["message"]
+
+
 def test_keys_tenants_and_size(server: str) -> None:
     assert ask(server, "hi", key=None).status_code == 401
     assert ask(server, "hi", key="not-a-key-at-all-000").status_code == 401
