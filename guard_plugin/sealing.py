@@ -27,9 +27,22 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from guard_plugin.errors import ConfigError, GuardError
 
-__all__ = ["SEAL_KEY_ENV", "SealError", "Sealer", "default_sealer", "new_seal_key"]
+__all__ = [
+    "REVIEW_KEY_ENV",
+    "SEAL_KEY_ENV",
+    "SealError",
+    "Sealer",
+    "default_sealer",
+    "new_seal_key",
+    "open_review",
+    "review_sealer",
+    "sign_review",
+]
 
 SEAL_KEY_ENV = "GUARD_PLUGIN_SEAL_KEY"
+#: the reviewers' key (or keys, newest first): where it is set, a review answer counts only
+#: when it was sealed with it (:func:`sign_review`)
+REVIEW_KEY_ENV = "GUARD_PLUGIN_REVIEW_KEY"
 _PREFIX = "guard_plugin-sealed-v2:"
 _log = logging.getLogger("guard_plugin")
 
@@ -123,3 +136,63 @@ def default_sealer() -> Sealer:
                     SEAL_KEY_ENV,
                 )
         return _DEFAULT
+
+
+# -- signed review answers ------------------------------------------------------------------------
+#
+# An escalation pauses a run until someone resumes it with the reviewer's answers. Whoever may
+# resume the run (in a chat UI that talks to the agent server, the user who wrote the content)
+# could otherwise approve it. With a reviewers' key, the answers count only when the reviewers'
+# tool sealed them with that key for that escalation (its request id and tenant).
+
+
+def review_sealer(keys: str | bytes | Sequence[str | bytes] | None = None) -> Sealer | None:
+    """The sealer that opens review answers: ``keys``, else :data:`REVIEW_KEY_ENV`; None when
+    neither is set (answers are then taken as sent)."""
+    if keys is None:
+        keys = os.environ.get(REVIEW_KEY_ENV, "").strip() or None
+    return None if keys is None else Sealer(keys)
+
+
+def _review_bind(request_id: Any, tenant: Any) -> dict[str, str | None]:
+    return {"review_of": str(request_id), "tenant": None if tenant is None else str(tenant)}
+
+
+def sign_review(
+    payload: Mapping[str, Any],
+    decisions: Sequence[Mapping[str, Any]],
+    key: str | bytes | Sequence[str | bytes],
+) -> dict[str, Any]:
+    """The value to resume an escalation with: ``decisions`` (LangChain's human-in-the-loop
+    answers, one per action request) sealed with the reviewers' ``key`` for the escalation
+    whose interrupt value is ``payload``. For the reviewers' tool, which alone holds the key."""
+    safety = payload.get("safety") if isinstance(payload, Mapping) else None
+    if not isinstance(safety, Mapping):
+        safety = {}
+    request_id = safety.get("request_id")
+    if not request_id:
+        raise ValueError(
+            "sign_review needs the escalation's interrupt value, whose 'safety' names its "
+            "request_id"
+        )
+    answers = [dict(d) for d in decisions]
+    token = Sealer(key).seal(
+        {"decisions": answers}, bind=_review_bind(request_id, safety.get("tenant"))
+    )
+    return {"decisions": answers, "review_seal": token}
+
+
+def open_review(
+    sealer: Sealer, resume: Any, *, request_id: str | None, tenant: str | None
+) -> list[Any]:
+    """The answers sealed in ``resume`` for the escalation ``request_id`` of ``tenant``;
+    raises :class:`SealError` when there are none that open (unsigned, another key or
+    escalation, changed)."""
+    token = resume.get("review_seal") if isinstance(resume, Mapping) else None
+    if not request_id:
+        raise SealError("the escalation has no request id to bind its answers to")
+    payload = sealer.open(token, bind=_review_bind(request_id, tenant))
+    answers = payload.get("decisions")
+    if not isinstance(answers, list):
+        raise SealError("the sealed review holds no answers")
+    return answers

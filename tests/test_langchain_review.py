@@ -24,6 +24,7 @@ from langgraph.types import Command
 from guard_plugin import Guard, GuardBlocked, Policy, PolicyStore
 from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import REVIEW_TOOL, SafetyMiddleware
+from guard_plugin.sealing import new_seal_key, sign_review
 from guard_plugin.testing import ScriptedClassifier
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 
@@ -73,9 +74,16 @@ class AfterJumpNoop(AgentMiddleware):
         return None
 
 
-def make(replies, *, others=(), outer=True, tools=(send_email, fetch), saver=True, **mw):
+def make(
+    replies, *, others=(), outer=True, tools=(send_email, fetch), saver=True, review_key=None, **mw
+):
     sink = MemoryAuditSink()
-    guard = Guard(ScriptedClassifier(), policies=PolicyStore({"acme": ESCALATE_ALL}), audit=sink)
+    guard = Guard(
+        ScriptedClassifier(),
+        policies=PolicyStore({"acme": ESCALATE_ALL}),
+        audit=sink,
+        review_key=review_key,
+    )
     model = ScriptedChatModel(responses=replies)
     ours = SafetyMiddleware(guard, **mw)
     middleware = [ours, *others] if outer else [*others, ours]
@@ -359,3 +367,52 @@ def test_escalated_reasoning_is_shown_to_the_reviewer_and_leaves_on_reject(answe
     else:
         assert "reasoning_content" not in last.additional_kwargs
         assert "idiots" not in str(out["messages"])
+
+
+# -- a reviewers' key: only answers the reviewers' tool sealed count ---------------------------
+
+
+REVIEW_KEY = new_seal_key()
+
+
+@pytest.mark.parametrize("surface", ["input", "response"])
+@pytest.mark.parametrize(
+    "answer",
+    ["unsigned", "other key", "other escalation", "changed", "signed approve", "signed reject"],
+)
+def test_with_a_reviewers_key_only_a_sealed_answer_counts(surface: str, answer: str) -> None:
+    """Whoever can resume a run (in a chat UI, the user who wrote the content) cannot approve
+    an escalation: the answer must be sealed with the reviewers' key for this escalation."""
+    if surface == "input":
+        replies, ask = [AIMessage("Let's keep it civil.")], "my boss is an idiot"
+    else:
+        replies, ask = [tool_call("send_email", RUDE, "c1"), AIMessage("All done.")], "email bob"
+    agent, model, sink = make(replies, review_key=REVIEW_KEY)
+    c = cfg(f"signed-{surface}-{answer.replace(' ', '-')}")
+    out = agent.invoke({"messages": [HumanMessage(ask)]}, c)
+    (intr,) = out["__interrupt__"]
+    yes, no = [{"type": "approve"}], [{"type": "reject", "message": "No."}]
+    elsewhere = {"safety": {**intr.value["safety"], "request_id": "another-thread:input:1"}}
+    resume = {
+        "unsigned": {"decisions": yes},
+        "other key": sign_review(intr.value, yes, new_seal_key()),
+        "other escalation": sign_review(elsewhere, yes, REVIEW_KEY),
+        "changed": {**sign_review(intr.value, no, REVIEW_KEY), "decisions": yes},
+        "signed approve": sign_review(intr.value, yes, REVIEW_KEY),
+        "signed reject": sign_review(intr.value, no, REVIEW_KEY),
+    }[answer]
+    out = agent.invoke(Command(resume=resume), c)
+    approved = answer == "signed approve"
+    if surface == "input":
+        assert ("idiot" in str(model.calls)) is approved
+    else:
+        assert (SENT == [RUDE]) is approved
+        assert ("idiot" in str(out["messages"])) is approved
+    (review,) = [e for e in sink.events if e.event == "review"]
+    assert review.review == ("approve" if approved else "reject")
+    assert_valid_history(out["messages"])
+
+
+def test_sign_review_needs_the_escalations_interrupt_value() -> None:
+    with pytest.raises(ValueError, match="request_id"):
+        sign_review({"action_requests": []}, [{"type": "approve"}], REVIEW_KEY)

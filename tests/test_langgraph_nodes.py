@@ -25,6 +25,7 @@ from guard_plugin.langgraph import (
     tool_guard_node,
 )
 from guard_plugin.media import load_pdf
+from guard_plugin.sealing import new_seal_key, sign_review
 from guard_plugin.testing import ScriptedClassifier, make_text_pdf
 from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
 from tests.media_fixtures import png
@@ -74,10 +75,17 @@ def red(img):
     return ["Violence"] if r > 150 and g < 100 else []
 
 
-def graph(replies, policy: Policy | None = None, *, helper: bool = False, checkpointer=None):
+def graph(
+    replies,
+    policy: Policy | None = None,
+    *,
+    helper: bool = False,
+    checkpointer=None,
+    review_key: str | None = None,
+):
     store = PolicyStore({"acme": policy or Policy(id="acme", actions={"tool": "rewrite"})})
     sink = MemoryAuditSink()
-    g = Guard(ScriptedClassifier(image_rule=red), policies=store, audit=sink)
+    g = Guard(ScriptedClassifier(image_rule=red), policies=store, audit=sink, review_key=review_key)
     model = ScriptedChatModel(responses=replies)
 
     def agent(state: MessagesState):
@@ -177,6 +185,29 @@ def test_e_escalation(answer: str, helper: bool) -> None:
     escalated = {e.request_id for e in sink.events if e.action == "escalate"}
     (review,) = [e for e in sink.events if e.event == "review"]
     assert escalated == {review.request_id} and review.review == answer
+
+
+@pytest.mark.parametrize("helper", BUILD)
+@pytest.mark.parametrize("signed", [False, True])
+def test_with_a_reviewers_key_an_unsigned_approval_is_a_rejection(helper: bool, signed: bool):
+    key = new_seal_key()
+    body = {"to": "b", "body": "don't be an idiot"}
+    app, _, sink = graph(
+        [tool_call("send_email", body, "c1"), AIMessage("finished")],
+        ESC,
+        helper=helper,
+        checkpointer=InMemorySaver(),
+        review_key=key,
+    )
+    cfg = {"configurable": {"thread_id": f"signed-{signed}-{helper}", "tenant_id": "acme"}}
+    (intr,) = app.invoke({"messages": [HumanMessage("email bob")]}, cfg)["__interrupt__"]
+    yes = [{"type": "approve"}]
+    resume = sign_review(intr.value, yes, key) if signed else {"decisions": yes}
+    out = app.invoke(Command(resume=resume), cfg)
+    assert ([("send_email", body)] if signed else []) == RAN
+    assert ("idiot" in str(out["messages"])) is signed
+    (review,) = [e for e in sink.events if e.event == "review"]
+    assert review.review == ("approve" if signed else "reject")
 
 
 def test_malformed_review_answer_rejects() -> None:

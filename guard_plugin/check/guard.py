@@ -40,7 +40,7 @@ from guard_plugin.language import detect_language
 from guard_plugin.media import FailedPart, window_inputs
 from guard_plugin.policy import Policy, PolicyStore, Texts, compile_policy, load_policy
 from guard_plugin.prompting import SafetyInput, build_request
-from guard_plugin.sealing import Sealer, default_sealer
+from guard_plugin.sealing import Sealer, default_sealer, review_sealer
 from guard_plugin.types import Action, Surface
 from guard_plugin.verdict import Verdict, parse_verdict
 
@@ -87,6 +87,10 @@ class Guard:
     - ``seal_key``: the key (or keys, newest first) that seals content held for review
       (:mod:`guard_plugin.sealing`); default ``$GUARD_PLUGIN_SEAL_KEY``, else a key of this
       process only.
+    - ``review_key``: the reviewers' key (or keys, newest first); where set, an escalation's
+      answers count only when :func:`~guard_plugin.sealing.sign_review` sealed them with it,
+      and anything else is a rejection; default ``$GUARD_PLUGIN_REVIEW_KEY``, else answers are
+      taken as sent.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class Guard:
         audit: AuditSink | Iterable[AuditSink] | None = None,
         cache_size: int = 4096,
         seal_key: str | bytes | Sequence[str | bytes] | None = None,
+        review_key: str | bytes | Sequence[str | bytes] | None = None,
     ) -> None:
         self._shared = isinstance(classifier, str)
         self._closed = False
@@ -117,6 +122,7 @@ class Guard:
         self._auditor = Auditor(self.audit)
         self._background = Background()
         self.sealer = default_sealer() if seal_key is None else Sealer(seal_key)
+        self.review_sealer = review_sealer(review_key)
         self._tenant_labels = frozenset(self.policies.tenants())
         self._held: dict[str, None] = {}  # request ids of content held for review, in order
         self._held_lock = threading.Lock()

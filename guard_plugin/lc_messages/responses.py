@@ -166,7 +166,7 @@ def answer_review(
     or responded tool call is answered as LangChain's human-in-the-loop answers it: the call
     stays, with a tool message carrying the reviewer's reason or response, so the model goes
     on; its arguments, judged unsafe, do not stay in the history."""
-    answers = read_answers(resume, len(requests))
+    answers = read_answers(resume, len(requests), d, guard)
     kinds = answer_kinds(answers, requests, edits=True)
     if all(k == "approve" for k in kinds):
         action = Action.ALLOW

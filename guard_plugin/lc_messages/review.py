@@ -4,12 +4,14 @@ read (anything malformed is a rejection)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
+from guard_plugin.sealing import SealError, open_review
 from guard_plugin.types import Action, PartRef, Surface
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "read_answers",
     "review_payload",
 ]
+
+_log = logging.getLogger("guard_plugin")
 
 REVIEW_DECISIONS = ["approve", "edit", "reject", "respond"]
 """Every answer type a reviewer may give (LangChain's human-in-the-loop decision types)."""
@@ -81,9 +85,19 @@ def review_payload(
     }
 
 
-def read_answers(resume: Any, n: int) -> list[dict[str, Any]]:
-    """The reviewer's answers; anything malformed counts as a rejection (fail closed)."""
+def read_answers(resume: Any, n: int, d: Decision, guard: Guard) -> list[dict[str, Any]]:
+    """The reviewer's answers to the escalation ``d``; anything malformed counts as a
+    rejection (fail closed), and so, where the guard has a reviewers' key, does any answer
+    not sealed with it for this escalation."""
     items = resume.get("decisions") if isinstance(resume, Mapping) else None
+    if guard.review_sealer is not None:
+        try:
+            items = open_review(
+                guard.review_sealer, resume, request_id=d.request_id, tenant=d.tenant
+            )
+        except SealError as err:
+            _log.warning("review answer for %s refused: %s", d.request_id, err)
+            return [{"type": "reject", "message": "review answer not signed by a reviewer"}] * n
     if (
         not isinstance(items, list)
         or len(items) != n
@@ -128,7 +142,7 @@ def ask(
         return d.action, None
     if not escalate or not can_interrupt():
         return Action(guard.policy_of(d).escalation.fallback), None
-    answers = read_answers(interrupt(review_payload(d, surface, requests)), len(requests))
+    answers = read_answers(interrupt(review_payload(d, surface, requests)), len(requests), d, guard)
     kinds = answer_kinds(answers, requests)
     responded = [str(a["message"]) for a, k in zip(answers, kinds, strict=True) if k == "respond"]
     if all(k == "approve" for k in kinds):
