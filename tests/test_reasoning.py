@@ -137,6 +137,9 @@ class StreamingModel(BaseChatModel):
         for w in said.split(" ") if said else []:
             kw = {"reasoning_content": w + " "}
             yield ChatGenerationChunk(message=AIMessageChunk("", additional_kwargs=kw, id="r1"))
+        other = {k: v for k, v in t.additional_kwargs.items() if k != "reasoning_content"}
+        if other:  # a refusal, an audio answer ...: in one piece, as providers send them
+            yield ChatGenerationChunk(message=AIMessageChunk("", additional_kwargs=other, id="r1"))
         blocks = t.content if isinstance(t.content, list) else [{"type": "text", "text": t.content}]
         for i, b in enumerate(blocks):
             if b.get("type") != "text":

@@ -142,3 +142,55 @@ def test_a_reviewer_sees_the_unsafe_block_and_rejecting_the_text_removes_it() ->
     out = answer_review(ai, requests, {"decisions": [{"type": "reject"}]}, d, guard)
     assert "fertiliser" not in repr(out.messages)
     assert apply_response(rc, d, guard=guard, escalate=False).messages[0].content == REFUSAL
+
+
+# -- beside the content: what providers put in additional_kwargs --------------------------------
+
+KWARGS: dict[str, Any] = {
+    "refusal": {"refusal": UNSAFE},  # OpenAI's refusal field
+    "function_call": {"function_call": {"name": "post", "arguments": f'{{"text": "{UNSAFE}"}}'}},
+    "audio-transcript": {"audio": {"id": "au_1", "data": "AAAA", "transcript": UNSAFE}},
+}
+
+
+@everywhere
+@pytest.mark.parametrize("shape", sorted(KWARGS))
+def test_what_a_provider_puts_beside_the_content_is_checked(
+    build: Any, streaming: bool, mode: str, shape: str
+) -> None:
+    turn = AIMessage("Here you go.", additional_kwargs=KWARGS[shape])
+    policy = Policy(id="acme", media={"unverifiable": "allow"})  # the audio's transcript decides
+    app, _ = build(turn, policy, streaming)
+    seen, last = everything(app, mode)
+    assert "fertiliser" not in seen
+    assert str(last.content).endswith(REFUSAL)
+    assert not set(last.additional_kwargs) & {"refusal", "function_call", "audio"}
+
+
+@ADAPTERS
+def test_a_spoken_answer_is_unverifiable_media_by_default(build: Any) -> None:
+    turn = AIMessage("Here.", additional_kwargs={"audio": {"data": "AAAA", "transcript": "Hi."}})
+    app, sink = build(turn, Policy(id="acme"), False)
+    seen, last = everything(app, "sync")
+    assert last.content == REFUSAL and "AAAA" not in seen
+    assert any(e.status == "error" and e.action == "block" for e in sink.events)
+
+
+@ADAPTERS
+def test_safe_fields_beside_the_content_stay(build: Any) -> None:
+    extra = {"refusal": "I can't share that.", "function_call": {"name": "f", "arguments": "{}"}}
+    app, _ = build(AIMessage("Here.", additional_kwargs=extra), Policy(id="acme"), False)
+    _, last = everything(app, "sync")
+    assert last.additional_kwargs == extra
+
+
+@ADAPTERS
+def test_a_rewrite_drops_only_the_unsafe_field(build: Any) -> None:
+    extra = {"refusal": UNSAFE, "function_call": {"name": "f", "arguments": "{}"}}
+    policy = Policy(id="acme", actions={"response": "rewrite"})
+    app, _ = build(AIMessage("Here.", additional_kwargs=extra), policy, False)
+    seen, last = everything(app, "sync")
+    assert "fertiliser" not in seen
+    assert last.content == "Here." and last.additional_kwargs == {
+        "function_call": extra["function_call"]
+    }

@@ -278,6 +278,27 @@ def test_decided_messages_are_remembered_per_tenant_policy_and_artifact() -> Non
     assert not memory.contains(msg.model_copy(update={"content": "Rain."}), "t|p1")
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"invalid_tool_calls": [{"name": "send", "args": "{bad", "id": "x", "error": "json"}]},
+        {"additional_kwargs": {"refusal": "anything at all"}},
+        {"additional_kwargs": {"function_call": {"name": "f", "arguments": "{}"}}},
+        {"additional_kwargs": {"audio": {"transcript": "hi", "data": "AAAA"}}},
+        {"additional_kwargs": {"reasoning_content": "a thought"}},
+    ],
+    ids=["invalid-call", "refusal", "function-call", "audio", "reasoning"],
+)
+def test_a_decided_answer_changed_beside_its_content_is_checked_again(change) -> None:
+    """A caller who sends back a decided assistant turn (same id, content and calls) with
+    something added beside them gets it checked: it is not the message that was decided."""
+    memory = Decided()
+    msg = AIMessage("Sunny.", id="a1")
+    memory.add(msg, "t|p1")
+    assert memory.contains(AIMessage("Sunny.", id="a1"), "t|p1")
+    assert not memory.contains(msg.model_copy(update=change), "t|p1")
+
+
 def test_a_tool_result_decided_for_one_tenant_is_checked_again_for_another() -> None:
     guard, sink = guard_for(t=Policy(id="t"), kids=Policy(id="kids", actions={"tool": "block"}))
     result = ToolMessage("damn, it's raining", tool_call_id="c1", id="t1")

@@ -19,6 +19,7 @@ from guard_plugin.types import Action
 
 __all__ = [
     "REASONING_KWARGS",
+    "SHOWN_KWARGS",
     "Check",
     "Outcome",
     "arun_checks",
@@ -30,6 +31,7 @@ __all__ = [
     "shown",
     "text_of",
     "tool_call_text",
+    "without_kwargs",
     "without_reasoning",
 ]
 
@@ -37,6 +39,10 @@ M = TypeVar("M", bound=BaseMessage)
 
 #: where providers put an assistant turn's reasoning outside its content blocks
 REASONING_KWARGS = ("reasoning_content", "reasoning", "thinking")
+#: what else providers put in ``additional_kwargs`` that a user may be shown or a model may
+#: read back: a refusal's text, a legacy function call, a spoken answer (its audio and
+#: transcript)
+SHOWN_KWARGS = ("refusal", "function_call", "audio")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,15 @@ def without_reasoning(msg: M) -> M:
     if any(k in extra for k in REASONING_KWARGS):
         update["additional_kwargs"] = {k: v for k, v in extra.items() if k not in REASONING_KWARGS}
     return msg.model_copy(update=update) if update else msg
+
+
+def without_kwargs(msg: M, keys: Sequence[str] = SHOWN_KWARGS) -> M:
+    """``msg`` without the ``additional_kwargs`` fields ``keys``."""
+    extra = getattr(msg, "additional_kwargs", None) or {}
+    if not any(k in extra for k in keys):
+        return msg
+    kept = {k: v for k, v in extra.items() if k not in keys}
+    return msg.model_copy(update={"additional_kwargs": kept})
 
 
 def last_index(messages: Sequence[BaseMessage], kind: type) -> int | None:

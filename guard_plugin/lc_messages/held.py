@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import threading
 import weakref
@@ -28,7 +29,6 @@ from langchain_core.messages import (
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import REASONING_KWARGS
 from guard_plugin.lc_messages.tools import apply_tool_result
 from guard_plugin.types import Action
 
@@ -57,9 +57,10 @@ class Decided:
     result at the tool boundary, a response in a guarded model node, a reviewer's answer),
     remembered in this process per scope (tenant and policy: :meth:`Guard.scope_of`) by a key
     (the tool call id or the message id) and a digest of everything a check of it read
-    (content, tool calls, artifact, reasoning), so no guard checks them again. The newest 4,096 are
-    kept. A message not found (another process, an old one, a caller's own, one changed
-    since, or one decided under another tenant or policy) is simply checked."""
+    (content, tool calls valid or not, artifact, what ``additional_kwargs`` holds), so no
+    guard checks them again. The newest 4,096 are kept. A message not found (another process,
+    an old one, a caller's own, one changed since, or one decided under another tenant or
+    policy) is simply checked."""
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
@@ -73,10 +74,20 @@ class Decided:
     @staticmethod
     def fingerprint(msg: BaseMessage) -> str:
         calls = msg.tool_calls if isinstance(msg, AIMessage) else None
+        invalid = msg.invalid_tool_calls if isinstance(msg, AIMessage) else None
         artifact = msg.artifact if isinstance(msg, ToolMessage) else None
-        extra = msg.additional_kwargs or {}
-        reasoning = [extra[k] for k in REASONING_KWARGS if k in extra]
-        parts = (type(msg).__name__, Decided._key(msg), msg.content, calls, artifact, reasoning)
+        # everything beside the content a reader may be shown (reasoning, a refusal, a legacy
+        # function call, audio ...): any change there is a message to check again
+        extra = json.dumps(msg.additional_kwargs or {}, sort_keys=True, default=str)
+        parts = (
+            type(msg).__name__,
+            Decided._key(msg),
+            msg.content,
+            calls,
+            invalid,
+            artifact,
+            extra,
+        )
         return hashlib.blake2b(repr(parts).encode("utf-8", "replace"), digest_size=16).hexdigest()
 
     def add(self, msg: BaseMessage, scope: str) -> None:

@@ -14,6 +14,7 @@ from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.errors import UnverifiableMedia
 from guard_plugin.lc_messages.base import (
+    SHOWN_KWARGS,
     Outcome,
     last_index,
     preview,
@@ -21,6 +22,7 @@ from guard_plugin.lc_messages.base import (
     shown,
     text_of,
     tool_call_text,
+    without_kwargs,
     without_reasoning,
 )
 from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_payload
@@ -80,6 +82,7 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
         inputs.append(
             SafetyInput(text=context, response=reasoning, surface=Surface.RESPONSE, part=REASONING)
         )
+    inputs += _kwargs_inputs(ai, context)
     blocks = ai.content if isinstance(ai.content, list) else []
     for n, block in enumerate(blocks):
         if not isinstance(block, Mapping):
@@ -126,6 +129,30 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
     return inputs
 
 
+def _kwargs_inputs(ai: AIMessage, context: str) -> list[SafetyInput | FailedPart]:
+    """The inputs of what a provider put beside the content (:data:`SHOWN_KWARGS`): a
+    refusal's text, a legacy function call as a call, a spoken answer's transcript, and its
+    audio as an unverifiable part."""
+    extra = ai.additional_kwargs or {}
+    out: list[SafetyInput | FailedPart] = []
+    for key in SHOWN_KWARGS:
+        value = extra.get(key)
+        if not value:
+            continue
+        ref = PartRef(key)
+        said: str
+        if key == "function_call" and isinstance(value, Mapping):
+            said = tool_call_text({"name": value.get("name"), "args": value.get("arguments")})
+        elif key == "audio":
+            out.append(FailedPart(ref, UnverifiableMedia(RESPONSE_MEDIA)))
+            said = str(value.get("transcript") or "") if isinstance(value, Mapping) else ""
+        else:
+            said = value if isinstance(value, str) else other_block_text({"value": value})[0]
+        if said.strip():
+            out.append(SafetyInput(text=context, response=said, surface=Surface.RESPONSE, part=ref))
+    return out
+
+
 def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, Any]]:
     """What a reviewer is asked about an escalated response: each unsafe tool call, and the
     text when it is unsafe (or when no call is), with the reasoning and the other blocks
@@ -138,7 +165,8 @@ def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, 
         if ref in unsafe
     ]
     blocks = sorted({r.block for r in unsafe if r.source == "content" and r.block is not None})
-    if TEXT in unsafe or blocks or not requests:
+    beside = any(r.source in SHOWN_KWARGS for r in unsafe)
+    if TEXT in unsafe or blocks or beside or not requests:
         args: dict[str, Any] = {"text": preview(text_of(ai), shown(d, guard))}
         if REASONING in unsafe:
             args["reasoning"] = preview(reasoning_of(ai), shown(d, guard))
@@ -147,6 +175,9 @@ def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, 
         said = [other_block_text(b)[0] for b in found if isinstance(b, Mapping)]
         if any(said):  # what else the turn carries that was judged unsafe
             args["content"] = [preview(s, shown(d, guard)) for s in said if s]
+        for i in _kwargs_inputs(ai, ""):
+            if i.part in unsafe and isinstance(i, SafetyInput) and i.response:
+                args[i.part.source] = preview(i.response, shown(d, guard))
         requests.insert(0, {"name": "assistant_response", "args": args, "part": TEXT.label})
     return requests
 
@@ -194,7 +225,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
         return Outcome(decisions=[d])
     refusal = guard.messages_of(d).refusal
     if action is Action.BLOCK or (TEXT in unsafe and not ai.tool_calls):
-        blocked = without_reasoning(ai).model_copy(
+        blocked = without_kwargs(without_reasoning(ai)).model_copy(
             update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
         )
         return Outcome([blocked], end=True, decisions=[d])
@@ -202,6 +233,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
     # so; unsafe reasoning leaves the turn
     if REASONING in unsafe:
         ai = without_reasoning(ai)
+    ai = without_kwargs(ai, [r.source for r in unsafe if r.source in SHOWN_KWARGS])
     return _rebuild(ai, d, guard, drop=unsafe, text=refusal if TEXT in unsafe else None)
 
 
@@ -216,8 +248,8 @@ def _rebuild(
     reasons: Sequence[str] = (),
     answered: Mapping[PartRef, Mapping[str, Any]] | None = None,
 ) -> Outcome:
-    if text is not None:  # a new text: the old text's reasoning goes with it
-        ai = without_reasoning(ai)
+    if text is not None:  # a new text: the old text's reasoning and the rest go with it
+        ai = without_kwargs(without_reasoning(ai))
     kept: list[Any] = []
     dropped: list[str] = []
     answers: list[BaseMessage] = []
