@@ -64,6 +64,40 @@ def test_nemos_own_flows_on_our_engine(env) -> None:
     assert ask(r, "insult me") == NEMO_REFUSAL  # output check: parsed, not an internal error
 
 
+def _tool_turn(body: str) -> LLMRails:
+    """The shipped colang1 folder with tool calling on, as NeMo runs it (``passthrough``),
+    and a main LLM that asks for one call."""
+    from nemoguardrails.types import LLMResponse, ToolCall, ToolCallFunction
+
+    config = RailsConfig.from_path(str(CONFIGS / "colang1"))
+    config.passthrough = True
+    call = ToolCall(
+        id="c1", function=ToolCallFunction(name="send_email", arguments={"to": "bob", "body": body})
+    )
+    return LLMRails(config, llm=FakeLLMModel(llm_responses=[LLMResponse("", tool_calls=[call])]))
+
+
+@pytest.mark.parametrize("options", [None, {"log": {"activated_rails": True}}])
+def test_the_tool_calls_the_bot_asks_for_are_checked_before_the_caller_gets_them(
+    env, options
+) -> None:
+    import json
+
+    def turn(body: str) -> tuple[str, list | None]:
+        res = _tool_turn(body).generate(
+            messages=[{"role": "user", "content": "email bob"}], options=options
+        )
+        if options is None:
+            return res["content"], res.get("tool_calls")
+        return res.response[0]["content"], res.tool_calls
+
+    content, calls = turn("see you at 3")
+    assert content == "" and calls and calls[0]["function"]["arguments"]["body"] == "see you at 3"
+    content, calls = turn("you worthless idiot")
+    assert content == DEFAULT_REFUSAL and not calls
+    assert "idiot" not in json.dumps([content, calls])
+
+
 @pytest.mark.parametrize(
     ("answer", "shown"),
     [

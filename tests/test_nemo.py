@@ -362,6 +362,36 @@ def test_current_contract_is_rail_outcome_and_accepts_streaming_kwargs() -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("calls", "blocked"),
+    [
+        ([{"name": "send", "args": {"body": "see you at 3"}, "id": "c1"}], False),  # LangChain's
+        ([{"name": "send", "args": {"body": "you worthless idiot"}, "id": "c1"}], True),
+        (
+            [{"id": "c1", "function": {"name": "send", "arguments": '{"body": "you idiot"}'}}],
+            True,
+        ),  # OpenAI's, arguments as sent
+        ("not a list of calls", True),  # no verdict: on_error blocks
+        ([{"name": "send", "args": {}, "id": "c1"}, "a stray string"], True),
+        ([], False),
+    ],
+)
+def test_the_tool_output_action_checks_each_call_and_empties_the_turns_calls(calls, blocked):
+    sink = MemoryAuditSink()
+    gn.configure(Guard(ScriptedClassifier(), audit=sink))
+    events = [{"type": "BotToolCalls", "tool_calls": calls}]
+    res = asyncio.run(
+        gn.ACTIONS["guard_plugin_check_tool_output"](
+            tool_calls=calls, context={"user_message": "email bob"}, events=events
+        )
+    )
+    assert res.is_blocked is blocked
+    assert (events[0]["tool_calls"] == []) is (blocked or calls == [])
+    (event,) = sink.events
+    assert event.surface == "response"
+    assert (event.status == "error") is (blocked and "idiot" not in str(calls))
+
+
 # -- engine provider ----------------------------------------------------------------------------
 
 PROVIDER_YAML = """

@@ -1,7 +1,8 @@
 """NeMo Guardrails rail actions backed by the shared Guard.
 
-``guard_plugin_check_input``, ``guard_plugin_check_output`` and ``guard_plugin_check_tool_input``
-(Colang 2: ``GuardPluginCheckInputAction`` ...). What they return is chosen by feature, not
+``guard_plugin_check_input``, ``guard_plugin_check_output``, ``guard_plugin_check_tool_input``
+(a tool's result) and ``guard_plugin_check_tool_output`` (the tool calls the bot asks for;
+Colang 2: ``GuardPluginCheckInputAction`` ...). What they return is chosen by feature, not
 by version: a ``RailOutcome`` where NeMo has it (0.24: ``allow`` / ``block`` / ``transform``
 for rewrite, ``metadata["policy_violations"]``), else ``{"allowed", "policy_violations"}`` with
 an ``output_mapping`` (0.22 / 0.23). Each accepts ``**kwargs``, since streaming output rails
@@ -17,18 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from guard_plugin.check import Guard
 from guard_plugin.classifiers.registry import is_stand_in, spec_from_env
 from guard_plugin.decision import Decision
-from guard_plugin.media import content_text
+from guard_plugin.errors import MediaError
+from guard_plugin.media import FailedPart, content_text
 from guard_plugin.policy import PolicyStore, resolve_tenant
-from guard_plugin.types import Action, Surface
+from guard_plugin.prompting import SafetyInput
+from guard_plugin.types import Action, PartRef, Surface
 
 __all__ = [
     "ACTIONS",
@@ -37,6 +41,7 @@ __all__ = [
     "guard_plugin_check_input",
     "guard_plugin_check_output",
     "guard_plugin_check_tool_input",
+    "guard_plugin_check_tool_output",
     "make_actions",
     "tenant_var",
 ]
@@ -158,6 +163,60 @@ def _drop_thinking(events: list[Any] | None) -> None:
             return
 
 
+_NOT_CALLS = "the bot's tool calls are not a list of calls with a name (LangChain's or OpenAI's)"
+
+
+def _call_inputs(calls: Any, user: str) -> list[SafetyInput | FailedPart]:
+    """One response input per tool call, with the user turn as context; what is not a call
+    is no verdict (``on_error`` decides)."""
+    inputs: list[SafetyInput | FailedPart] = []
+    if not isinstance(calls, list):
+        return [FailedPart(PartRef("tool_calls"), MediaError(_NOT_CALLS))]
+    for n, call in enumerate(calls):
+        read = _call(call)
+        if read is None:
+            inputs.append(FailedPart(PartRef("tool_calls", n), MediaError(_NOT_CALLS)))
+            continue
+        name, said, call_id = read
+        inputs.append(
+            SafetyInput(
+                text=user,
+                response=said,
+                surface=Surface.RESPONSE,
+                tool_name=name,
+                part=PartRef.tool_call(call_id),
+            )
+        )
+    return inputs
+
+
+def _call(call: Any) -> tuple[str, str, str | None] | None:
+    """A tool call of a bot turn as (name, the call as text, id), in LangChain's shape
+    (``name`` / ``args``) or OpenAI's (``function.name`` / ``function.arguments``); None
+    for anything else."""
+    if not isinstance(call, Mapping):
+        return None
+    fn = call.get("function")
+    if not isinstance(fn, Mapping):
+        fn = {}
+    name = call.get("name") or fn.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    args = call.get("args", fn.get("arguments", {}))
+    said = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
+    call_id = call.get("id")
+    return name, f"Calling tool {name} with arguments {said}", str(call_id) if call_id else None
+
+
+def _drop_tool_calls(events: list[Any] | None) -> None:
+    """Empty the turn's ``BotToolCalls`` event, whose calls NeMo otherwise returns to the
+    caller even when a tool output rail stopped the turn."""
+    for event in reversed(events or []):
+        if isinstance(event, dict) and event.get("type") == "BotToolCalls":
+            event["tool_calls"] = []
+            return
+
+
 def _decorate(action: Callable[..., Any], legacy: bool, fn: Callable[..., Any], name: str) -> Any:
     params = inspect.signature(action).parameters
     if legacy and "output_mapping" in params:
@@ -166,7 +225,7 @@ def _decorate(action: Callable[..., Any], legacy: bool, fn: Callable[..., Any], 
 
 
 def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any]:
-    """Build the three actions for a NeMo with (``rail_outcome`` = the ``RailOutcome`` class)
+    """Build the actions for a NeMo with (``rail_outcome`` = the ``RailOutcome`` class)
     or without (``None``) the 0.24 return contract; ``action`` is NeMo's decorator."""
     legacy = rail_outcome is None
     target: dict[str, Any] = {}
@@ -230,8 +289,27 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
         )
         return result(d, guard, "tool")
 
+    async def check_tool_output(
+        tool_calls: Any = None,
+        context: dict[str, Any] | None = None,
+        events: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        guard = get_guard()
+        ctx = context or {}
+        calls = tool_calls if tool_calls is not None else ctx.get("tool_calls")
+        inputs = _call_inputs(calls, content_text(ctx.get("user_message", "")))
+        d = await guard.acheck(inputs, surface=Surface.RESPONSE, tenant=_tenant(ctx))
+        out = result(d, guard, "tool_output")  # a call cannot be rewritten: not allowed blocks
+        if _resolve(d, guard) is not Action.ALLOW:
+            _drop_tool_calls(events)  # NeMo returns the calls it saw unless they are gone
+        return out
+
     return {
         "guard_plugin_check_input": decorate(check_input, "guard_plugin_check_input"),
+        "guard_plugin_check_tool_output": decorate(
+            check_tool_output, "guard_plugin_check_tool_output"
+        ),
         "guard_plugin_check_output": decorate(check_output, "guard_plugin_check_output"),
         "guard_plugin_check_tool_input": decorate(
             check_tool_input, "guard_plugin_check_tool_input"
@@ -253,6 +331,7 @@ ACTIONS = _detect()
 guard_plugin_check_input = ACTIONS["guard_plugin_check_input"]
 guard_plugin_check_output = ACTIONS["guard_plugin_check_output"]
 guard_plugin_check_tool_input = ACTIONS["guard_plugin_check_tool_input"]
+guard_plugin_check_tool_output = ACTIONS["guard_plugin_check_tool_output"]
 
 
 #: NeMo's own output action, which ``content safety check output`` runs.
