@@ -91,6 +91,27 @@ def test_another_conversation_reuses_the_policy_header(pair: Any) -> None:
     assert on.stats["prefix_hits"] == hits + 1
 
 
+def test_one_tenants_checks_never_reuse_anothers_prompts(pair: Any) -> None:
+    """Kept prompts belong to a policy: a check under another policy (another tenant) with
+    the same header and the same words reuses nothing, so its speed says nothing about what
+    the other tenant checked; under its own policy it does reuse."""
+    on, off = pair
+    acme, globex = compile_policy(Policy(id="acme")), compile_policy(Policy(id="globex"))
+    text = "my account number is 4417 1234 5678 9113 and my pin is"
+    on.classify([build_request(SafetyInput(text=text + " 1234"), acme)])
+    hits = on.stats["prefix_hits"]
+    probe = build_request(SafetyInput(text=text + " 9999"), globex)
+    (a,) = on.classify([probe])
+    (b,) = off.classify([probe])
+    same(a, b)
+    assert on.stats["prefix_hits"] == hits  # nothing of acme's prompt was reused
+    # a batch of globex rows finds no acme prefix either; then globex's own is reused
+    batch = [build_request(SafetyInput(text=f"{text} {n}"), globex) for n in (1, 2)]
+    on.classify(batch)
+    on.classify([build_request(SafetyInput(text=text + " 7"), globex)])
+    assert on.stats["prefix_hits"] > hits
+
+
 def test_a_batch_wider_than_the_sliding_window_goes_whole_and_agrees(pair: Any) -> None:
     """Rows of a thousand tokens and more: past the tiny model's 1024-token window, the
     padding between prefix and rest would shift what a sliding layer sees."""

@@ -30,6 +30,10 @@ class ModelRequest:
     template_kwargs: Mapping[str, Any]
     max_new_tokens: int
     key: str
+    #: who may share model state computed for this request (a local backend's kept prompt
+    #: caches): the policy's fingerprint, so one tenant's checks never speed up, and so never
+    #: reveal by their timing, another's; empty where no policy is known
+    scope: str = ""
 
     @property
     def expects_response(self) -> bool:
@@ -85,6 +89,7 @@ def build_request(
         template_kwargs=kwargs,
         max_new_tokens=max_new,
         key=key,
+        scope=policy.fingerprint if policy is not None else "",
     )
 
 

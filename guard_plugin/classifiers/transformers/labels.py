@@ -96,10 +96,14 @@ class LabelReader:
             and "pixel_values" not in inputs
             and bool(mask.all())
         )
+        scopes = {r.scope for r in reqs}
+        scope = scopes.pop() if len(scopes) == 1 else None  # rows of several scopes share none
         if kept:  # one text row: start from a kept prompt's cache where one shares a prefix
-            logits, cache = self._prefill_one(ids, mask, positions)
+            logits, cache = self._prefill_one(ids, mask, positions, reqs[0].scope)
         else:
-            logits, cache, ids, mask, positions = self._prefill_batch(inputs, positions, max_new)
+            logits, cache, ids, mask, positions = self._prefill_batch(
+                inputs, positions, max_new, scope, reqs[0].scope
+            )
         n = len(reqs)
         results: list[ClassifierResult | None] = [None] * n
         texts = [USER_FIELD] * n
@@ -140,7 +144,7 @@ class LabelReader:
         self._categories(reqs, results, texts, (ids, mask, chosen, cache), max_new)
         if kept:
             assert self.prefix is not None
-            self.prefix.put(ids[0, : mask.shape[1]], cache)
+            self.prefix.put(ids[0, : mask.shape[1]], cache, reqs[0].scope)
         return [
             r
             if r is not None
@@ -149,32 +153,42 @@ class LabelReader:
         ]
 
     def _prefill_one(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, scope: str
     ) -> tuple[torch.Tensor, Any]:
         """The label pass of one unpadded row, feeding only the tokens after the longest
-        prefix it shares with a kept prompt (all of them when none does)."""
+        prefix it shares with a kept prompt of its scope (all of them when none does)."""
         assert self.prefix is not None
-        hit = self.prefix.take(ids[0])
+        hit = self.prefix.take(ids[0], scope)
         cache, start = hit if hit is not None else (self.prefix.new_cache(), 0)
         feed = {"input_ids": ids[:, start:], "attention_mask": mask}
         return self.decoder.forward(feed, positions[:, start:], cache)
 
-    def _prefill_batch(self, inputs: Any, positions: torch.Tensor, max_new: int) -> Any:
-        """The label pass of a batch: from a kept prefix every row shares where there is one,
-        else whole (then its first row's prompt is kept for the checks after it)."""
+    def _prefill_batch(
+        self,
+        inputs: Any,
+        positions: torch.Tensor,
+        max_new: int,
+        scope: str | None,
+        first_scope: str,
+    ) -> Any:
+        """The label pass of a batch: from a kept prefix every row shares where there is one
+        (of the rows' one ``scope``), else whole (then its first row's prompt is kept, under
+        ``first_scope``, for the checks after it)."""
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         text = "pixel_values" not in inputs
         if self.prefix is not None and text:
-            shared = self._prefill_shared(ids, mask, max_new)
+            shared = self._prefill_shared(ids, mask, max_new, scope)
             if shared is not None:
                 return shared
         fresh = self.prefix.new_cache() if self.prefix is not None else None
         logits, cache = self.decoder.forward(inputs, positions, fresh)
         if fresh is not None and text:
-            self._keep_first_row(ids, mask, cache)
+            self._keep_first_row(ids, mask, cache, first_scope)
         return logits, cache, ids, mask, positions
 
-    def _prefill_shared(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int) -> Any:
+    def _prefill_shared(
+        self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, scope: str | None
+    ) -> Any:
         """The label pass of a batch whose rows share a kept prompt's prefix: the prefix from
         its cache, each row's rest fed after it, left-padded to the longest (the padding then
         sits between prefix and rest, masked, with positions counting real tokens only).
@@ -184,7 +198,7 @@ class LabelReader:
         rows = [ids[i][mask[i].bool()] for i in range(ids.shape[0])]
         window = self._window()
         reserve = 1 + self.response_field_ids.shape[1] + max_new
-        hit = self.prefix.shared(rows, window - reserve if window else None)
+        hit = self.prefix.shared(rows, window - reserve if window else None, scope)
         if hit is None:
             return None
         cache, start = hit
@@ -214,7 +228,9 @@ class LabelReader:
             torch.cat([pos, new_pos], dim=1),
         )
 
-    def _keep_first_row(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any) -> None:
+    def _keep_first_row(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, scope: str
+    ) -> None:
         """Keep the first row's prompt cache (its padding cut off), so that the checks after
         this batch find the prefix it shares with them."""
         assert self.prefix is not None
@@ -227,7 +243,7 @@ class LabelReader:
             )
             for layer in cache.layers
         ]
-        self.prefix.put(ids[0, width - real :], self.prefix.new_cache_from(layers))
+        self.prefix.put(ids[0, width - real :], self.prefix.new_cache_from(layers), scope)
 
     def _window(self) -> int | None:
         config = self.decoder.lm.model.config

@@ -11,6 +11,10 @@ least recently used first, over ``max_bytes``. Only the batching worker's thread
 
 The caches keep every layer whole (a ``DynamicCache`` without the model's config), so a
 sliding-window layer can be cropped back too; attention still applies each layer's window.
+
+Each kept prompt belongs to a *scope* (the policy fingerprint of its request): a prompt reuses
+only a prompt of its own scope, so a check's speed says nothing about what another tenant
+checked (the timing side channel that shared prefix caches open between tenants).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class _Entry:
     ids: torch.Tensor  # the prompt's token ids (1-D, on the CPU)
     cache: Any
     nbytes: int
+    scope: str = ""
 
 
 class PrefixCache:
@@ -59,12 +64,12 @@ class PrefixCache:
         """A cache holding ``(keys, values)`` per layer."""
         return DynamicCache(layers)
 
-    def take(self, ids: torch.Tensor) -> tuple[Any, int] | None:
-        """The cache of the kept prompt sharing the longest prefix with ``ids`` (1-D),
-        cropped to that prefix, and its length; None when none shares ``min_tokens``. At
-        least one token of ``ids`` is always left to feed."""
+    def take(self, ids: torch.Tensor, scope: str = "") -> tuple[Any, int] | None:
+        """The cache of the kept prompt of ``scope`` sharing the longest prefix with ``ids``
+        (1-D), cropped to that prefix, and its length; None when none shares ``min_tokens``.
+        At least one token of ``ids`` is always left to feed."""
         cpu = ids.detach().to("cpu")
-        best, best_len = self._best(cpu, len(cpu) - 1)
+        best, best_len = self._best(cpu, len(cpu) - 1, scope)
         if best is None or best_len < self.min_tokens:
             self.prefilled_tokens += len(cpu)
             return None
@@ -78,9 +83,12 @@ class PrefixCache:
         self.prefilled_tokens += len(cpu) - best_len
         return e.cache, best_len
 
-    def shared(self, rows: list[torch.Tensor], max_width: int | None) -> tuple[Any, int] | None:
-        """For a batch: a new cache of the longest prefix every row shares with one kept
-        prompt, repeated for each row, and its length; the kept prompt stays as it is. None
+    def shared(
+        self, rows: list[torch.Tensor], max_width: int | None, scope: str | None = ""
+    ) -> tuple[Any, int] | None:
+        """For a batch whose rows are all of ``scope`` (None: they are not): a new cache of
+        the longest prefix every row shares with one kept prompt of that scope, repeated for
+        each row, and its length; the kept prompt stays as it is. None
         when that prefix is shorter than ``min_tokens``, or when the batch would pass
         ``max_width`` tokens (each row's suffix then sits after padding, and within a
         sliding window every layer attends to the whole row either way)."""
@@ -90,7 +98,7 @@ class PrefixCache:
         common = min(len(r) for r in rows) - 1
         for r in rows[1:]:
             common = min(common, _common(first, r.detach().to("cpu")))
-        best, best_len = self._best(first, common)
+        best, best_len = (None, 0) if scope is None else self._best(first, common, scope)
         width = max(len(r) for r in rows)  # the prefix, then each suffix padded to the longest
         if best is None or best_len < self.min_tokens or (max_width and width > max_width):
             self.prefilled_tokens += sum(len(r) for r in rows)
@@ -109,19 +117,21 @@ class PrefixCache:
         self.prefilled_tokens += sum(len(r) - best_len for r in rows)
         return DynamicCache(layers), best_len
 
-    def _best(self, ids: torch.Tensor, limit: int) -> tuple[int | None, int]:
-        """The kept prompt sharing the longest prefix with ``ids`` (at most ``limit``
-        tokens counted), and that length."""
+    def _best(self, ids: torch.Tensor, limit: int, scope: str) -> tuple[int | None, int]:
+        """The kept prompt of ``scope`` sharing the longest prefix with ``ids`` (at most
+        ``limit`` tokens counted), and that length."""
         best, best_len = None, 0
         for key, e in self._entries.items():
+            if e.scope != scope:
+                continue
             n = min(_common(ids, e.ids), limit)
             if n > best_len:
                 best, best_len = key, n
         return best, best_len
 
-    def put(self, ids: torch.Tensor, cache: Any) -> None:
-        """Keep ``cache`` as the cache of the prompt ``ids`` (cropped to it), evicting the
-        least recently used entries over the cap."""
+    def put(self, ids: torch.Tensor, cache: Any, scope: str = "") -> None:
+        """Keep ``cache`` as the cache of the prompt ``ids`` (cropped to it) for ``scope``,
+        evicting the least recently used entries over the cap."""
         if self.max_bytes <= 0 or not isinstance(cache, DynamicCache):
             return
         extra = cache.get_seq_length() - len(ids)
@@ -132,7 +142,7 @@ class PrefixCache:
         size = _nbytes(cache)
         if size > self.max_bytes:
             return
-        self._entries[self._next] = _Entry(ids.detach().to("cpu"), cache, size)
+        self._entries[self._next] = _Entry(ids.detach().to("cpu"), cache, size, scope)
         self._next += 1
         self.nbytes += size
         while self.nbytes > self.max_bytes and self._entries:
