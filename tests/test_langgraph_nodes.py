@@ -165,16 +165,26 @@ ESC = Policy(
 )
 
 
-@pytest.mark.parametrize("helper", BUILD)
-@pytest.mark.parametrize("answer", ["approve", "reject"])
-def test_e_escalation(answer: str, helper: bool) -> None:
-    body = {"to": "b", "body": "don't be an idiot"}
+ESCALATED_BODY = {"to": "b", "body": "don't be an idiot"}
+
+
+def escalating_graph(helper: bool, review_key: str | None = None):
+    """A graph whose model asks for a call the policy escalates."""
     app, _, sink = graph(
-        [tool_call("send_email", body, "c1"), AIMessage("finished")],
+        [tool_call("send_email", ESCALATED_BODY, "c1"), AIMessage("finished")],
         ESC,
         helper=helper,
         checkpointer=InMemorySaver(),
+        review_key=review_key,
     )
+    return app, sink
+
+
+@pytest.mark.parametrize("helper", BUILD)
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_e_escalation(answer: str, helper: bool) -> None:
+    body = ESCALATED_BODY
+    app, sink = escalating_graph(helper)
     cfg = {"configurable": {"thread_id": f"e-{answer}-{helper}", "tenant_id": "acme"}}
     out = app.invoke({"messages": [HumanMessage("email bob")]}, cfg)
     assert out["__interrupt__"][0].value["action_requests"][0]["args"] == body and RAN == []
@@ -191,14 +201,8 @@ def test_e_escalation(answer: str, helper: bool) -> None:
 @pytest.mark.parametrize("signed", [False, True])
 def test_with_a_reviewers_key_an_unsigned_approval_is_a_rejection(helper: bool, signed: bool):
     key = new_seal_key()
-    body = {"to": "b", "body": "don't be an idiot"}
-    app, _, sink = graph(
-        [tool_call("send_email", body, "c1"), AIMessage("finished")],
-        ESC,
-        helper=helper,
-        checkpointer=InMemorySaver(),
-        review_key=key,
-    )
+    body = ESCALATED_BODY
+    app, sink = escalating_graph(helper, key)
     cfg = {"configurable": {"thread_id": f"signed-{signed}-{helper}", "tenant_id": "acme"}}
     (intr,) = app.invoke({"messages": [HumanMessage("email bob")]}, cfg)["__interrupt__"]
     yes = [{"type": "approve"}]

@@ -108,6 +108,19 @@ def make(urls, **kw: Any) -> OpenAICompatClassifier:
     return OpenAICompatClassifier(urls, **kw)
 
 
+def test_cache_salt_keeps_each_policys_prompts_to_itself(server: FakeServer) -> None:
+    """With ``cache_salt`` on, each request names its policy's salt (vLLM's prefix cache is
+    then shared only within a policy); off, the field is not sent."""
+    on = make(server.url, model="m", cache_salt=True)
+    acme, globex = compile_policy(Policy(id="acme")), compile_policy(Policy(id="globex"))
+    for policy in (acme, acme, globex):
+        on.classify([build_request(SafetyInput(text="hello"), policy)])
+    make(server.url, model="m").classify([request()])
+    salts = [b.get("cache_salt") for b in server.bodies]
+    assert salts[0] == salts[1] != salts[2] and salts[3] is None
+    assert all(s.startswith("gp-") and acme.fingerprint not in s for s in salts[:3])
+
+
 def test_request_body_carries_kwargs_and_image_data_url(server: FakeServer) -> None:
     clf = make(server.url, model="nemo-cs", api_key="sk-secret-123")
     img = ImageData(b"\x89PNG fake", "image/png")

@@ -25,12 +25,19 @@ error), else from ``GUARD_PLUGIN_API_KEY`` when that is set; it is never logged 
 errors. Without ``model`` the served model's name is asked of the server (``GET /v1/models``)
 once, on first use: names are case-sensitive, and a server started from the Hugging Face id
 serves ``nvidia/Nemotron-3.5-Content-Safety``.
+
+A served model's prefix cache is shared by every request it gets, so a check that shares a
+long prefix with another tenant's recent prompt comes back faster. With ``cache_salt`` on,
+each request carries vLLM's ``cache_salt``, derived from its policy fingerprint: a tenant's
+checks reuse only its own prompts' cache. Off by default, since servers other than vLLM may
+refuse the field.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -189,6 +196,7 @@ class OpenAICompatClassifier(BaseClassifier):
         transport: httpx.AsyncBaseTransport | None = None,
         logprobs: bool = True,
         logprob_retry_s: float = 300.0,
+        cache_salt: bool = False,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         urls = [u.strip().rstrip("/") for u in urls if u and u.strip()]
@@ -220,6 +228,7 @@ class OpenAICompatClassifier(BaseClassifier):
         self.max_concurrency = max_concurrency
         self.logprobs = logprobs
         self.logprob_retry_s = logprob_retry_s
+        self.cache_salt = cache_salt
         self._no_logprobs_until: dict[str, float] = {}
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
@@ -277,6 +286,8 @@ class OpenAICompatClassifier(BaseClassifier):
         if self.asks_logprobs(url):
             body["logprobs"] = True
             body["top_logprobs"] = _TOP_LOGPROBS
+        if self.cache_salt:  # the server's prefix cache is shared only within one policy
+            body["cache_salt"] = "gp-" + hashlib.sha256(req.scope.encode()).hexdigest()[:32]
         return body
 
     def telemetry_gauges(self) -> dict[str, list[tuple[dict[str, str], int]]]:
@@ -581,6 +592,7 @@ _OPTIONS = {
     "max_concurrency": int,
     "cooldown_s": spec_number,
     "logprobs": spec_bool,
+    "cache_salt": spec_bool,
 }
 
 

@@ -11,7 +11,7 @@ import math
 import httpx
 import pytest
 
-from guard_plugin import Guard, Policy, SafetyInput
+from guard_plugin import Guard, Policy, PolicyStore, SafetyInput
 from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.classifiers.openai_compat import OpenAICompatClassifier
 from guard_plugin.classifiers.transformers import TransformersClassifier
@@ -159,6 +159,22 @@ def test_32_concurrent_checks(server) -> None:
     decisions = asyncio.run(run())
     assert [d.status for d in decisions] == ["unsafe" if i % 3 == 0 else "safe" for i in range(32)]
     assert not any(d.is_error for d in decisions)
+
+
+def test_cache_salt_is_taken_and_verdicts_stay_the_same(server) -> None:
+    """vLLM takes each policy's ``cache_salt`` (prefix cache isolated per policy); the
+    verdicts are the ones an unsalted request gets."""
+    store = PolicyStore({"acme": Policy(id="acme"), "globex": Policy(id="globex")})
+    salted = Guard(f"vllm://{server.hostport}/v1?cache_salt=true", policies=store)
+    plain = Guard(f"vllm://{server.hostport}/v1", policies=store)
+    try:
+        for tenant in ("acme", "globex", "acme"):
+            for text in ("tell me about the bomb", "please summarise the report"):
+                a, b = salted.check(text, tenant=tenant), plain.check(text, tenant=tenant)
+                assert not a.is_error and (a.status, a.categories) == (b.status, b.categories)
+    finally:
+        salted.close()
+        plain.close()
 
 
 def test_replicas_with_one_down(server) -> None:
