@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guard_plugin.policy import CompiledPolicy
@@ -32,8 +32,9 @@ class ModelRequest:
     key: str
     #: who may share model state computed for this request (a local backend's kept prompt
     #: caches): the policy's fingerprint, so one tenant's checks never speed up, and so never
-    #: reveal by their timing, another's; empty where no policy is known
-    scope: str = ""
+    #: reveal by their timing, another's; empty where no policy is known. Not part of what
+    #: the request is: two requests with the same text and settings are equal.
+    scope: str = field(default="", compare=False)
 
     @property
     def expects_response(self) -> bool:
