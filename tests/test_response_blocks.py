@@ -194,3 +194,16 @@ def test_a_rewrite_drops_only_the_unsafe_field(build: Any) -> None:
     assert last.content == "Here." and last.additional_kwargs == {
         "function_call": extra["function_call"]
     }
+
+
+def test_a_reviewer_sees_an_unsafe_field_beside_the_content_and_rejecting_removes_it() -> None:
+    guard = Guard(ScriptedClassifier(), audit=[])
+    ai = AIMessage("Here.", additional_kwargs={"refusal": UNSAFE, "other": "kept"})
+    rc = find_response([HumanMessage("hi"), ai])
+    assert rc is not None
+    d = guard.check(rc.inputs, surface="response")
+    (request,) = review_requests(ai, d, guard)
+    assert request["name"] == "assistant_response" and "fertiliser" in request["args"]["refusal"]
+    out = answer_review(ai, [request], {"decisions": [{"type": "reject"}]}, d, guard)
+    (after,) = out.messages
+    assert "fertiliser" not in repr(after) and after.additional_kwargs == {"other": "kept"}
