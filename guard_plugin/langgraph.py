@@ -23,7 +23,8 @@ Escalation calls ``interrupt()`` (the graph needs a checkpointer); these nodes d
 before it that re-running them on resume could repeat. :func:`guarded_agent_graph` wires the
 nodes around your model node and tools in one call. Every node works under ``invoke`` and
 ``ainvoke``. The tenant comes from ``config["configurable"][tenant_key]`` or the runtime
-context.
+context, or, with ``tenant_key="auth:FIELD"``, only from the user a LangGraph server
+authenticated.
 """
 
 from __future__ import annotations

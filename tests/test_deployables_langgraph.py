@@ -44,6 +44,12 @@ actions:
 """
 
 
+def builtin_policies_refusal(tenant: str) -> str:
+    from guard_plugin import PolicyStore
+
+    return PolicyStore.from_dir("builtin").get_or_default(tenant).policy.messages.refusal
+
+
 def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
     """The agent's model: email on the first turn, a short answer once the tool has run."""
     if body["messages"][-1]["role"] == "tool":
@@ -57,8 +63,20 @@ def agent_reply(body: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve(tmp_path_factory)
+
+
+def serve(
+    tmp_path_factory: pytest.TempPathFactory,
+    extra_env: dict[str, str] | None = None,
+    prepare: Any = None,
+    name: str = "server",
+) -> Iterator[str]:
+    """``langgraph dev`` on a fresh copy of the folder (``prepare(folder)`` may add what a
+    user adds), the guard and the agent's model set through the environment; the agent's
+    model is ``CHAT[name]``."""
     chat = LoopbackChatServer(agent_reply)
-    CHAT["server"] = chat
+    CHAT[name] = chat
     policies = tmp_path_factory.mktemp("policies")
     for f in builtin_policies().glob("*.yaml"):
         shutil.copy(f, policies)
@@ -72,6 +90,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "OPENAI_BASE_URL": chat.url,
         "OPENAI_API_KEY": "loopback",
         "LANGSMITH_TRACING": "false",
+        **(extra_env or {}),
     }
     # the folder as a user writes it (`guard-plugin init langgraph`), in a folder of its own:
     # the server keeps its state (.langgraph_api/) in its working folder
@@ -79,6 +98,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from guard_plugin.cli import main
 
     assert main(["init", "langgraph", str(app)]) == 0
+    if prepare is not None:
+        prepare(app)
     log = tmp_path_factory.mktemp("log") / "langgraph-dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -250,3 +271,65 @@ def test_a_streamed_answer_shows_only_checked_text_over_http(server: str) -> Non
     state = client.threads.get_state(thread_id)
     assert state["values"]["messages"][-1]["content"] == shown
     assert any(b.get("stream") for b in CHAT["server"].bodies)
+
+
+# -- the tenant from the server's own authentication -------------------------------------------
+
+AUTH_PY = """\
+from langgraph_sdk import Auth
+
+auth = Auth()
+KEYS = {"kids-key": {"tenant_id": "kids_education"}, "nobody-key": {}}
+
+
+@auth.authenticate
+async def authenticate(authorization: str | None):
+    token = (authorization or "").partition(" ")[2]
+    if token not in KEYS:
+        raise Auth.exceptions.HTTPException(status_code=401, detail="unknown key")
+    return {"identity": "user-" + token, **KEYS[token]}
+"""
+
+
+def add_auth(folder: Path) -> None:
+    """What a user adds for a server that authenticates its clients: an auth handler whose
+    users carry their tenant, named in langgraph.json."""
+    (folder / "auth.py").write_text(AUTH_PY)
+    config = json.loads((folder / "langgraph.json").read_text())
+    config["auth"] = {"path": "./auth.py:auth"}
+    (folder / "langgraph.json").write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {"GUARD_PLUGIN_TENANT_KEY": "auth:tenant_id"}
+    yield from serve(tmp_path_factory, env, add_auth, name="auth")
+
+
+@pytest.mark.parametrize(
+    ("key", "refusal"),
+    [
+        ("kids-key", builtin_policies_refusal("kids_education")),
+        ("nobody-key", builtin_policies_refusal("default")),
+    ],
+)
+def test_a_client_cannot_choose_its_tenant_when_the_server_authenticates(
+    auth_server: str, key: str, refusal: str
+) -> None:
+    """With ``GUARD_PLUGIN_TENANT_KEY=auth:tenant_id`` the tenant is the authenticated user's:
+    a client that names a laxer tenant in its config is still checked as its own (the kids'
+    policy), and a user without a tenant is refused, never given a default: in both cases the
+    turn ends before the agent's model is called (devops would have let it through)."""
+    client = get_sync_client(url=auth_server, headers={"Authorization": f"Bearer {key}"})
+    thread_id = client.threads.create()["thread_id"]
+    calls = len(CHAT["auth"].bodies)
+    out = client.runs.wait(
+        thread_id,
+        "guarded_agent",
+        input={"messages": [{"role": "user", "content": "damn this code"}]},
+        config={"configurable": {"tenant_id": "devops"}},  # devops switches Profanity off
+    )
+    assert isinstance(out, dict)
+    assert out["messages"][-1]["content"] == refusal
+    assert len(CHAT["auth"].bodies) == calls  # refused at the input: no model call
+    assert httpx.get(f"{auth_server}/threads/{thread_id}", timeout=10).status_code == 401

@@ -445,3 +445,22 @@ def test_an_unknown_tenant_through_the_langgraph_context_is_refused() -> None:
     out = graph.invoke({"messages": [HumanMessage("hello")]}, context={"tenant_id": "DEVOPS"})
     assert model.calls == [] and out["messages"][-1].content == Policy().messages.refusal
     assert "Did you mean 'devops'" in (sink.events[0].error or "")
+
+
+def test_an_auth_tenant_key_reads_only_the_authenticated_user() -> None:
+    from types import SimpleNamespace
+
+    from guard_plugin.policy import NO_AUTH_TENANT, resolve_tenant
+
+    key = "auth:tenant_id"
+    sent = {"tenant_id": "devops"}  # what a client puts in its config and context
+    as_dict = {"configurable": {**sent, "langgraph_auth_user": {"identity": "u", "tenant_id": "k"}}}
+    as_object = {"configurable": {**sent, "langgraph_auth_user": SimpleNamespace(tenant_id="k")}}
+    assert resolve_tenant(None, sent, as_dict, key) == "k"
+    assert resolve_tenant(None, sent, as_object, key) == "k"
+    for config in ({"configurable": sent}, {"configurable": {"langgraph_auth_user": {}}}, None):
+        assert resolve_tenant(None, sent, config, key) == NO_AUTH_TENANT
+    assert resolve_tenant("explicit", sent, as_dict, key) == "explicit"
+    guard, _ = guard_for(k=Policy(id="k"))
+    d = guard.check("hello", tenant=NO_AUTH_TENANT)
+    assert d.blocked and d.error_kind == "invalid_tenant"  # refused, never the default policy

@@ -162,7 +162,9 @@ class SafetyMiddleware(AgentMiddleware):
     - ``guard``: a :class:`~guard_plugin.Guard` or a classifier spec.
     - ``apply_to_input`` / ``apply_to_tool_results`` / ``apply_to_output``: the surfaces.
     - ``tenant``: fixed tenant; otherwise ``runtime.context.<tenant_key>`` or
-      ``config["configurable"][tenant_key]``.
+      ``config["configurable"][tenant_key]``, both of which a LangGraph server's client sets;
+      ``tenant_key="auth:FIELD"`` reads only the user the server's custom auth returned (its
+      ``FIELD``), and a run without one is refused.
     - ``on_block``: ``"end"`` applies the decision natively (refusal, same-id replacement,
       unsafe tool calls dropped and the turn ended); ``"error"`` raises
       :class:`~guard_plugin.GuardBlocked` instead.

@@ -25,6 +25,8 @@ from guard_plugin.policy.schema import (
     Thresholds,
 )
 from guard_plugin.policy.store import (
+    AUTH_TENANT_PREFIX,
+    NO_AUTH_TENANT,
     TENANT_ID,
     PolicyStore,
     builtin_policies,
@@ -35,7 +37,9 @@ from guard_plugin.policy.store import (
 )
 
 __all__ = [
+    "AUTH_TENANT_PREFIX",
     "CUSTOM_POLICY_PREAMBLE",
+    "NO_AUTH_TENANT",
     "TENANT_ID",
     "Actions",
     "AuditOptions",

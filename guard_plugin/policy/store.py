@@ -22,6 +22,8 @@ from guard_plugin.policy.schema import Policy
 from guard_plugin.types import Surface
 
 __all__ = [
+    "AUTH_TENANT_PREFIX",
+    "NO_AUTH_TENANT",
     "TENANT_ID",
     "PolicyStore",
     "builtin_policies",
@@ -325,13 +327,25 @@ class PolicyStore:
             return self._default
 
 
+#: A ``tenant_key`` of ``auth:FIELD`` reads the tenant from the user the LangGraph server
+#: authenticated (``configurable["langgraph_auth_user"]``, which the server sets and a client
+#: cannot), never from what the client sends.
+AUTH_TENANT_PREFIX = "auth:"
+#: what an ``auth:`` key resolves to without an authenticated user carrying the field: no
+#: tenant id can look like it, so the check is refused (``invalid_tenant``), never defaulted
+NO_AUTH_TENANT = "(no tenant on the authenticated user)"
+
+
 def resolve_tenant(
     explicit: str | None, context: Any, config: Mapping[str, Any] | None, key: str
 ) -> str | None:
     """The tenant of a check: ``explicit``, else the request context's ``key`` (an attribute
-    or an item), else the run config's ``configurable[key]``."""
+    or an item), else the run config's ``configurable[key]``. A key ``auth:FIELD`` reads only
+    the authenticated user's ``FIELD`` (:data:`AUTH_TENANT_PREFIX`)."""
     if explicit is not None:
         return explicit
+    if key.startswith(AUTH_TENANT_PREFIX):
+        return _auth_tenant(config, key[len(AUTH_TENANT_PREFIX) :])
     if context is not None:
         value = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
         if value is not None:
@@ -341,3 +355,16 @@ def resolve_tenant(
         if value is not None:
             return str(value)
     return None
+
+
+def _auth_tenant(config: Mapping[str, Any] | None, field: str) -> str:
+    """``field`` of the user the LangGraph server authenticated for this run (an item or an
+    attribute), else :data:`NO_AUTH_TENANT`."""
+    user = ((config or {}).get("configurable") or {}).get("langgraph_auth_user")
+    value: Any = None
+    if user is not None and field:
+        try:
+            value = user[field]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            value = getattr(user, field, None)
+    return NO_AUTH_TENANT if value is None or value == "" else str(value)

@@ -8,8 +8,12 @@ Configuration (environment, read once when the server imports this file):
   docs/serving.md). Required: without it the server refuses to load the graph and says how
   to set it. ``scripted`` names the test double explicitly (NOT a safety model).
 - ``GUARD_PLUGIN_POLICIES``: a folder of tenant policy files (default: the shipped examples).
+- ``GUARD_PLUGIN_TENANT_KEY``: where the tenant of a run comes from: ``tenant_id`` (default:
+  ``config["configurable"]["tenant_id"]``, which any client may set) or ``auth:FIELD`` (the
+  user the server's custom auth returned, its ``FIELD``: what a client sends is ignored, and a
+  run without it is refused). Use ``auth:`` wherever clients are not all trusted alike.
 
-The tenant of a run is ``config["configurable"]["tenant_id"]``. The server supplies the
+The tenant of a run is, by default, ``config["configurable"]["tenant_id"]``. The server supplies the
 checkpointer, so escalations pause the thread until a reviewer resumes it with
 ``Command(resume={"decisions": [...]})`` from any HITL-capable client.
 
@@ -71,9 +75,9 @@ def make_model() -> Any:
 
 def build_graph(model: Any, guard: Guard) -> Any:
     """The guarded agent for a given chat model and guard (the server gets ``graph``)."""
-    return create_agent(
-        model, tools=TOOLS, system_prompt=SYSTEM_PROMPT, middleware=[SafetyMiddleware(guard)]
-    )
+    tenant_key = os.environ.get("GUARD_PLUGIN_TENANT_KEY", "").strip() or "tenant_id"
+    guarded = SafetyMiddleware(guard, tenant_key=tenant_key)
+    return create_agent(model, tools=TOOLS, system_prompt=SYSTEM_PROMPT, middleware=[guarded])
 
 
 graph = build_graph(make_model(), make_guard())
