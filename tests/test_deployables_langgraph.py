@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -275,26 +276,18 @@ def test_a_streamed_answer_shows_only_checked_text_over_http(server: str) -> Non
 
 # -- the tenant from the server's own authentication -------------------------------------------
 
-AUTH_PY = """\
-from langgraph_sdk import Auth
 
-auth = Auth()
-KEYS = {"kids-key": {"tenant_id": "kids_education"}, "nobody-key": {}}
-
-
-@auth.authenticate
-async def authenticate(authorization: str | None):
-    token = (authorization or "").partition(" ")[2]
-    if token not in KEYS:
-        raise Auth.exceptions.HTTPException(status_code=401, detail="unknown key")
-    return {"identity": "user-" + token, **KEYS[token]}
-"""
+def readme_auth() -> str:
+    """The folder README's ``auth.py``, as printed, with one more user who has no tenant."""
+    readme = (APP / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "Auth()" in b]
+    return code + '\nTENANT_OF_KEY["nobody-key"] = None\n'
 
 
 def add_auth(folder: Path) -> None:
-    """What a user adds for a server that authenticates its clients: an auth handler whose
-    users carry their tenant, named in langgraph.json."""
-    (folder / "auth.py").write_text(AUTH_PY)
+    """What the folder's README tells a user to add for a server that authenticates its
+    clients: an auth handler whose users carry their tenant, named in langgraph.json."""
+    (folder / "auth.py").write_text(readme_auth())
     config = json.loads((folder / "langgraph.json").read_text())
     config["auth"] = {"path": "./auth.py:auth"}
     (folder / "langgraph.json").write_text(json.dumps(config))
@@ -309,7 +302,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.mark.parametrize(
     ("key", "refusal"),
     [
-        ("kids-key", builtin_policies_refusal("kids_education")),
+        ("key-of-school-42", builtin_policies_refusal("kids_education")),
         ("nobody-key", builtin_policies_refusal("default")),
     ],
 )
