@@ -5,6 +5,7 @@ the next model call like the text, so each is checked as a part of the response.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -164,7 +165,7 @@ def test_what_a_provider_puts_beside_the_content_is_checked(
     seen, last = everything(app, mode)
     assert "fertiliser" not in seen
     assert str(last.content).endswith(REFUSAL)
-    assert not set(last.additional_kwargs) & {"refusal", "function_call", "audio"}
+    assert not set(last.additional_kwargs) & {"refusal", "function_call", "audio", "tool_calls"}
 
 
 @ADAPTERS
@@ -207,3 +208,43 @@ def test_a_reviewer_sees_an_unsafe_field_beside_the_content_and_rejecting_remove
     out = answer_review(ai, [request], {"decisions": [{"type": "reject"}]}, d, guard)
     (after,) = out.messages
     assert "fertiliser" not in repr(after) and after.additional_kwargs == {"other": "kept"}
+
+
+RAW_CALL = {"id": "c1", "type": "function", "function": {"name": "post", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("parsed", [True, False])
+def test_raw_tool_calls_never_outlive_a_blocked_turn(parsed: bool) -> None:
+    """A turn whose raw (OpenAI-shaped) calls sit in ``additional_kwargs``: LangChain parses
+    them into ``tool_calls``, and langchain-openai sends the raw ones back to the model when
+    ``tool_calls`` is empty. A blocked turn keeps neither; raw calls LangChain did not parse
+    (a turn built with empty ``tool_calls``) are checked as calls."""
+    from langchain_openai.chat_models.base import _convert_message_to_dict
+
+    unsafe = {**RAW_CALL, "function": {"name": "post", "arguments": f'{{"t": "{UNSAFE}"}}'}}
+    ai = AIMessage("On it.", additional_kwargs={"tool_calls": [unsafe]})
+    if not parsed:
+        ai = ai.model_copy(update={"tool_calls": []})
+    assert bool(ai.tool_calls) is parsed
+    guard = Guard(ScriptedClassifier(), audit=[])
+    rc = find_response([HumanMessage("hi"), ai])
+    assert rc is not None
+    d = guard.check(rc.inputs, surface="response")
+    assert d.blocked
+    (after,) = apply_response(rc, d, guard=guard, escalate=False).messages
+    sent = _convert_message_to_dict(after)
+    assert "fertiliser" not in json.dumps(sent) and "fertiliser" not in repr(after)
+
+
+def test_a_rewrite_that_drops_a_call_drops_its_raw_copy() -> None:
+    from langchain_openai.chat_models.base import _convert_message_to_dict
+
+    unsafe = {**RAW_CALL, "function": {"name": "post", "arguments": f'{{"t": "{UNSAFE}"}}'}}
+    ai = AIMessage("On it.", additional_kwargs={"tool_calls": [unsafe]})
+    guard = Guard(ScriptedClassifier(), policies=Policy(actions={"response": "rewrite"}), audit=[])
+    rc = find_response([HumanMessage("hi"), ai])
+    assert rc is not None
+    d = guard.check(rc.inputs, surface="response")
+    (after, *_) = apply_response(rc, d, guard=guard, escalate=False).messages
+    assert after.tool_calls == [] and "tool_calls" not in after.additional_kwargs
+    assert "fertiliser" not in json.dumps(_convert_message_to_dict(after))

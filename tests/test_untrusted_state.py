@@ -249,6 +249,30 @@ def test_caller_tool_results_and_assistant_turns_are_checked_at_any_position(ada
 
 
 @pytest.mark.parametrize("adapter", ["middleware", "graph"])
+@pytest.mark.parametrize("action", ["block", "rewrite"])
+def test_an_earlier_answers_server_tool_result_is_checked_before_the_model_reads_it(
+    adapter: str, action: str
+) -> None:
+    """A caller's earlier assistant turn carrying a provider's server tool result: checked
+    as part of that turn; unsafe, it never reaches the model (a rewrite keeps the turn's text
+    and puts the redaction in the block's place)."""
+    guard, _ = guard_for(t=Policy(id="t", actions={"response": action}))
+    build = agent_for if adapter == "middleware" else graph_for
+    runnable, model = build(guard, [AIMessage("Noted.")])
+    found = {"type": "server_tool_result", "tool_call_id": "s1", "output": UNSAFE}
+    history = [
+        HumanMessage("search the news", id="u1"),
+        AIMessage([{"type": "text", "text": "Here is what I found."}, found], id="a1"),
+        HumanMessage("thanks, and the weather?", id="u2"),
+    ]
+    out = runnable.invoke({"messages": history}, {"configurable": {"tenant_id": "t"}})
+    assert len(model.calls) == 1 and UNSAFE not in dump(model.calls)
+    assert UNSAFE not in dump(out["messages"])
+    if action == "rewrite":
+        assert "Here is what I found." in dump(model.calls)
+
+
+@pytest.mark.parametrize("adapter", ["middleware", "graph"])
 def test_safe_history_is_checked_once_per_thread_and_then_remembered(adapter: str) -> None:
     guard, sink = guard_for()
     build = agent_for if adapter == "middleware" else graph_for

@@ -41,8 +41,9 @@ M = TypeVar("M", bound=BaseMessage)
 REASONING_KWARGS = ("reasoning_content", "reasoning", "thinking")
 #: what else providers put in ``additional_kwargs`` that a user may be shown or a model may
 #: read back: a refusal's text, a legacy function call, a spoken answer (its audio and
-#: transcript)
-SHOWN_KWARGS = ("refusal", "function_call", "audio")
+#: transcript), and raw tool calls (which langchain-openai sends back to the model in place
+#: of a turn's ``tool_calls`` when those are empty)
+SHOWN_KWARGS = ("refusal", "function_call", "audio", "tool_calls")
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Check, without_reasoning
+from guard_plugin.lc_messages.base import Check, without_kwargs, without_reasoning
 from guard_plugin.lc_messages.held import Decided
-from guard_plugin.lc_messages.responses import response_inputs
+from guard_plugin.lc_messages.responses import response_inputs, without_parts
 from guard_plugin.lc_messages.run import check_args
 from guard_plugin.lc_messages.tools import apply_tool_result, tool_check_args
-from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
+from guard_plugin.types import TEXT, Action, PartRef, Surface
 
 __all__ = ["HistoryItem", "apply_history", "find_history"]
 
@@ -102,8 +102,10 @@ def apply_history(
                 for c in m.tool_calls
             ]
             text_goes = whole or TEXT in unsafe
-            if text_goes or REASONING in unsafe:
-                m = without_reasoning(m)
+            if text_goes:  # the refusal in its place: nothing of the turn beside it stays
+                m = without_kwargs(without_reasoning(m))
+            else:  # unsafe blocks, reasoning and provider fields go; the rest stays
+                m = without_kwargs(without_parts(m, unsafe, d, guard), ["tool_calls"])
             content = messages.refusal if text_goes else m.content
             updates.append(
                 m.model_copy(

@@ -40,6 +40,7 @@ __all__ = [
     "find_response",
     "response_inputs",
     "review_requests",
+    "without_parts",
 ]
 
 
@@ -131,18 +132,22 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
 
 def _kwargs_inputs(ai: AIMessage, context: str) -> list[SafetyInput | FailedPart]:
     """The inputs of what a provider put beside the content (:data:`SHOWN_KWARGS`): a
-    refusal's text, a legacy function call as a call, a spoken answer's transcript, and its
-    audio as an unverifiable part."""
+    refusal's text, a legacy function call and raw tool calls as calls, a spoken answer's
+    transcript, and its audio as an unverifiable part."""
     extra = ai.additional_kwargs or {}
     out: list[SafetyInput | FailedPart] = []
     for key in SHOWN_KWARGS:
         value = extra.get(key)
         if not value:
             continue
+        if key == "tool_calls" and (ai.tool_calls or ai.invalid_tool_calls):
+            continue  # LangChain parsed them into the turn's calls, which are checked
         ref = PartRef(key)
         said: str
         if key == "function_call" and isinstance(value, Mapping):
             said = tool_call_text({"name": value.get("name"), "args": value.get("arguments")})
+        elif key == "tool_calls" and isinstance(value, list):
+            said = "\n".join(_raw_call_text(c) for c in value)
         elif key == "audio":
             out.append(FailedPart(ref, UnverifiableMedia(RESPONSE_MEDIA)))
             said = str(value.get("transcript") or "") if isinstance(value, Mapping) else ""
@@ -151,6 +156,14 @@ def _kwargs_inputs(ai: AIMessage, context: str) -> list[SafetyInput | FailedPart
         if said.strip():
             out.append(SafetyInput(text=context, response=said, surface=Surface.RESPONSE, part=ref))
     return out
+
+
+def _raw_call_text(call: Any) -> str:
+    """A raw (OpenAI-shaped) tool call as a call, or its strings where it has no function."""
+    fn = call.get("function") if isinstance(call, Mapping) else None
+    if isinstance(fn, Mapping):
+        return tool_call_text({"name": fn.get("name"), "args": fn.get("arguments")})
+    return other_block_text({"value": call})[0]
 
 
 def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, Any]]:
@@ -231,9 +244,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
         return Outcome([blocked], end=True, decisions=[d])
     # rewrite: unsafe calls are dropped (their arguments leave the state) and the text says
     # so; unsafe reasoning leaves the turn
-    if REASONING in unsafe:
-        ai = without_reasoning(ai)
-    ai = without_kwargs(ai, [r.source for r in unsafe if r.source in SHOWN_KWARGS])
+    ai = without_parts(ai, unsafe, d, guard)
     return _rebuild(ai, d, guard, drop=unsafe, text=refusal if TEXT in unsafe else None)
 
 
@@ -273,6 +284,9 @@ def _rebuild(
         else:
             kept.append(call)
     content: Any = text if text is not None else _without_blocks(ai.content, drop, d, guard)
+    # raw copies of the calls would outlive a change to them (and stand in for them, sent back
+    # to the model, once none is left)
+    ai = without_kwargs(ai, ["tool_calls"])
     if dropped:
         calls = ", ".join(dropped)
         why = "".join(f" {r}" for r in reasons)
@@ -282,6 +296,17 @@ def _rebuild(
         content = f"{body}\n{note}" if body and body.strip() else note
     new = ai.model_copy(update={"content": content, "tool_calls": kept, "invalid_tool_calls": []})
     return Outcome([new, *answers], end=not kept, decisions=[d])
+
+
+def without_parts(ai: AIMessage, unsafe: set[PartRef], d: Decision, guard: Guard) -> AIMessage:
+    """``ai`` without what beside its text and tool calls was judged ``unsafe``: its reasoning,
+    the provider fields of :data:`SHOWN_KWARGS`, and content blocks (the redaction in each
+    one's place)."""
+    if REASONING in unsafe:
+        ai = without_reasoning(ai)
+    ai = without_kwargs(ai, [r.source for r in unsafe if r.source in SHOWN_KWARGS])
+    content = _without_blocks(ai.content, unsafe, d, guard)
+    return ai if content is ai.content else ai.model_copy(update={"content": content})
 
 
 def _without_blocks(content: Any, drop: set[PartRef], d: Decision, guard: Guard) -> Any:
