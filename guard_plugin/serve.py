@@ -34,6 +34,7 @@ from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.errors import ConfigError, UnknownTenantError
 from guard_plugin.media import content_text
+from guard_plugin.media.formats import call_text, read_call
 from guard_plugin.policy import check_tenant_id
 from guard_plugin.types import Action, Surface
 
@@ -134,12 +135,12 @@ def _answer(message: Mapping[str, Any]) -> Any:
         raise _Refused(400, "'tool_calls' is a list", "invalid_request_error")
     said = []
     for call in calls:
-        fn = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(fn, Mapping):
+        read = read_call(call)
+        if read is None or not isinstance(call.get("function"), Mapping):
             raise _Refused(
                 400, "each tool call has a 'function' with a name", "invalid_request_error"
             )
-        said.append(f"Calling tool {fn.get('name')} with arguments {fn.get('arguments')}")
+        said.append(call_text(*read[:2]))
     if not said:
         return content if content is not None else ""
     if isinstance(content, list):

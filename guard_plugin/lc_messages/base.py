@@ -4,7 +4,6 @@ the policy a decision was made under."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,6 +13,7 @@ from langchain_core.messages import BaseMessage
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
 from guard_plugin.media import content_text
+from guard_plugin.media.formats import call_text
 from guard_plugin.media.formats.text import REASONING_TYPES, reasoning_text
 from guard_plugin.types import Action
 
@@ -31,6 +31,7 @@ __all__ = [
     "shown",
     "text_of",
     "tool_call_text",
+    "without_extras",
     "without_kwargs",
     "without_reasoning",
 ]
@@ -108,17 +109,13 @@ def reasoning_of(msg: BaseMessage | None) -> str:
 def without_reasoning(msg: M) -> M:
     """``msg`` without its reasoning (the blocks and the provider fields of
     :func:`reasoning_of`)."""
-    update: dict[str, Any] = {}
-    if isinstance(msg.content, list):
-        update["content"] = [
-            b
-            for b in msg.content
-            if not (isinstance(b, Mapping) and b.get("type") in REASONING_TYPES)
-        ]
-    extra = getattr(msg, "additional_kwargs", None) or {}
-    if any(k in extra for k in REASONING_KWARGS):
-        update["additional_kwargs"] = {k: v for k, v in extra.items() if k not in REASONING_KWARGS}
-    return msg.model_copy(update=update) if update else msg
+    msg = without_kwargs(msg, REASONING_KWARGS)
+    if not isinstance(msg.content, list):
+        return msg
+    content = [
+        b for b in msg.content if not (isinstance(b, Mapping) and b.get("type") in REASONING_TYPES)
+    ]
+    return msg if len(content) == len(msg.content) else msg.model_copy(update={"content": content})
 
 
 def without_kwargs(msg: M, keys: Sequence[str] = SHOWN_KWARGS) -> M:
@@ -130,6 +127,12 @@ def without_kwargs(msg: M, keys: Sequence[str] = SHOWN_KWARGS) -> M:
     return msg.model_copy(update={"additional_kwargs": kept})
 
 
+def without_extras(msg: M) -> M:
+    """``msg`` with nothing beside its text and tool calls: no reasoning, none of the
+    provider fields of :data:`SHOWN_KWARGS` (what goes with a text that is replaced)."""
+    return without_kwargs(without_reasoning(msg))
+
+
 def last_index(messages: Sequence[BaseMessage], kind: type) -> int | None:
     for i in range(len(messages) - 1, -1, -1):
         if isinstance(messages[i], kind):
@@ -138,8 +141,7 @@ def last_index(messages: Sequence[BaseMessage], kind: type) -> int | None:
 
 
 def tool_call_text(call: Mapping[str, Any]) -> str:
-    args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True, default=str)
-    return f"Calling tool {call.get('name')} with arguments {args}"
+    return call_text(call.get("name"), call.get("args", {}))
 
 
 def record_dropped(guard: Guard, ds: Sequence[Decision], message: Any = None) -> None:

@@ -28,7 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
-from guard_plugin.lc_messages.base import Check, without_kwargs, without_reasoning
+from guard_plugin.lc_messages.base import Check, without_extras, without_kwargs
 from guard_plugin.lc_messages.held import Decided
 from guard_plugin.lc_messages.responses import response_inputs, without_parts
 from guard_plugin.lc_messages.run import check_args
@@ -103,7 +103,7 @@ def apply_history(
             ]
             text_goes = whole or TEXT in unsafe
             if text_goes:  # the refusal in its place: nothing of the turn beside it stays
-                m = without_kwargs(without_reasoning(m))
+                m = without_extras(m)
             else:  # unsafe blocks, reasoning and provider fields go; the rest stays
                 m = without_kwargs(without_parts(m, unsafe, d, guard), ["tool_calls"])
             content = messages.refusal if text_goes else m.content

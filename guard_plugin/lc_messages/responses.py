@@ -22,6 +22,7 @@ from guard_plugin.lc_messages.base import (
     shown,
     text_of,
     tool_call_text,
+    without_extras,
     without_kwargs,
     without_reasoning,
 )
@@ -29,7 +30,7 @@ from guard_plugin.lc_messages.review import answer_kinds, read_answers, review_p
 from guard_plugin.lc_messages.run import can_interrupt, interrupt
 from guard_plugin.media import FailedPart
 from guard_plugin.media.fanout import RESPONSE_MEDIA
-from guard_plugin.media.formats import other_block_text
+from guard_plugin.media.formats import call_text, other_block_text, read_call
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import REASONING, TEXT, Action, PartRef, Surface
 
@@ -121,7 +122,7 @@ def response_inputs(messages: Sequence[BaseMessage], i: int) -> list[SafetyInput
         inputs.append(
             SafetyInput(
                 text=context,
-                response=f"Calling tool {bad.get('name')} with arguments {said}",
+                response=call_text(bad.get("name"), said),
                 surface=Surface.RESPONSE,
                 tool_name=bad.get("name"),
                 part=PartRef("invalid_tool_call", n),
@@ -144,8 +145,8 @@ def _kwargs_inputs(ai: AIMessage, context: str) -> list[SafetyInput | FailedPart
             continue  # LangChain parsed them into the turn's calls, which are checked
         ref = PartRef(key)
         said: str
-        if key == "function_call" and isinstance(value, Mapping):
-            said = tool_call_text({"name": value.get("name"), "args": value.get("arguments")})
+        if key == "function_call":
+            said = _raw_call_text(value)
         elif key == "tool_calls" and isinstance(value, list):
             said = "\n".join(_raw_call_text(c) for c in value)
         elif key == "audio":
@@ -159,11 +160,10 @@ def _kwargs_inputs(ai: AIMessage, context: str) -> list[SafetyInput | FailedPart
 
 
 def _raw_call_text(call: Any) -> str:
-    """A raw (OpenAI-shaped) tool call as a call, or its strings where it has no function."""
-    fn = call.get("function") if isinstance(call, Mapping) else None
-    if isinstance(fn, Mapping):
-        return tool_call_text({"name": fn.get("name"), "args": fn.get("arguments")})
-    return other_block_text({"value": call})[0]
+    """A raw (OpenAI-shaped) tool call or legacy function call as a call, or its strings
+    where it names no function."""
+    read = read_call(call)
+    return call_text(*read[:2]) if read is not None else other_block_text({"value": call})[0]
 
 
 def review_requests(ai: AIMessage, d: Decision, guard: Guard) -> list[dict[str, Any]]:
@@ -238,7 +238,7 @@ def apply_response(rc: ResponseCheck, d: Decision, *, guard: Guard, escalate: bo
         return Outcome(decisions=[d])
     refusal = guard.messages_of(d).refusal
     if action is Action.BLOCK or (TEXT in unsafe and not ai.tool_calls):
-        blocked = without_kwargs(without_reasoning(ai)).model_copy(
+        blocked = without_extras(ai).model_copy(
             update={"content": refusal, "tool_calls": [], "invalid_tool_calls": []}
         )
         return Outcome([blocked], end=True, decisions=[d])
@@ -260,7 +260,7 @@ def _rebuild(
     answered: Mapping[PartRef, Mapping[str, Any]] | None = None,
 ) -> Outcome:
     if text is not None:  # a new text: the old text's reasoning and the rest go with it
-        ai = without_kwargs(without_reasoning(ai))
+        ai = without_extras(ai)
     kept: list[Any] = []
     dropped: list[str] = []
     answers: list[BaseMessage] = []

@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from guard_plugin.check import Guard
@@ -30,6 +29,7 @@ from guard_plugin.classifiers.registry import is_stand_in, spec_from_env
 from guard_plugin.decision import Decision
 from guard_plugin.errors import MediaError
 from guard_plugin.media import FailedPart, content_text
+from guard_plugin.media.formats import call_text, read_call
 from guard_plugin.policy import PolicyStore, resolve_tenant
 from guard_plugin.prompting import SafetyInput
 from guard_plugin.types import Action, PartRef, Surface
@@ -154,13 +154,19 @@ def _with_thinking(bot: Any, thinking: Any) -> Any:
     ]
 
 
-def _drop_thinking(events: list[Any] | None) -> None:
-    """Empty the turn's ``BotThinking`` event, the one NeMo returns to the caller (as
-    ``reasoning_content``, or in ``<think>`` tags before the answer)."""
+def _empty_last(events: list[Any] | None, kind: str, field: str, empty: Any) -> None:
+    """Empty ``field`` of the turn's last ``kind`` event. NeMo returns to the caller what two
+    events hold whatever its rails decided: ``BotThinking`` (the reasoning trace, as
+    ``reasoning_content`` or ``<think>`` tags) and ``BotToolCalls`` (the calls, even those a
+    tool output rail stopped)."""
     for event in reversed(events or []):
-        if isinstance(event, dict) and event.get("type") == "BotThinking":
-            event["content"] = ""
+        if isinstance(event, dict) and event.get("type") == kind:
+            event[field] = empty
             return
+
+
+def _drop_thinking(events: list[Any] | None) -> None:
+    _empty_last(events, "BotThinking", "content", "")
 
 
 _NOT_CALLS = "the bot's tool calls are not a list of calls with a name (LangChain's or OpenAI's)"
@@ -173,15 +179,15 @@ def _call_inputs(calls: Any, user: str) -> list[SafetyInput | FailedPart]:
     if not isinstance(calls, list):
         return [FailedPart(PartRef("tool_calls"), MediaError(_NOT_CALLS))]
     for n, call in enumerate(calls):
-        read = _call(call)
+        read = read_call(call)
         if read is None:
             inputs.append(FailedPart(PartRef("tool_calls", n), MediaError(_NOT_CALLS)))
             continue
-        name, said, call_id = read
+        name, args, call_id = read
         inputs.append(
             SafetyInput(
                 text=user,
-                response=said,
+                response=call_text(name, args),
                 surface=Surface.RESPONSE,
                 tool_name=name,
                 part=PartRef.tool_call(call_id),
@@ -190,31 +196,8 @@ def _call_inputs(calls: Any, user: str) -> list[SafetyInput | FailedPart]:
     return inputs
 
 
-def _call(call: Any) -> tuple[str, str, str | None] | None:
-    """A tool call of a bot turn as (name, the call as text, id), in LangChain's shape
-    (``name`` / ``args``) or OpenAI's (``function.name`` / ``function.arguments``); None
-    for anything else."""
-    if not isinstance(call, Mapping):
-        return None
-    fn = call.get("function")
-    if not isinstance(fn, Mapping):
-        fn = {}
-    name = call.get("name") or fn.get("name")
-    if not isinstance(name, str) or not name:
-        return None
-    args = call.get("args", fn.get("arguments", {}))
-    said = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
-    call_id = call.get("id")
-    return name, f"Calling tool {name} with arguments {said}", str(call_id) if call_id else None
-
-
 def _drop_tool_calls(events: list[Any] | None) -> None:
-    """Empty the turn's ``BotToolCalls`` event, whose calls NeMo otherwise returns to the
-    caller even when a tool output rail stopped the turn."""
-    for event in reversed(events or []):
-        if isinstance(event, dict) and event.get("type") == "BotToolCalls":
-            event["tool_calls"] = []
-            return
+    _empty_last(events, "BotToolCalls", "tool_calls", [])
 
 
 def _decorate(action: Callable[..., Any], legacy: bool, fn: Callable[..., Any], name: str) -> Any:
@@ -386,20 +369,18 @@ def thinking_checked(original: Callable[..., Any]) -> Callable[..., Any]:
                 return outcome
         return answer
 
-    # NeMo passes an action the arguments its signature names: NeMo's, and the events
+    # NeMo passes an action the arguments its signature names: NeMo's, and the events (all
+    # keyword-only, which is how NeMo passes them; **kwargs stays last)
     sig = inspect.signature(original)
+    kw_only = inspect.Parameter.KEYWORD_ONLY
+    plain = [p for p in params.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    named = [p.replace(kind=kw_only) for p in plain]
     if not forward_events:
-        extra = inspect.Parameter("events", inspect.Parameter.KEYWORD_ONLY, default=None)
-        kept = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
-        var_kw = [p for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
-        kept = [
-            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-            if p.kind is p.POSITIONAL_OR_KEYWORD
-            else p
-            for p in kept
-        ]
-        sig = sig.replace(parameters=[*kept, extra, *var_kw])
-    content_safety_check_output.__signature__ = sig  # type: ignore[attr-defined]
+        named.append(inspect.Parameter("events", kw_only, default=None))
+    rest = [p for p in params.values() if p.kind is p.VAR_KEYWORD]
+    content_safety_check_output.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[*named, *rest]
+    )
     content_safety_check_output.action_meta = dict(  # type: ignore[attr-defined]
         getattr(original, "action_meta", {}) or {}, name=NEMO_OUTPUT_ACTION
     )

@@ -13,7 +13,6 @@ document's bytes out of a block and put new ones back in the same format.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from os import PathLike
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from guard_plugin.errors import GuardError, MediaError, UnverifiableMedia
 from guard_plugin.media.formats import anthropic, langchain, openai, text
 from guard_plugin.media.formats.base import Budget, MediaBlock, Reader
+from guard_plugin.media.formats.calls import call_text, read_call
 from guard_plugin.media.parts import FailedPart, Part, PartRef
 from guard_plugin.media.sources import part_from_bytes, read_file
 
@@ -30,9 +30,11 @@ __all__ = [
     "MEDIA_BLOCK_TYPES",
     "Budget",
     "Reader",
+    "call_text",
     "document_bytes",
     "other_block_text",
     "read_block",
+    "read_call",
     "with_document",
 ]
 
@@ -89,8 +91,7 @@ def other_block_text(block: Mapping[str, Any]) -> tuple[str, bool]:
         return "", True
     name, args = block.get("name"), block.get("args", block.get("input"))
     if isinstance(name, str) and isinstance(args, Mapping):
-        said = json.dumps(args, ensure_ascii=False, sort_keys=True, default=str)
-        return f"Calling tool {name} with arguments {said}", False
+        return call_text(name, args), False
     strings: list[str] = []
     media = _strings(block, strings, top=True)
     return "\n".join(s for s in strings if s.strip()), media
