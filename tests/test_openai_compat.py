@@ -121,6 +121,18 @@ def test_cache_salt_keeps_each_policys_prompts_to_itself(server: FakeServer) -> 
     assert all(s.startswith("gp-") and acme.fingerprint not in s for s in salts[:3])
 
 
+def test_a_server_that_refuses_cache_salt_blocks_through_on_error(server: FakeServer) -> None:
+    """A server that rejects the field (SGLang, NIM): each check is an audited error that the
+    tenant's on_error decides (block), never a verdict, and the reason names the field."""
+    error = {"error": {"message": "Unrecognized request argument: cache_salt"}}
+    server.default = lambda body: (400, error) if "cache_salt" in body else ok("User Safety: safe")
+    sink = MemoryAuditSink()
+    guard = Guard(make(server.url, model="m", cache_salt=True), audit=sink)
+    d = guard.check("hello")
+    assert d.blocked and d.is_error and "cache_salt" in (d.error or "")
+    assert [(e.action, e.status) for e in sink.events] == [("block", "error")]
+
+
 def test_request_body_carries_kwargs_and_image_data_url(server: FakeServer) -> None:
     clf = make(server.url, model="nemo-cs", api_key="sk-secret-123")
     img = ImageData(b"\x89PNG fake", "image/png")
