@@ -329,42 +329,54 @@ def guarded_tool_node(
     g = as_guard(guard)
     decided = lc.decided_results(g)
 
-    def finish(result: Any, found: Any, d: Any) -> Any:
-        msg, rebuild = found
-        scope = g.scope_of(d.tenant)
+    def plan(result: Any, call_id: str | None) -> Any:
+        """What the result writes and its checks (None: nothing to check)."""
+        writes = lc.tool_writes(result, call_id)
+        if writes is None:
+            return None
+        t, config = lc.run_tenant(tenant, tenant_key)
+        scope = g.scope_of(t)
+        checks, others = lc.writes_checks(writes, decided, scope, t, config)
+        return (writes, others, scope, checks) if checks else None
+
+    def finish(result: Any, planned: Any, ds: Sequence[Decision]) -> Any:
+        writes, others, scope, _ = planned
+        own = writes.own
+        replaced = lc.settle_writes(writes, others, ds[own is not None :], g, decided, scope)
+        if own is None:
+            return writes.rebuild(replaced=replaced)
+        d = ds[0]
         if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
             pending = g.messages_of(d).review_pending_tool
-            bind = _bind(tenant, tenant_key, lc.held_ref(msg))
-            sealed = lc.seal(msg, g, bind=bind, decision=d.to_dict())
-            extra = {**msg.additional_kwargs, HELD: sealed}
+            bind = _bind(tenant, tenant_key, lc.held_ref(own))
+            sealed = lc.seal(own, g, bind=bind, decision=d.to_dict())
+            extra = {**own.additional_kwargs, HELD: sealed}
             update = {"content": pending, "artifact": None, "additional_kwargs": extra}
-            placeholder = msg.model_copy(update=update)
+            placeholder = own.model_copy(update=update)
             decided.add(placeholder, scope)
             g.record_hold(d)
-            return rebuild(placeholder, {})
-        outcome = lc.apply_tool_result(msg, d, guard=g, escalate=False)
-        new = outcome.messages[0] if outcome.messages else msg
+            return writes.rebuild(placeholder, replaced)
+        outcome = lc.apply_tool_result(own, d, guard=g, escalate=False)
+        new = outcome.messages[0] if outcome.messages else own
         assert isinstance(new, ToolMessage)
         decided.add(new, scope)
-        return result if new is msg else rebuild(new, {})
+        if new is own and not replaced and not writes.changed:
+            return result
+        return writes.rebuild(new, replaced)
 
     def wrap(request: Any, execute: Callable[[Any], Any]) -> Any:
         result = execute(request)
-        found = lc.tool_message_of(result, request.tool_call.get("id"))
-        if found is None:
+        planned = plan(result, request.tool_call.get("id"))
+        if planned is None:
             return result
-        t, config = lc.run_tenant(tenant, tenant_key)
-        d = g.check_content(found[0].content, **lc.tool_check_args(found[0], t, config))
-        return finish(result, found, d)
+        return finish(result, planned, lc.run_checks(g, planned[3]))
 
     async def awrap(request: Any, execute: Callable[[Any], Any]) -> Any:
         result = await execute(request)
-        found = lc.tool_message_of(result, request.tool_call.get("id"))
-        if found is None:
+        planned = plan(result, request.tool_call.get("id"))
+        if planned is None:
             return result
-        t, config = lc.run_tenant(tenant, tenant_key)
-        d = await g.acheck_content(found[0].content, **lc.tool_check_args(found[0], t, config))
-        return finish(result, found, d)
+        return finish(result, planned, await lc.arun_checks(g, planned[3]))
 
     return ToolNode(list(tools), wrap_tool_call=wrap, awrap_tool_call=awrap, **tool_node_options)
 

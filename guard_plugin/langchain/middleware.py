@@ -373,15 +373,27 @@ class SafetyMiddleware(AgentMiddleware):
         """Decide a tool's result before it enters the state: what the state, the streams, the
         checkpoints and a ``return_direct`` caller see is already decided. An escalated result
         is held: a placeholder takes its place, and it is reviewed before the next model call."""
-        found = lc.tool_message_of(result, request.tool_call.get("id"))
-        if not self.apply_to_tool_results or found is None:
+        writes = lc.tool_writes(result, request.tool_call.get("id"))
+        if writes is None:
             return result
-        msg, rebuild = found
         config = lc.run_config()
         tenant = resolve_tenant(
             self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
         )
-        (d,) = yield RunChecks([Check(msg.content, lc.tool_check_args(msg, tenant, config))])
+        scope = self.guard.scope_of(tenant)
+        msg = writes.own if self.apply_to_tool_results else None
+        checks, others = lc.writes_checks(
+            writes, self._decided, scope, tenant, config, own=msg is not None, applies=self._applies
+        )
+        if not checks:
+            return writes.rebuild() if writes.changed else result
+        ds = yield RunChecks(checks)
+        rest = ds[1:] if msg is not None else ds
+        replaced = lc.settle_writes(writes, others, rest, self.guard, self._decided, scope)
+        self._raise_if_blocking(lc.Outcome(list(replaced.values()), decisions=list(rest)))
+        if msg is None:
+            return writes.rebuild(replaced=replaced)
+        d = ds[0]
         if d.action is Action.ESCALATE and self.escalate and lc.can_interrupt():
             if self.on_block == "error":
                 raise GuardBlocked(d)
@@ -391,15 +403,18 @@ class SafetyMiddleware(AgentMiddleware):
             placeholder = msg.model_copy(update={"content": pending, "artifact": None})
             bind = lc.held_bind(config, tenant, msg.tool_call_id)
             record = lc.seal(msg, self.guard, bind=bind, decision=d.to_dict())
-            self._decided.add(placeholder, self.guard.scope_of(tenant))
+            self._decided.add(placeholder, scope)
             self.guard.record_hold(d)
-            return rebuild(placeholder, {self.held_tools_key: {msg.tool_call_id: record}})
+            held = {self.held_tools_key: {msg.tool_call_id: record}}
+            return writes.rebuild(placeholder, replaced, held)
         outcome = lc.apply_tool_result(msg, d, guard=self.guard, escalate=False)
         self._raise_if_blocking(outcome)
         new = outcome.messages[0] if outcome.messages else msg
         assert isinstance(new, ToolMessage)
-        self._decided.add(new, self.guard.scope_of(tenant))
-        return result if new is msg else rebuild(new, {})
+        self._decided.add(new, scope)
+        if new is msg and not replaced and not writes.changed:
+            return result
+        return writes.rebuild(new, replaced)
 
     def _settle_held_tools(
         self, msgs: Sequence[BaseMessage], held: Mapping[str, Any], tenant: str | None, config: Any

@@ -7,6 +7,7 @@ must run where a node may be re-run from its start). One module per concern:
 
 - :mod:`.inputs`, :mod:`.tools`, :mod:`.responses`: the user turn, tool results, and the
   assistant turn with its tool calls;
+- :mod:`.writes`: everything a tool call's result writes (a ``Command``'s other messages);
 - :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
 - :mod:`.held`: content held for review (sealed in the state) and messages already decided;
 - :mod:`.history`: every message the guard has not decided, checked before a model reads it;
@@ -49,7 +50,6 @@ from guard_plugin.lc_messages.held import (
     read_held,
     review_held_tool,
     seal,
-    tool_message_of,
     unseal,
     withhold,
     without_record,
@@ -82,6 +82,7 @@ from guard_plugin.lc_messages.streaming import (
     streaming_wanted,
 )
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
+from guard_plugin.lc_messages.writes import ToolWrites, settle_writes, tool_writes, writes_checks
 
 __all__ = [
     "ABANDONED",
@@ -94,6 +95,7 @@ __all__ = [
     "ResponseCheck",
     "ResponseStreamer",
     "StreamStopped",
+    "ToolWrites",
     "allowed_decisions",
     "answer_review",
     "apply_history",
@@ -127,14 +129,16 @@ __all__ = [
     "run_config",
     "run_tenant",
     "seal",
+    "settle_writes",
     "shown",
     "shown_first",
     "streaming_wanted",
     "text_of",
     "tool_call_text",
     "tool_check_args",
-    "tool_message_of",
+    "tool_writes",
     "unseal",
     "withhold",
     "without_record",
+    "writes_checks",
 ]

@@ -16,7 +16,7 @@ import logging
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_core.messages import (
@@ -45,7 +45,6 @@ __all__ = [
     "read_held",
     "review_held_tool",
     "seal",
-    "tool_message_of",
     "unseal",
     "withhold",
     "without_record",
@@ -183,46 +182,6 @@ def unseal(sealed: Any, guard: Guard, *, bind: Mapping[str, Any]) -> dict[str, A
     payload: dict[str, Any] = restore(guard.sealer.open(sealed, bind=bind))
     payload["message"] = messages_from_dict([payload["message"]])[0]
     return payload
-
-
-def tool_message_of(
-    result: Any, call_id: str | None
-) -> tuple[ToolMessage, Callable[[ToolMessage, dict[str, Any]], Any]] | None:
-    """The tool's message in a tool call's result (a ``ToolMessage``, or a ``Command`` whose
-    update carries it), and how to rebuild the result around a replacement and a state
-    update. ``None`` when the result carries no message for this call."""
-    from langgraph.types import Command
-
-    if isinstance(result, ToolMessage):
-        return (
-            result,
-            lambda new, update: Command(update={"messages": [new], **update}) if update else new,
-        )
-    update = getattr(result, "update", None) if isinstance(result, Command) else None
-    if not isinstance(update, Mapping) or not isinstance(update.get("messages"), list):
-        return None
-    msgs = update["messages"]
-    idx = next(
-        (
-            i
-            for i, m in enumerate(msgs)
-            if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)
-        ),
-        None,
-    )
-    if idx is None:
-        return None
-
-    def rebuild(new: ToolMessage, extra: dict[str, Any]) -> Any:
-        replaced = [new if i == idx else m for i, m in enumerate(msgs)]
-        return Command(
-            graph=result.graph,
-            update={**update, "messages": replaced, **extra},
-            resume=result.resume,
-            goto=result.goto,
-        )
-
-    return msgs[idx], rebuild
 
 
 HELD_KEY = "guard_plugin_held"
