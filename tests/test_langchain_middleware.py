@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import pytest
 
@@ -20,7 +21,7 @@ from guard_plugin.audit import MemoryAuditSink
 from guard_plugin.langchain import SafetyMiddleware
 from guard_plugin.media import load_pdf
 from guard_plugin.testing import ScriptedClassifier, make_screenshot, make_text_pdf
-from tests.lc_helpers import ScriptedChatModel, assert_valid_history, tool_call
+from tests.lc_helpers import ScriptedChatModel, assert_valid_history, collect, tool_call
 from tests.media_fixtures import png
 
 
@@ -362,26 +363,40 @@ def test_escalation_without_a_checkpointer_applies_the_fallback() -> None:
     assert_valid_history(out["messages"])
 
 
-def test_a_blocked_structured_answer_leaves_no_structured_response() -> None:
-    from langchain.agents.structured_output import ToolStrategy
+@pytest.mark.parametrize("strategy", ["tool", "provider"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_blocked_structured_answer_leaves_no_structured_response(
+    strategy: str, mode: str
+) -> None:
+    """With a tool strategy the structured response comes from a tool call's arguments; with
+    a provider strategy LangChain parses it from the answer's text. Either way a blocked
+    answer leaves none, in the state and in every stream event."""
+    from langchain.agents.structured_output import ProviderStrategy, ToolStrategy
     from pydantic import BaseModel
 
     class Reply(BaseModel):
         text: str
 
     def agent_for(text: str):
-        model = ScriptedChatModel(responses=[tool_call("Reply", {"text": text}, "s1")])
+        if strategy == "tool":
+            reply, fmt = tool_call("Reply", {"text": text}, "s1"), ToolStrategy(Reply)
+        else:
+            reply, fmt = AIMessage(json.dumps({"text": text})), ProviderStrategy(Reply)
         return create_agent(
-            model,
+            ScriptedChatModel(responses=[reply]),
             tools=[send_email],
-            response_format=ToolStrategy(Reply),
+            response_format=fmt,
             middleware=[SafetyMiddleware(Guard(ScriptedClassifier(), audit=[]))],
         )
 
-    out = agent_for("you worthless idiot").invoke({"messages": [HumanMessage("hi")]})
-    assert out.get("structured_response") is None and "worthless" not in str(out)
-    assert out["messages"][-1].content == Policy().messages.refusal
-    assert_valid_history(out["messages"])
+    events, _ = collect(
+        agent_for("you worthless idiot"), {"messages": [HumanMessage("hi")]}, {}, mode
+    )
+    assert "worthless" not in repr(events)
+    (final,) = [e for kind, e in events if kind == "values"][-1:]
+    assert final.get("structured_response") is None
+    assert final["messages"][-1].content == Policy().messages.refusal
+    assert_valid_history(final["messages"])
     out = agent_for("hello there").invoke({"messages": [HumanMessage("hi")]})
     assert out["structured_response"] == Reply(text="hello there")
 

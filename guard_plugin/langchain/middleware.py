@@ -999,7 +999,8 @@ def _check_of(request: ModelRequest, response: Any) -> lc.ResponseCheck | None:
 
 def _replace_ai(response: Any, new: AIMessage) -> Any:
     """The response with its assistant message replaced; results of dropped calls (structured
-    output tools) go too, and with them the structured response."""
+    output tools) go too, and with them the structured response, which also goes when the
+    text changed (a provider's structured output is parsed from the text)."""
     msgs, idx = _ai_of(response)
     if idx is None:  # pragma: no cover - only called after a response check found the message
         return response
@@ -1007,7 +1008,7 @@ def _replace_ai(response: Any, new: AIMessage) -> Any:
     msgs[idx] = new
     if not isinstance(response, ModelResponse):
         return new
-    structured = response.structured_response
+    structured = response.structured_response if new.content == old.content else None
     kept = {c["id"] for c in new.tool_calls}
     dropped = {c["id"] for c in getattr(old, "tool_calls", [])} - kept
     if dropped:
