@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from typing import Any
 from uuid import uuid4
 
 try:
-    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
     from langchain_core.runnables import RunnableLambda
     from langgraph.graph import END, START, MessagesState, StateGraph
     from langgraph.prebuilt import ToolNode
@@ -342,6 +343,7 @@ def guarded_tool_node(
     def finish(result: Any, planned: Any, ds: Sequence[Decision]) -> Any:
         writes, others, scope, _ = planned
         own = writes.own
+        assert own is None or isinstance(own, ToolMessage)
         replaced = lc.settle_writes(writes, others, ds[own is not None :], g, decided, scope)
         if own is None:
             return writes.rebuild(replaced=replaced)
@@ -488,7 +490,8 @@ def guarded_model_node(
     hold_output: bool = False,
 ) -> RunnableLambda[Any, Any]:
     """Your model node (``state -> {"messages": [AIMessage]}``, a function or a runnable),
-    with its response decided before it is written: what the state, the ``updates`` and
+    with its response decided before it is written (and every other message it writes, as
+    :mod:`~guard_plugin.lc_messages.writes` reads them): what the state, the ``updates`` and
     ``values`` streams and the checkpoints show is already checked. When the run streams
     (``stream_mode="messages"``, ``astream_events``), the node's model answers quietly and
     its text is shown window by window as each passes its check, by the tenant's
@@ -544,18 +547,6 @@ class _ModelNode:
             return streamer.quiet_config(config)
         return lc.quiet_config(config) if self.hold_output else config
 
-    def streamed_answer(
-        self, state: Any, out: Any, d: Any, replaced: list[Any], streamer: lc.ResponseStreamer
-    ) -> Any:
-        """The decided answer, keeping what the stream already showed in front of a
-        replacement."""
-        ai, _ = _split(out)
-        result = self.answer(state, out, d, replaced)
-        msgs = result.get("messages") if isinstance(result, dict) else None
-        if ai is not None and msgs and isinstance(msgs[-1], AIMessage):
-            msgs[-1] = lc.shown_first(msgs[-1], streamer.shown, ai)
-        return result
-
     def undecided(self, state: Any) -> tuple[list[lc.HistoryItem], str | None]:
         t, config = lc.run_tenant(self.tenant, self.tenant_key)
         return lc.find_history(state["messages"], self.decided, self.g.scope_of(t), t, config), t
@@ -575,22 +566,77 @@ class _ModelNode:
         self.decided.add_all(state["messages"], scope)
         return state, replaced, False
 
-    def response_check(self, state: Any, out: Any) -> tuple[Any, dict[str, Any]] | None:
-        ai, _ = _split(out)
-        rc = lc.find_response([*state["messages"], ai]) if ai is not None else None
+    def response_check(
+        self, state: Any, writes: lc.Writes | None
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """The check of the node's response (the last message it writes, an assistant's)."""
+        ai = writes.own if writes is not None else None
+        rc = lc.find_response([*state["messages"], ai]) if isinstance(ai, AIMessage) else None
         if ai is None or rc is None:
             return None
         return rc.inputs, _check_args(self.tenant, self.tenant_key, ai, Surface.RESPONSE)
 
-    def answer(self, state: Any, out: Any, d: Any, replaced: list[Any]) -> Any:
-        ai, msgs = _split(out)
-        if ai is None or d is None:
-            return {**out, "messages": [*replaced, *msgs]} if replaced and msgs else out
-        final = _decided_response(
-            self.g, state, ai, d, self.escalate, (self.tenant, self.tenant_key)
-        )
-        self.decided.add(final, self.g.scope_of(d.tenant))
-        return {**out, "messages": [*replaced, *msgs[:-1], final]}
+    def other_checks(self, writes: lc.Writes | None) -> tuple[list[lc.Check], Any]:
+        """The checks of every other message the node writes, as history is checked."""
+        if writes is None:
+            return [], None
+        t, config = lc.run_tenant(self.tenant, self.tenant_key)
+        scope = self.g.scope_of(t)
+        checks, items = lc.writes_checks(writes, self.decided, scope, t, config, own=False)
+        return checks, (items, scope)
+
+    def answer(
+        self,
+        state: Any,
+        out: Any,
+        writes: lc.Writes | None,
+        d: Any,
+        replaced: list[Any],
+        others: tuple[Any, Sequence[Decision]] = (None, ()),
+        shown: str | None = None,
+    ) -> Any:
+        """What the node writes once decided: the response as its decision leaves it (with
+        what a stream ``shown`` kept in front of a replacement), every other message as its
+        decision leaves it, the replaced state messages first."""
+        if writes is None:
+            return _with_messages(out, replaced)
+        final: BaseMessage | None = None
+        ai = writes.own
+        if isinstance(ai, AIMessage) and d is not None:
+            final = _decided_response(
+                self.g, state, ai, d, self.escalate, (self.tenant, self.tenant_key)
+            )
+            if shown is not None:
+                final = lc.shown_first(final, shown, ai)
+            self.decided.add(final, self.g.scope_of(d.tenant))
+        settled: dict[int, BaseMessage] = {}
+        if others[0] is not None:
+            items, scope = others[0]
+            settled = lc.settle_writes(writes, items, others[1], self.g, self.decided, scope)
+        if final is None and not settled and not replaced and not writes.changed:
+            return out
+        return writes.rebuild(final, settled, before=replaced)
+
+    def decide(self, state: Any, out: Any, replaced: list[Any]) -> Any:
+        """The node's return value decided (``out``, the model's, not streamed)."""
+        writes = lc.node_writes(out)
+        found = self.response_check(state, writes)
+        d = self.g.check(found[0], **found[1]) if found is not None else None
+        checks, items = self.other_checks(writes)
+        ds = lc.run_checks(self.g, checks)
+        return self.answer(state, out, writes, d, replaced, (items, ds))
+
+    async def adecide(self, state: Any, out: Any, replaced: list[Any]) -> Any:
+        writes = lc.node_writes(out)
+        found = self.response_check(state, writes)
+        checks, items = self.other_checks(writes)
+        if found is not None:
+            d, *ds = await lc.arun_checks(
+                self.g, [lc.Check(found[0], found[1], inputs=True), *checks]
+            )
+        else:
+            d, ds = None, await lc.arun_checks(self.g, checks)
+        return self.answer(state, out, writes, d, replaced, (items, ds))
 
     def speculative(self, t: str | None, items: list[Any]) -> bool:
         return bool(items) and self.g.policies.get_or_default(t).policy.speculative
@@ -602,8 +648,9 @@ class _ModelNode:
         state, replaced, refused = self.settle(state, items, ds, t)
         usable = not replaced and not refused and all(d.action is Action.ALLOW for d in ds)
         if not usable:
-            ai = None if isinstance(spec, BaseException) else _split(spec)[0]
-            lc.record_dropped(self.g, ds, ai)
+            writes = None if isinstance(spec, BaseException) else lc.node_writes(spec)
+            ai = writes.own if writes is not None else None
+            lc.record_dropped(self.g, ds, ai if isinstance(ai, AIMessage) else None)
         return state, replaced, refused, usable
 
     def run(self, state: Any, config: Any) -> Any:
@@ -623,9 +670,7 @@ class _ModelNode:
             if usable:
                 if isinstance(spec, BaseException):
                     raise spec
-                found = self.response_check(state, spec)
-                d = self.g.check(found[0], **found[1]) if found is not None else None
-                return self.answer(state, spec, d, replaced)
+                return self.decide(state, spec, replaced)
         else:
             ds = lc.run_checks(self.g, [i.check for i in items])
             state, replaced, refused = self.settle(state, items, ds, t)
@@ -636,10 +681,9 @@ class _ModelNode:
     def call(self, state: Any, config: Any, replaced: list[Any], t: str | None) -> Any:
         streamer = self.streamer(state, t, is_async=False)
         if streamer is None:
-            out = self.model.invoke(state, self.config_for(config, None))
-            found = self.response_check(state, out)
-            d = self.g.check(found[0], **found[1]) if found is not None else None
-            return self.answer(state, out, d, replaced)
+            return self.decide(
+                state, self.model.invoke(state, self.config_for(config, None)), replaced
+            )
         final = None
         streamer.start()
         try:
@@ -647,10 +691,16 @@ class _ModelNode:
                 out = self.model.invoke(state, self.config_for(config, streamer))
             except lc.StreamStopped:
                 out = {"messages": [streamer.partial()]}
-            found = self.response_check(state, out)
-            d = streamer.decide(_split(out)[0], *(found or ([], None)))
-            result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
-            final, _ = _split(result)
+            writes = lc.node_writes(out)
+            found = self.response_check(state, writes)
+            ai = writes.own if writes is not None else None
+            d = streamer.decide(ai if isinstance(ai, AIMessage) else None, *(found or ([], None)))
+            checks, items = self.other_checks(writes)
+            ds = lc.run_checks(self.g, checks)
+            result = self.answer(
+                state, out, writes, d if found else None, replaced, (items, ds), streamer.shown
+            )
+            final = _final_of(result)
             return result
         finally:
             streamer.close(final)
@@ -680,9 +730,7 @@ class _ModelNode:
             if usable:
                 if isinstance(spec, BaseException):
                     raise spec
-                found = self.response_check(state, spec)
-                d = await self.g.acheck(found[0], **found[1]) if found is not None else None
-                return self.answer(state, spec, d, replaced)
+                return await self.adecide(state, spec, replaced)
         else:
             ds = await lc.arun_checks(self.g, [i.check for i in items])
             state, replaced, refused = self.settle(state, items, ds, t)
@@ -694,9 +742,7 @@ class _ModelNode:
         streamer = self.streamer(state, t, is_async=True)
         if streamer is None:
             out = await self.model.ainvoke(state, self.config_for(config, None))
-            found = self.response_check(state, out)
-            d = await self.g.acheck(found[0], **found[1]) if found is not None else None
-            return self.answer(state, out, d, replaced)
+            return await self.adecide(state, out, replaced)
         final = None
         await streamer.astart()
         try:
@@ -704,21 +750,41 @@ class _ModelNode:
                 out = await self.model.ainvoke(state, self.config_for(config, streamer))
             except lc.StreamStopped:
                 out = {"messages": [streamer.partial()]}
-            found = self.response_check(state, out)
-            d = await streamer.adecide(_split(out)[0], *(found or ([], None)))
-            result = self.streamed_answer(state, out, d if found else None, replaced, streamer)
-            final, _ = _split(result)
+            writes = lc.node_writes(out)
+            found = self.response_check(state, writes)
+            ai = writes.own if writes is not None else None
+            d = await streamer.adecide(
+                ai if isinstance(ai, AIMessage) else None, *(found or ([], None))
+            )
+            checks, items = self.other_checks(writes)
+            ds = await lc.arun_checks(self.g, checks)
+            result = self.answer(
+                state, out, writes, d if found else None, replaced, (items, ds), streamer.shown
+            )
+            final = _final_of(result)
             return result
         finally:
             await streamer.aclose(final)
 
 
-def _split(out: Any) -> tuple[AIMessage | None, list[Any]]:
-    """A model node's new assistant message (the last one it returns) and all it returns."""
-    msgs = out.get("messages") if isinstance(out, dict) else None
-    if not isinstance(msgs, list) or not msgs or not isinstance(msgs[-1], AIMessage):
-        return None, []
-    return msgs[-1], msgs
+def _final_of(result: Any) -> AIMessage | None:
+    """The response a model node's decided return value writes (for the stream's end)."""
+    writes = lc.node_writes(result)
+    own = writes.own if writes is not None else None
+    return own if isinstance(own, AIMessage) else None
+
+
+def _with_messages(out: Any, messages: list[Any]) -> Any:
+    """A node's return value that writes no message, with ``messages`` written too."""
+    if not messages:
+        return out
+    if out is None:
+        return {"messages": messages}
+    if isinstance(out, dict):
+        return {**out, "messages": messages}
+    if isinstance(out, Command) and isinstance(out.update, dict | None):
+        return dataclasses.replace(out, update={**(out.update or {}), "messages": messages})
+    return out
 
 
 def response_guard_node(

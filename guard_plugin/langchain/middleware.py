@@ -382,6 +382,7 @@ class SafetyMiddleware(AgentMiddleware):
         )
         scope = self.guard.scope_of(tenant)
         msg = writes.own if self.apply_to_tool_results else None
+        assert msg is None or isinstance(msg, ToolMessage)
         checks, others = lc.writes_checks(
             writes, self._decided, scope, tenant, config, own=msg is not None, applies=self._applies
         )

@@ -82,7 +82,14 @@ from guard_plugin.lc_messages.streaming import (
     streaming_wanted,
 )
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
-from guard_plugin.lc_messages.writes import ToolWrites, settle_writes, tool_writes, writes_checks
+from guard_plugin.lc_messages.writes import (
+    ToolWrites,
+    Writes,
+    node_writes,
+    settle_writes,
+    tool_writes,
+    writes_checks,
+)
 
 __all__ = [
     "ABANDONED",
@@ -96,6 +103,7 @@ __all__ = [
     "ResponseStreamer",
     "StreamStopped",
     "ToolWrites",
+    "Writes",
     "allowed_decisions",
     "answer_review",
     "apply_history",
@@ -117,6 +125,7 @@ __all__ = [
     "held_refused",
     "interrupt",
     "last_index",
+    "node_writes",
     "preview",
     "quiet",
     "quiet_config",

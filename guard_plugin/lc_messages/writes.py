@@ -1,4 +1,5 @@
-"""What a tool call writes into the state's messages, so the tool boundary decides all of it.
+"""What a tool call or a model node writes into the state's messages, so the guard decides
+all of it before LangGraph applies it.
 
 A tool answers its call with a ``ToolMessage``, or with a LangGraph ``Command`` whose update
 writes messages: the one answering the call and any others (a handoff's turns, a tool that
@@ -10,6 +11,10 @@ the call's own message is decided as tool output, every other one as :mod:`.hist
 a message the guard did not make (by its role), and :meth:`ToolWrites.rebuild` puts the
 decided messages back in their places, with the rest of the result (other state keys,
 ``goto``, ``graph``, ``resume``) as it was.
+
+A model node's return value (a state update or a ``Command``) is read the same way
+(:func:`node_writes`): its last message, when an assistant message, is the response; every
+other message it writes is decided by the same rule.
 
 Messages other than tool results without an id get one here (``add_messages`` would give
 them one anyway; a tool result is known by its call id), so the messages in the state are the
@@ -24,7 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from langchain_core.messages import BaseMessage, RemoveMessage, ToolMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    RemoveMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 
 from guard_plugin.check import Guard
 from guard_plugin.decision import Decision
@@ -34,7 +45,7 @@ from guard_plugin.lc_messages.history import HistoryItem, apply_history, find_hi
 from guard_plugin.lc_messages.tools import tool_check_args
 from guard_plugin.types import Surface
 
-__all__ = ["ToolWrites", "settle_writes", "tool_writes", "writes_checks"]
+__all__ = ["ToolWrites", "Writes", "node_writes", "settle_writes", "tool_writes", "writes_checks"]
 
 MESSAGES_KEY = "messages"
 _ROOT = "__root__"  # a Command's update when the state is the message list itself
@@ -50,12 +61,12 @@ class _Unit:
 
 
 @dataclass
-class ToolWrites:
-    """Every message a tool call's result writes: ``own`` (the message answering the call,
-    or None where the result answers it elsewhere, as a handoff to a parent graph may) and
-    ``others``, in order (each with an id, tool results with their call id)."""
+class Writes:
+    """Every message a node's or a tool call's result writes: ``own`` (the message the
+    result is for: the tool call's answer, a model node's response; None where there is
+    none) and ``others``, in order (each with an id, tool results with their call id)."""
 
-    own: ToolMessage | None
+    own: BaseMessage | None
     others: list[BaseMessage]
     _messages: list[BaseMessage] = field(repr=False)
     _own_index: int | None = field(repr=False)
@@ -66,13 +77,15 @@ class ToolWrites:
 
     def rebuild(
         self,
-        own: ToolMessage | None = None,
+        own: BaseMessage | None = None,
         replaced: Mapping[int, BaseMessage] | None = None,
         update: Mapping[str, Any] | None = None,
+        *,
+        before: Sequence[BaseMessage] = (),
     ) -> Any:
-        """The result with ``own`` in the call's message's place, ``replaced[i]`` in the
-        place of ``others[i]``, and ``update`` (more state keys) written beside the call's
-        message."""
+        """The result with ``own`` in the own message's place, ``replaced[i]`` in the place
+        of ``others[i]``, ``update`` (more state keys) written beside the own message, and
+        ``before`` written ahead of the first message."""
         msgs = list(self._messages)
         places = [i for i in range(len(msgs)) if i != self._own_index]
         for i, new in (replaced or {}).items():
@@ -86,14 +99,44 @@ class ToolWrites:
                 start <= self._own_index < start + unit.size
             )
             extra = (update or {}) if holds_own else {}
-            out.append(unit.build(msgs[start : start + unit.size], extra))
+            piece = msgs[start : start + unit.size]
+            if before and unit.size:
+                piece, before = [*before, *piece], ()
+            out.append(unit.build(piece, extra))
             start += unit.size
         return out if self._is_list else out[0]
 
 
-def tool_writes(result: Any, call_id: str | None) -> ToolWrites | None:
-    """The messages ``result`` (what a tool call returned through a ``ToolNode``) writes;
-    ``None`` when it writes none."""
+ToolWrites = Writes
+
+
+def tool_writes(result: Any, call_id: str | None) -> Writes | None:
+    """The messages ``result`` (what a tool call returned through a ``ToolNode``) writes,
+    its own being the ``ToolMessage`` answering ``call_id``; ``None`` when it writes none."""
+    return _read(
+        result,
+        lambda msgs: next(
+            (
+                i
+                for i, m in enumerate(msgs)
+                if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)
+            ),
+            None,
+        ),
+    )
+
+
+def node_writes(out: Any) -> Writes | None:
+    """The messages a model node's return value (a state update, a ``Command``) writes, its
+    own being the last one when that is an assistant message (the node's response); ``None``
+    when it writes none."""
+    return _read(
+        out,
+        lambda msgs: len(msgs) - 1 if msgs and isinstance(msgs[-1], AIMessage) else None,
+    )
+
+
+def _read(result: Any, own_of: Callable[[list[BaseMessage]], int | None]) -> Writes | None:
     from langgraph.types import Command
 
     items = result if isinstance(result, list) else [result]
@@ -104,13 +147,17 @@ def tool_writes(result: Any, call_id: str | None) -> ToolWrites | None:
         if isinstance(item, ToolMessage):
             messages.append(item)
             units.append(_Unit(1, _tool_message_unit))
-        elif isinstance(item, Command):
-            found, unit, conv = _command_unit(item)
-            messages += found
-            units.append(unit)
-            changed = changed or conv
+            continue
+        if isinstance(item, Command):
+            found, unit, conv = _update_unit(item, item.update)
+        elif isinstance(item, Mapping):
+            found, unit, conv = _update_unit(None, item)
         else:
             units.append(_Unit(0, _as_it_was(item)))
+            continue
+        messages += found
+        units.append(unit)
+        changed = changed or conv
     if not messages:
         return None
     named: list[BaseMessage] = []
@@ -119,18 +166,10 @@ def tool_writes(result: Any, call_id: str | None) -> ToolWrites | None:
             m = m.model_copy(update={"id": str(uuid4())})
             changed = True
         named.append(m)
-    own_index = next(
-        (
-            i
-            for i, m in enumerate(named)
-            if isinstance(m, ToolMessage) and (call_id is None or m.tool_call_id == call_id)
-        ),
-        None,
-    )
+    own_index = own_of(named)
     own = named[own_index] if own_index is not None else None
-    assert own is None or isinstance(own, ToolMessage)
     others = [m for i, m in enumerate(named) if i != own_index]
-    return ToolWrites(own, others, named, own_index, units, isinstance(result, list), changed)
+    return Writes(own, others, named, own_index, units, isinstance(result, list), changed)
 
 
 def _as_it_was(item: Any) -> Callable[[list[BaseMessage], Mapping[str, Any]], Any]:
@@ -141,17 +180,20 @@ def _as_it_was(item: Any) -> Callable[[list[BaseMessage], Mapping[str, Any]], An
 def _tool_message_unit(msgs: list[BaseMessage], update: Mapping[str, Any]) -> Any:
     from langgraph.types import Command
 
-    return Command(update={MESSAGES_KEY: msgs, **update}) if update else msgs[0]
+    if len(msgs) == 1 and not update:
+        return msgs[0]
+    return Command(update={MESSAGES_KEY: msgs, **update})
 
 
-def _command_unit(cmd: Any) -> tuple[list[BaseMessage], _Unit, bool]:
-    """The messages a ``Command``'s update writes, how to rebuild it, and whether any was
-    converted from a dict, tuple or string."""
-    raw = cmd.update
+def _update_unit(cmd: Any, raw: Any) -> tuple[list[BaseMessage], _Unit, bool]:
+    """The messages a state update (a node's return value, or a ``Command``'s update)
+    writes, how to rebuild it, and whether any was converted from a dict, tuple or string."""
     if isinstance(raw, list) and not _is_pairs(raw):
         pairs: Sequence[tuple[str, Any]] = [(_ROOT, raw)]
-    else:
+    elif cmd is not None:
         pairs = list(cmd._update_as_tuples())
+    else:
+        pairs = list(raw.items())
     found: list[BaseMessage] = []
     sizes: list[int | None] = []
     converted = False
@@ -167,18 +209,24 @@ def _command_unit(cmd: Any) -> tuple[list[BaseMessage], _Unit, bool]:
 
     def build(msgs: list[BaseMessage], update: Mapping[str, Any]) -> Any:
         new_pairs: list[tuple[str, Any]] = []
-        start = 0
+        start, extra = 0, len(msgs) - len(found)  # messages written ahead of the first
         for (key, value), size in zip(pairs, sizes, strict=True):
             if size is None:
                 new_pairs.append((key, value))
             else:
-                new_pairs.append((key, list(msgs[start : start + size])))
-                start += size
+                new_pairs.append((key, list(msgs[start : start + size + extra])))
+                start += size + extra
+                extra = 0
         if len(new_pairs) == 1 and new_pairs[0][0] == _ROOT:  # the state is the message list
-            return dataclasses.replace(cmd, update=new_pairs[0][1])
-        if isinstance(raw, list):  # (key, value) pairs, applied in order
-            return dataclasses.replace(cmd, update=[*new_pairs, *update.items()])
-        return dataclasses.replace(cmd, update={**dict(new_pairs), **update})
+            new: Any = new_pairs[0][1]
+        elif isinstance(raw, list):  # (key, value) pairs, applied in order
+            new = [*new_pairs, *update.items()]
+            update = {}
+        else:
+            new = {**dict(new_pairs), **update}
+        if cmd is None:
+            return new
+        return dataclasses.replace(cmd, update=new)
 
     return found, _Unit(len(found), build), converted
 
@@ -190,7 +238,7 @@ def _is_pairs(update: list[Any]) -> bool:
 
 
 def writes_checks(
-    writes: ToolWrites,
+    writes: Writes,
     decided: Decided,
     scope: str,
     tenant: str | None,
@@ -202,7 +250,7 @@ def writes_checks(
     """The checks of a tool call's writes: the call's own message first (with ``own``),
     then each other message the guard has not decided whose surface ``applies``."""
     checks: list[Check] = []
-    if own and writes.own is not None:
+    if own and isinstance(writes.own, ToolMessage):
         checks.append(Check(writes.own.content, tool_check_args(writes.own, tenant, config)))
     items = [
         h
@@ -213,7 +261,7 @@ def writes_checks(
 
 
 def settle_writes(
-    writes: ToolWrites,
+    writes: Writes,
     items: Sequence[HistoryItem],
     decisions: Sequence[Decision],
     guard: Guard,

@@ -1,7 +1,8 @@
-"""Everything a tool call writes is decided at the tool boundary: a tool that answers with a
-``Command`` (or a list of results) may write messages beside its own answer, in any form
-``add_messages`` accepts, and may hand them to a parent graph. None of it reaches the state,
-a stream, a checkpoint or a parent graph undecided."""
+"""Everything a tool call or a model node writes is decided before it is written. A tool that
+answers with a ``Command`` (or a list of results) may write messages beside its own answer,
+in any form ``add_messages`` accepts, and may hand them to a parent graph; a model node may
+write more than its response. None of it reaches the state, a stream, a checkpoint or a
+parent graph undecided."""
 
 from __future__ import annotations
 
@@ -316,3 +317,64 @@ def test_a_handoff_to_a_parent_graph_carries_only_decided_messages(mode: str) ->
     assert seen, "the handoff reached the billing node"
     assert "bomb" not in dump(seen) and "bomb" not in dump(events)
     assert "Handed over." in dump(seen)
+
+
+# -- a model node writes more than its response ----------------------------------------------
+
+
+def node_output(shape: str) -> Any:
+    """What a model node of ``shape`` returns, with BAD written beside or as its response."""
+    from langgraph.types import Command
+
+    return {
+        "earlier_message": {"messages": [AIMessage(BAD), AIMessage("Fine.")]},
+        "user_turn_last": {"messages": [AIMessage("Fine."), HumanMessage(BAD)]},
+        "dict_message": {"messages": [{"role": "assistant", "content": BAD}]},
+        "single_message": {"messages": AIMessage(BAD)},
+        "command": Command(update={"messages": [AIMessage(BAD)]}),
+    }[shape]
+
+
+SHAPES = ["earlier_message", "user_turn_last", "dict_message", "single_message", "command"]
+
+
+@pytest.mark.parametrize("how", ["invoke", "stream-sync", "stream-async"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_nothing_a_model_node_writes_reaches_a_stream_or_the_state_undecided(
+    shape: str, how: str
+) -> None:
+    """``guarded_model_node`` decides every message its node writes before it is written:
+    the response, and any other message, in any form ``add_messages`` accepts, returned as a
+    state update or a ``Command`` (streamed runs take the streaming path)."""
+    g, sink = guard()
+    app = guarded_agent_graph(lambda state: node_output(shape), [], g).compile(
+        checkpointer=InMemorySaver()
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    inp = {"messages": [HumanMessage("Go.")]}
+    if how == "invoke":
+        events, state = [], app.invoke(inp, config)
+    else:
+        events, state = collect(app, inp, config, how.split("-")[1])
+    assert "bomb" not in dump(events)
+    assert "bomb" not in dump(state)
+    assert any(e.status == "unsafe" for e in sink.events)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_model_nodes_safe_writes_keep_their_keys_and_are_checked_once(mode: str) -> None:
+    g, sink = guard()
+
+    def node(state: Any) -> dict[str, Any]:
+        return {
+            "messages": [AIMessage("Thinking aloud.", id="aside"), AIMessage("Fine.", id="r")],
+            "note": "from the node",
+        }
+
+    app = guarded_agent_graph(node, [], g, state_schema=State).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    _events, state = collect(app, {"messages": [HumanMessage("Go.")]}, config, mode)
+    assert state["note"] == "from the node"
+    assert [m.content for m in state["messages"][1:]] == ["Thinking aloud.", "Fine."]
+    ids = [e.request_id for e in sink.events]
+    assert ids.count("t:aside:response") == 1 and ids.count("t:r:response") == 1
