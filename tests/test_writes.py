@@ -108,6 +108,24 @@ def test_list_updates_pairs_and_list_results_are_read() -> None:
     assert out[1].update == {"messages": [AIMessage(BAD, id="a")]}
 
 
+@pytest.mark.parametrize("form", ["typed", "dict", "erased"])
+def test_an_overwrite_is_read_and_written_back_as_one(form: str) -> None:
+    """LangGraph's ``Overwrite`` (and its dict forms) replaces the whole message list."""
+    from langgraph.types import Overwrite
+
+    own = ToolMessage("ok", tool_call_id="c1")
+    value = [own, AIMessage(BAD, id="a")]
+    wrapped = {
+        "typed": Overwrite(value),
+        "dict": {"__overwrite__": value},
+        "erased": {"value": value, "type": "__overwrite__"},
+    }[form]
+    w = tool_writes(Command(update={"messages": wrapped}), "c1")
+    assert w is not None and w.own is own and [m.id for m in w.others] == ["a"]
+    out = w.rebuild(replaced={0: AIMessage("no", id="a")})
+    assert out.update["messages"] == Overwrite([own, AIMessage("no", id="a")])
+
+
 def test_removals_pass_untouched_and_a_result_without_messages_writes_none() -> None:
     w = tool_writes(Command(update={"messages": [RemoveMessage(id="x")]}), "c1")
     assert w is not None and w.own is None and w.others == [RemoveMessage(id="x")]
@@ -322,9 +340,9 @@ def test_a_handoff_to_a_parent_graph_carries_only_decided_messages(mode: str) ->
 # -- a model node writes more than its response ----------------------------------------------
 
 
-def node_output(shape: str) -> Any:
+def node_output(shape: str, state_messages: list[Any]) -> Any:
     """What a model node of ``shape`` returns, with BAD written beside or as its response."""
-    from langgraph.types import Command
+    from langgraph.types import Overwrite
 
     return {
         "earlier_message": {"messages": [AIMessage(BAD), AIMessage("Fine.")]},
@@ -332,10 +350,18 @@ def node_output(shape: str) -> Any:
         "dict_message": {"messages": [{"role": "assistant", "content": BAD}]},
         "single_message": {"messages": AIMessage(BAD)},
         "command": Command(update={"messages": [AIMessage(BAD)]}),
+        "overwrite": {"messages": Overwrite([*state_messages, AIMessage(BAD), AIMessage("Ok.")])},
     }[shape]
 
 
-SHAPES = ["earlier_message", "user_turn_last", "dict_message", "single_message", "command"]
+SHAPES = [
+    "earlier_message",
+    "user_turn_last",
+    "dict_message",
+    "single_message",
+    "command",
+    "overwrite",
+]
 
 
 @pytest.mark.parametrize("how", ["invoke", "stream-sync", "stream-async"])
@@ -347,7 +373,7 @@ def test_nothing_a_model_node_writes_reaches_a_stream_or_the_state_undecided(
     the response, and any other message, in any form ``add_messages`` accepts, returned as a
     state update or a ``Command`` (streamed runs take the streaming path)."""
     g, sink = guard()
-    app = guarded_agent_graph(lambda state: node_output(shape), [], g).compile(
+    app = guarded_agent_graph(lambda state: node_output(shape, state["messages"]), [], g).compile(
         checkpointer=InMemorySaver()
     )
     config = {"configurable": {"thread_id": "t"}}

@@ -196,8 +196,11 @@ def _update_unit(cmd: Any, raw: Any) -> tuple[list[BaseMessage], _Unit, bool]:
         pairs = list(raw.items())
     found: list[BaseMessage] = []
     sizes: list[int | None] = []
+    overwrites: list[bool] = []
     converted = False
     for key, value in pairs:
+        overwrite, value = _overwrite(value)
+        overwrites.append(overwrite)
         if key not in (MESSAGES_KEY, _ROOT) or value is None:
             sizes.append(None)
             continue
@@ -210,11 +213,12 @@ def _update_unit(cmd: Any, raw: Any) -> tuple[list[BaseMessage], _Unit, bool]:
     def build(msgs: list[BaseMessage], update: Mapping[str, Any]) -> Any:
         new_pairs: list[tuple[str, Any]] = []
         start, extra = 0, len(msgs) - len(found)  # messages written ahead of the first
-        for (key, value), size in zip(pairs, sizes, strict=True):
+        for (key, value), size, overwrite in zip(pairs, sizes, overwrites, strict=True):
             if size is None:
                 new_pairs.append((key, value))
             else:
-                new_pairs.append((key, list(msgs[start : start + size + extra])))
+                written = list(msgs[start : start + size + extra])
+                new_pairs.append((key, _overwritten(written) if overwrite else written))
                 start += size + extra
                 extra = 0
         if len(new_pairs) == 1 and new_pairs[0][0] == _ROOT:  # the state is the message list
@@ -229,6 +233,25 @@ def _update_unit(cmd: Any, raw: Any) -> tuple[list[BaseMessage], _Unit, bool]:
         return dataclasses.replace(cmd, update=new)
 
     return found, _Unit(len(found), build), converted
+
+
+def _overwrite(value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` replaces the channel instead of going through its reducer (LangGraph's
+    ``Overwrite``, or its dict forms), and the value written."""
+    if type(value).__name__ == "Overwrite" and hasattr(value, "value"):
+        return True, value.value
+    if isinstance(value, Mapping):
+        if len(value) == 1 and "__overwrite__" in value:
+            return True, value["__overwrite__"]
+        if value.get("type") == "__overwrite__" and "value" in value:
+            return True, value["value"]
+    return False, value
+
+
+def _overwritten(messages: list[BaseMessage]) -> Any:
+    from langgraph.types import Overwrite  # where LangGraph has it, an Overwrite was read
+
+    return Overwrite(messages)
 
 
 def _is_pairs(update: list[Any]) -> bool:
