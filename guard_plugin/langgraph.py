@@ -328,19 +328,34 @@ def guarded_tool_node(
     :func:`tool_guard_node`, so the tool never runs twice). Other ``ToolNode`` options pass
     through."""
     g = as_guard(guard)
-    decided = lc.decided_results(g)
+    node = _ToolBoundary(g, tenant, tenant_key, escalate, lc.decided_results(g))
+    return ToolNode(
+        list(tools), wrap_tool_call=node.wrap, awrap_tool_call=node.awrap, **tool_node_options
+    )
 
-    def plan(result: Any, call_id: str | None) -> Any:
+
+@dataclass
+class _ToolBoundary:
+    """The steps of :func:`guarded_tool_node`'s tool call wrapper."""
+
+    g: Guard
+    tenant: str | None
+    tenant_key: str
+    escalate: bool
+    decided: lc.Decided
+
+    def plan(self, result: Any, call_id: str | None) -> Any:
         """What the result writes and its checks (None: nothing to check)."""
         writes = lc.tool_writes(result, call_id)
         if writes is None:
             return None
-        t, config = lc.run_tenant(tenant, tenant_key)
-        scope = g.scope_of(t)
-        checks, others = lc.writes_checks(writes, decided, scope, t, config)
+        t, config = lc.run_tenant(self.tenant, self.tenant_key)
+        scope = self.g.scope_of(t)
+        checks, others = lc.writes_checks(writes, self.decided, scope, t, config)
         return (writes, others, scope, checks) if checks else None
 
-    def finish(result: Any, planned: Any, ds: Sequence[Decision]) -> Any:
+    def finish(self, result: Any, planned: Any, ds: Sequence[Decision]) -> Any:
+        g, decided = self.g, self.decided
         writes, others, scope, _ = planned
         own = writes.own
         assert own is None or isinstance(own, ToolMessage)
@@ -348,9 +363,9 @@ def guarded_tool_node(
         if own is None:
             return writes.rebuild(replaced=replaced)
         d = ds[0]
-        if d.action is Action.ESCALATE and escalate and lc.can_interrupt():
+        if d.action is Action.ESCALATE and self.escalate and lc.can_interrupt():
             pending = g.messages_of(d).review_pending_tool
-            bind = _bind(tenant, tenant_key, lc.held_ref(own))
+            bind = _bind(self.tenant, self.tenant_key, lc.held_ref(own))
             sealed = lc.seal(own, g, bind=bind, decision=d.to_dict())
             extra = {**own.additional_kwargs, HELD: sealed}
             update = {"content": pending, "artifact": None, "additional_kwargs": extra}
@@ -366,21 +381,25 @@ def guarded_tool_node(
             return result
         return writes.rebuild(new, replaced)
 
-    def wrap(request: Any, execute: Callable[[Any], Any]) -> Any:
-        result = execute(request)
-        planned = plan(result, request.tool_call.get("id"))
-        if planned is None:
-            return result
-        return finish(result, planned, lc.run_checks(g, planned[3]))
+    def wrap(self, request: Any, execute: Callable[[Any], Any]) -> Any:
+        run = lc.quiet_tool(request)
+        result = execute(run)
+        planned = self.plan(result, request.tool_call.get("id"))
+        if planned is not None:
+            result = self.finish(result, planned, lc.run_checks(self.g, planned[3]))
+        if run is not request:  # what stream consumers see: the decided result
+            lc.show_tool_result(request, result)
+        return result
 
-    async def awrap(request: Any, execute: Callable[[Any], Any]) -> Any:
-        result = await execute(request)
-        planned = plan(result, request.tool_call.get("id"))
-        if planned is None:
-            return result
-        return finish(result, planned, await lc.arun_checks(g, planned[3]))
-
-    return ToolNode(list(tools), wrap_tool_call=wrap, awrap_tool_call=awrap, **tool_node_options)
+    async def awrap(self, request: Any, execute: Callable[[Any], Any]) -> Any:
+        run = lc.quiet_tool(request)
+        result = await execute(run)
+        planned = self.plan(result, request.tool_call.get("id"))
+        if planned is not None:
+            result = self.finish(result, planned, await lc.arun_checks(self.g, planned[3]))
+        if run is not request:
+            await lc.ashow_tool_result(request, result)
+        return result
 
 
 def tool_guard_node(

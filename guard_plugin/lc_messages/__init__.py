@@ -8,6 +8,7 @@ must run where a node may be re-run from its start). One module per concern:
 - :mod:`.inputs`, :mod:`.tools`, :mod:`.responses`: the user turn, tool results, and the
   assistant turn with its tool calls;
 - :mod:`.writes`: everything a tool call's result writes (a ``Command``'s other messages);
+- :mod:`.tool_runs`: a tool's run shown to stream consumers only once its result is decided;
 - :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
 - :mod:`.held`: content held for review (sealed in the state) and messages already decided;
 - :mod:`.history`: every message the guard has not decided, checked before a model reads it;
@@ -81,6 +82,7 @@ from guard_plugin.lc_messages.streaming import (
     shown_first,
     streaming_wanted,
 )
+from guard_plugin.lc_messages.tool_runs import ashow_tool_result, quiet_tool, show_tool_result
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
 from guard_plugin.lc_messages.writes import (
     ToolWrites,
@@ -111,6 +113,7 @@ __all__ = [
     "apply_response",
     "apply_tool_result",
     "arun_checks",
+    "ashow_tool_result",
     "can_interrupt",
     "check_args",
     "check_id",
@@ -129,6 +132,7 @@ __all__ = [
     "preview",
     "quiet",
     "quiet_config",
+    "quiet_tool",
     "read_held",
     "record_dropped",
     "review_held_tool",
@@ -139,6 +143,7 @@ __all__ = [
     "run_tenant",
     "seal",
     "settle_writes",
+    "show_tool_result",
     "shown",
     "shown_first",
     "streaming_wanted",

@@ -50,6 +50,7 @@ __all__ = [
     "ResponseStreamer",
     "StreamStopped",
     "completing_chunk",
+    "keeps_quiet",
     "quiet",
     "quiet_config",
     "shown_first",
@@ -98,7 +99,7 @@ def streaming_wanted(model: Any = None) -> bool:
     )
 
 
-def _keep(h: BaseCallbackHandler) -> bool:
+def keeps_quiet(h: BaseCallbackHandler) -> bool:
     """Tracers stay on a quiet model run (an operator's record); stream handlers and any
     other handler (which could show tokens) do not."""
     return isinstance(h, (BaseTracer, AsyncBaseTracer)) and not isinstance(
@@ -114,13 +115,15 @@ def quiet_config(config: Any = None, capture: BaseCallbackHandler | None = None)
     if isinstance(cbs, BaseCallbackManager):
         manager = cbs.copy()
         for h in list(manager.handlers) + list(manager.inheritable_handlers):
-            if not _keep(h):
+            if not keeps_quiet(h):
                 manager.remove_handler(h)
         if capture is not None:
             manager.add_handler(capture, inherit=True)
         new: Any = manager
     else:
-        new = [h for h in (cbs or []) if _keep(h)] + ([capture] if capture is not None else [])
+        new = [h for h in (cbs or []) if keeps_quiet(h)] + (
+            [capture] if capture is not None else []
+        )
     return {**config, "callbacks": new}
 
 
