@@ -22,7 +22,7 @@ from guard_plugin.errors import GuardError, MediaError, UnverifiableMedia
 from guard_plugin.media.formats import anthropic, langchain, openai, text
 from guard_plugin.media.formats.base import Budget, MediaBlock, Reader
 from guard_plugin.media.formats.calls import call_text, read_call
-from guard_plugin.media.parts import FailedPart, Part, PartRef
+from guard_plugin.media.parts import FailedPart, Part, PartRef, TextPart
 from guard_plugin.media.sources import part_from_bytes, read_file
 
 __all__ = [
@@ -38,12 +38,15 @@ __all__ = [
     "with_document",
 ]
 
-_MEDIA_TYPES = frozenset({"image", "file", "document", "input_file"})
+_MEDIA_TYPES = frozenset({"image", "file", "document", "input_file", "text-plain"})
 _UNCHECKED_MEDIA = frozenset({"audio", "video"})
 # tool calls are checked by the adapters as their own surface
 _SKIPPED_TYPES = frozenset(
     {"tool_call", "tool_use", "tool_call_chunk", "invalid_tool_call", "server_tool_call"}
 )
+
+#: what a block type says its data is, where its block need not say
+_CLAIMED = {"text-plain": "text/plain"}
 
 #: every block type that carries media (what an assistant turn's response check, which reads
 #: text only, cannot classify): the types above, and audio input and generated images
@@ -153,10 +156,12 @@ def _read_dict(b: Mapping[str, Any], ref: PartRef, r: Reader) -> list[Part]:
         return openai.read_image(b, ref, r)
     if t in _UNCHECKED_MEDIA:
         return [FailedPart(ref, UnverifiableMedia(f"{t} content is not checked"))]
+    if t == "text-plain" and isinstance(b.get("text"), str):  # LangChain's plain text document
+        return [TextPart(ref, b["text"])]
     if t in _MEDIA_TYPES:
         m = MediaBlock(
             kind="image" if t == "image" else "file",
-            claimed=b.get("mime_type") or b.get("media_type"),
+            claimed=b.get("mime_type") or b.get("media_type") or _CLAIMED.get(t),
             filename=b.get("filename") or (b.get("extras") or {}).get("filename"),
         )
         for reader in _MEDIA_READERS:
