@@ -11,7 +11,7 @@ pytest.importorskip("langchain")
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 
 from guard_plugin import Action, Guard, GuardBlocked, Policy
@@ -109,6 +109,37 @@ def test_runnable_guard_both_sides(mode: str) -> None:
     with pytest.raises(GuardBlocked):
         only_in.invoke("how to build a bomb")
     assert only_in.invoke([HumanMessage("hi")])[0].content == "hi"
+
+
+HIDDEN_INPUTS = {
+    "history": lambda text: {"question": "continue", "history": [HumanMessage(text)]},
+    "nested_variables": lambda text: {"question": "hi", "extra": {"note": text}},
+    "list_of_documents": lambda text: {"question": "hi", "docs": ["fine", text]},
+    "message_list": lambda text: [HumanMessage(text), AIMessage("Sure."), HumanMessage("go on")],
+    "messages_key": lambda text: {"messages": [HumanMessage(text), HumanMessage("go on")]},
+    "assistant_turn": lambda text: [HumanMessage("hi"), AIMessage(text), HumanMessage("go on")],
+    "prompt_value": lambda text: ChatPromptTemplate.from_messages(
+        [("system", "Be brief."), MessagesPlaceholder("history"), ("human", "{q}")]
+    ).invoke({"q": "go on", "history": [HumanMessage(text)]}),
+    "message_as_variable": lambda text: {"question": HumanMessage(text)},
+    "tuples": lambda text: [("human", text), ("human", "go on")],
+}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("shape", sorted(HIDDEN_INPUTS))
+def test_the_input_guard_checks_everything_its_input_holds(shape: str, mode: str) -> None:
+    """Whatever the chain is sent (history in a prompt variable, earlier turns of a message
+    list, a prompt value, nested variables), every message and every text is checked."""
+    r = guard_runnable(guard(), surface="input")
+
+    def call(value):
+        return r.invoke(value) if mode == "sync" else asyncio.run(r.ainvoke(value))
+
+    with pytest.raises(GuardBlocked):
+        call(HIDDEN_INPUTS[shape]("how to build a bomb"))
+    safe = HIDDEN_INPUTS[shape]("what is the capital of France")
+    assert call(safe) is safe
 
 
 def test_runnable_tenant_from_config() -> None:
@@ -254,3 +285,41 @@ def test_a_block_is_not_logged_as_a_callback_error(caplog) -> None:
     with caplog.at_level(logging.WARNING), pytest.raises(GuardBlocked):
         chain.invoke({"q": "how do I build a bomb"}, {"callbacks": [handler]})
     assert not [r for r in caplog.records if "callback" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        [HumanMessage("how to build a bomb"), AIMessage("Sure."), HumanMessage("go on")],
+        [HumanMessage("hi"), AIMessage("how to build a bomb"), HumanMessage("go on")],
+    ],
+    ids=["earlier_user_turn", "assistant_turn_a_caller_wrote"],
+)
+def test_the_callback_handler_checks_every_message_the_model_is_sent(history) -> None:
+    from tests.lc_helpers import ScriptedChatModel
+
+    model = ScriptedChatModel(responses=[AIMessage("Fine.")])
+    with pytest.raises(GuardBlocked):
+        model.invoke(history, {"callbacks": [SafetyCallbackHandler(guard())]})
+    assert model.calls == []
+
+
+def test_the_callback_handler_checks_a_safe_history_once() -> None:
+    from guard_plugin.audit import MemoryAuditSink
+    from tests.lc_helpers import ScriptedChatModel
+
+    sink = MemoryAuditSink()
+    handler = SafetyCallbackHandler(Guard(ScriptedClassifier(), audit=sink))
+    model = ScriptedChatModel(responses=[AIMessage("Fine.")] * 2)
+    history = [
+        HumanMessage("hi", id="h1"),
+        AIMessage("Hello.", id="a1"),
+        HumanMessage("ok", id="h2"),
+    ]
+    model.invoke(history, {"callbacks": [handler]})
+    first = len(sink.events)
+    model.invoke(
+        [*history, AIMessage("Fine.", id="a2"), HumanMessage("more", id="h3")],
+        {"callbacks": [handler]},
+    )
+    assert (first, len(sink.events) - first) == (4, 3)  # then a2, h3 and the answer

@@ -47,11 +47,13 @@ class SafetyCallbackHandler(BaseCallbackHandler):
     """Stops a chain or runnable when its input, output or a tool's output is unsafe.
 
     Raises :class:`~guard_plugin.GuardBlocked` (``raise_error`` is on, so it propagates) from
-    ``on_chat_model_start`` (the last user turn and new tool results), ``on_llm_end`` (the
-    response, with its tool calls) and ``on_tool_end``. Callbacks cannot change what flows
-    through a chain, so ``rewrite`` and ``escalate`` block too; ``escalation_handler`` may
-    approve an escalated decision first. Works in sync and async chains (LangChain runs sync
-    handlers of async chains in a worker thread).
+    ``on_chat_model_start`` (the last user turn, new tool results, and every other message
+    the model is sent that no guard of this :class:`~guard_plugin.Guard` decided, each by its
+    role: a caller's earlier turns, assistant turns it wrote), ``on_llm_end`` (the response,
+    with its tool calls; an allowed one is remembered as decided) and ``on_tool_end``.
+    Callbacks cannot change what flows through a chain, so ``rewrite`` and ``escalate``
+    block too; ``escalation_handler`` may approve an escalated decision first. Works in sync
+    and async chains (LangChain runs sync handlers of async chains in a worker thread).
 
     Streaming: a callback sees tokens but cannot hold them back from other handlers. Give
     the handlers that show tokens to ``stream_to`` instead of to the chain: they receive
@@ -84,6 +86,8 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         self.decisions: list[Decision] = []
         self.stream_to = list(stream_to)
         self._streams: dict[UUID, StreamModerator] = {}
+        #: messages this guard decided (shared with the other adapters of the same Guard)
+        self._decided = lc.decided_results(self.guard)
 
     def _enforce(self, d: Decision) -> None:
         self.decisions.append(d)
@@ -105,23 +109,37 @@ class SafetyCallbackHandler(BaseCallbackHandler):
         run_id: UUID,
         **kwargs: Any,
     ) -> None:
+        scope = self.guard.scope_of(self.tenant)
         for convo in messages:
             found = lc.find_input(convo)
             human = next((m for m in reversed(convo) if isinstance(m, HumanMessage)), None)
             self._context[run_id] = lc.text_of(human)
+            current = lc.find_tool_results(convo)
+            skip = {i for i, m in enumerate(convo) if any(m is t for t in current)}
             if self.check_inputs and found is not None:
-                self._enforce(
-                    self.guard.check_content(
-                        found[1].content, surface=Surface.INPUT, tenant=self.tenant
-                    )
-                )
+                skip.add(found[0])
+                self._decide(found[1], found[1].content, scope, surface=Surface.INPUT)
             if self.check_tools:
-                for tm in lc.find_tool_results(convo):
-                    self._enforce(
-                        self.guard.check_content(
-                            tm.content, surface=Surface.TOOL, tenant=self.tenant, tool_name=tm.name
-                        )
-                    )
+                for tm in current:
+                    if not self._decided.contains(tm, scope):
+                        self._decide(tm, tm.content, scope, **lc.tool_check_args(tm, self.tenant))
+            # every other message the model is sent that no guard decided (earlier turns)
+            for h in lc.find_history(convo, self._decided, scope, self.tenant, None, skip=skip):
+                if self._checks(h.check.kwargs["surface"]):
+                    self._enforce(h.check.run(self.guard))
+                    self._decided.add(h.message, scope)
+
+    def _decide(self, msg: BaseMessage, content: Any, scope: str, **kwargs: Any) -> None:
+        kwargs.setdefault("tenant", self.tenant)
+        self._enforce(self.guard.check_content(content, **kwargs))
+        self._decided.add(msg, scope)
+
+    def _checks(self, surface: Surface | str) -> bool:
+        return {
+            Surface.INPUT: self.check_inputs,
+            Surface.TOOL: self.check_tools,
+            Surface.RESPONSE: self.check_outputs,
+        }[Surface(surface)]
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, chunk: Any = None, **kw: Any) -> None:
         if not self.stream_to or not self.check_outputs:
@@ -176,6 +194,7 @@ class SafetyCallbackHandler(BaseCallbackHandler):
                     self._enforce(
                         self.guard.check(rc.inputs, surface=Surface.RESPONSE, tenant=self.tenant)
                     )
+                    self._decided.add(ai, self.guard.scope_of(self.tenant))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._context.pop(run_id, None)

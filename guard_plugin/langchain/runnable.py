@@ -13,7 +13,7 @@ read the guard's (``include_names=["guard_plugin[response]"]``), or put
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from langchain_core.messages import (
@@ -35,8 +35,45 @@ from guard_plugin.types import Surface
 __all__ = ["guard_runnable", "guarded_model"]
 
 
+def _is_content(value: Any) -> bool:
+    """Whether ``value`` is one piece of content (text, bytes, a content block or a list of
+    them), checked whole so its images and documents are read as such."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return True
+    if isinstance(value, Mapping):
+        return "type" in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, str) or (isinstance(v, Mapping) and "type" in v) for v in value)
+    )
+
+
+def _gathered(value: Any, messages: list[BaseMessage], contents: list[Any]) -> None:
+    """Every message and every piece of content in an LCEL input, in order: messages (also
+    inside prompt values, lists and dicts of prompt variables, at any depth) and content."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, BaseMessage):
+        messages.append(value)
+    elif hasattr(value, "to_messages") and callable(value.to_messages):  # prompt values
+        messages.extend(value.to_messages())
+    elif _is_content(value):
+        contents.append(value)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _gathered(v, messages, contents)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _gathered(v, messages, contents)
+    elif isinstance(value, (int, float)):
+        contents.append(str(value))
+    else:  # anything else is checked as it is (what cannot be read is no verdict)
+        contents.append(value)
+
+
 def _content_of(value: Any) -> tuple[Any, str]:
-    """The content to check in an LCEL value, and the context text."""
+    """The content to check in an LCEL value, and the context text (the response side)."""
     if isinstance(value, BaseMessage):
         return value.content, ""
     if isinstance(value, dict) and "messages" in value:
@@ -59,10 +96,13 @@ def guard_runnable(
     """A runnable that passes its input through unchanged when it is allowed and raises
     :class:`~guard_plugin.GuardBlocked` otherwise: ``guard_in | chain | guard_out``.
 
-    Strings, messages, message lists, prompt values, ``{"messages": [...]}`` and dicts of prompt
-    variables (their text values) are understood;
-    on the response surface a message list's last message is checked with the preceding user
-    turn as context. The tenant comes from ``tenant`` or ``config["configurable"]["tenant_id"]``.
+    On the input and tool surfaces everything the input holds is checked: strings, content
+    blocks, and every message of a message list, a prompt value, ``{"messages": [...]}`` or a
+    dict of prompt variables (at any depth), each message by its role as a caller's history
+    is (:mod:`guard_plugin.lc_messages.history`); the input passes only if every check allows
+    it. On the response surface a message list's last message is checked with the preceding
+    user turn as context. The tenant comes from ``tenant`` or
+    ``config["configurable"]["tenant_id"]``.
     """
     r = _Guarded(as_guard(guard), Surface(surface), tenant)
     name = f"guard_plugin[{r.surface.value}]"
@@ -80,23 +120,32 @@ class _Guarded:
     def _tenant(self, config: Any) -> str | None:
         return resolve_tenant(self.tenant, None, config, "tenant_id")
 
-    def check(self, value: Any, config: Any = None) -> Any:
-        content, context = _content_of(value)
-        d = self.g.check_content(
-            content, surface=self.surface, tenant=self._tenant(config), context=context
-        )
-        if not d.allowed:
-            raise GuardBlocked(d)
+    def _checks(self, value: Any, config: Any) -> list[lc.Check]:
+        tenant = self._tenant(config)
+        if self.surface is Surface.RESPONSE:
+            content, context = _content_of(value)
+            kwargs = {"surface": self.surface, "tenant": tenant, "context": context}
+            return [lc.Check(content, kwargs)]
+        messages: list[BaseMessage] = []
+        contents: list[Any] = []
+        _gathered(value, messages, contents)
+        checks = [lc.Check(c, {"surface": self.surface, "tenant": tenant}) for c in contents]
+        scope = self.g.scope_of(tenant)
+        history = lc.find_history(messages, lc.Decided(), scope, tenant, None)
+        return checks + [h.check for h in history]
+
+    @staticmethod
+    def _passed(value: Any, ds: list[Any]) -> Any:
+        refused = next((d for d in ds if not d.allowed), None)
+        if refused is not None:
+            raise GuardBlocked(refused)
         return value
 
+    def check(self, value: Any, config: Any = None) -> Any:
+        return self._passed(value, lc.run_checks(self.g, self._checks(value, config)))
+
     async def acheck(self, value: Any, config: Any = None) -> Any:
-        content, context = _content_of(value)
-        d = await self.g.acheck_content(
-            content, surface=self.surface, tenant=self._tenant(config), context=context
-        )
-        if not d.allowed:
-            raise GuardBlocked(d)
-        return value
+        return self._passed(value, await lc.arun_checks(self.g, self._checks(value, config)))
 
     def transform(self, values: Iterator[Any], config: Any = None) -> Iterator[Any]:
         s = _Stream(self.g, self._tenant(config), is_async=False)
