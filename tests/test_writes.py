@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("langchain")
 
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, ModelResponse
 from langchain_core.messages import (
     AIMessage,
     HumanMessage,
@@ -404,3 +405,53 @@ def test_a_model_nodes_safe_writes_keep_their_keys_and_are_checked_once(mode: st
     assert [m.content for m in state["messages"][1:]] == ["Thinking aloud.", "Fine."]
     ids = [e.request_id for e in sink.events]
     assert ids.count("t:aside:response") == 1 and ids.count("t:r:response") == 1
+
+
+# -- a middleware inside SafetyMiddleware returns more than the model's answer ---------------
+
+
+class TwoDrafts(AgentMiddleware):
+    """Returns an earlier draft beside the model's answer."""
+
+    def __init__(self, draft: str) -> None:
+        super().__init__()
+        self.draft = draft
+
+    def wrap_model_call(self, request: Any, handler: Any) -> Any:
+        return ModelResponse(result=[AIMessage(self.draft), *handler(request).result])
+
+    async def awrap_model_call(self, request: Any, handler: Any) -> Any:
+        return ModelResponse(result=[AIMessage(self.draft), *(await handler(request)).result])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_message_a_model_step_returns_is_decided(mode: str) -> None:
+    g, _sink = guard()
+    app = create_agent(
+        ScriptedChatModel(responses=[AIMessage("Fine.")]),
+        tools=[],
+        middleware=[SafetyMiddleware(g), TwoDrafts(BAD)],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    events, state = collect(app, {"messages": [HumanMessage("Go.")]}, config, mode)
+    assert "bomb" not in dump(events) and "bomb" not in dump(state)
+    assert state["messages"][-1].content == "Fine."
+
+
+def test_a_safe_draft_beside_the_answer_is_kept_and_checked_once() -> None:
+    g, sink = guard()
+    model = ScriptedChatModel(responses=[AIMessage("Fine."), AIMessage("Still fine.")])
+    app = create_agent(
+        model,
+        tools=[],
+        middleware=[SafetyMiddleware(g), TwoDrafts("A first draft.")],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    out = app.invoke({"messages": [HumanMessage("Go.")]}, config)
+    assert [m.content for m in out["messages"][1:]] == ["A first draft.", "Fine."]
+    before = len(sink.events)
+    app.invoke({"messages": [HumanMessage("Again.")]}, config)
+    # the new turn, the new draft and the answer: the earlier draft is not checked again
+    assert len(sink.events) - before == 3

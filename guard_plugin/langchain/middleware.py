@@ -666,6 +666,7 @@ class SafetyMiddleware(AgentMiddleware):
         elif streamed and not self.hold_output:
             self._drop(spec, checks and ds)
             response = yield from self._streamed_call(request, tenant, config)
+            response = yield from self._checked_rest(response, tenant, config)
             return _with_updates(updates, self._remember(response, scope))
         else:
             self._drop(spec, checks and ds)
@@ -674,8 +675,44 @@ class SafetyMiddleware(AgentMiddleware):
             response = yield from self._checked_response(
                 request, response, tenant, config, quiet=streamed
             )
+            response = yield from self._checked_rest(response, tenant, config)
             response = self._remember(response, scope)
         return _with_updates(updates, response)
+
+    def _checked_rest(self, response: Any, tenant: str | None, config: Any) -> _Flow:
+        """Every other message the model step returns (a middleware inside this one may
+        return more than the model's answer), decided as history is, beside the response;
+        the results of the response's own calls (structured output) were decided with it."""
+        if not isinstance(response, ModelResponse) or len(response.result) < 2:
+            return response
+        msgs, idx = _ai_of(response)
+        ai = msgs[idx] if idx is not None else None
+        calls = {c["id"] for c in ai.tool_calls} if isinstance(ai, AIMessage) else set()
+        msgs = [
+            m.model_copy(update={"id": str(uuid4())})
+            if m.id is None and not isinstance(m, ToolMessage)
+            else m
+            for m in msgs
+        ]
+        skip = {
+            i
+            for i, m in enumerate(msgs)
+            if i == idx or (isinstance(m, ToolMessage) and m.tool_call_id in calls)
+        }
+        scope = self.guard.scope_of(tenant)
+        items = [
+            h
+            for h in lc.find_history(msgs, self._decided, scope, tenant, config, skip=skip)
+            if self._applies(h.check.kwargs["surface"])
+        ]
+        if items:
+            ds = yield RunChecks([h.check for h in items])
+            for h, d in zip(items, ds, strict=True):
+                new, _ = lc.apply_history([h], [d], self.guard)
+                self._raise_if_blocking(lc.Outcome(new, decisions=[d]))
+                if new:
+                    msgs[h.index] = new[0]
+        return ModelResponse(result=msgs, structured_response=response.structured_response)
 
     def _streamed_call(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
         """The model's answer moderated as it streams (:mod:`guard_plugin.streams`): shown
