@@ -372,7 +372,7 @@ def test_url_fetch_when_allowed_with_a_size_cap() -> None:
     threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
-        lim = MediaLimits(allow_url_fetch=True, max_image_bytes=2000)
+        lim = MediaLimits(allow_url_fetch=True, fetch_private_networks=True, max_image_bytes=2000)
         ok, big, missing = extract_parts(
             [
                 {"type": "image", "url": base + "/ok.png"},
@@ -387,6 +387,109 @@ def test_url_fetch_when_allowed_with_a_size_cap() -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def _serve(routes: dict[str, tuple[int, dict[str, str], bytes]]) -> ThreadingHTTPServer:
+    """A local HTTP server answering ``path -> (status, headers, body)``; it records the Host
+    header of each request in ``srv.hosts``."""
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            srv.hosts.append(self.headers.get("Host"))
+            status, headers, data = routes.get(self.path, (404, {}, b""))
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.hosts = []  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, args=(0.02,), daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x.png",
+        "http://localhost:9/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.8/x.png",
+        "http://[::1]:9/x.png",
+        "http://[::ffff:127.0.0.1]:9/x.png",
+        "http://0.0.0.0:9/x.png",
+    ],
+)
+def test_a_url_naming_a_private_network_is_not_fetched(url: str) -> None:
+    """User content cannot make the guard request internal services (SSRF)."""
+    (part,) = extract_parts([{"type": "image", "url": url}], MediaLimits(allow_url_fetch=True))
+    assert isinstance(part, FailedPart) and isinstance(part.error, UnverifiableMedia)
+    assert "non-public address" in str(part.error) and "fetch_private_networks" in str(part.error)
+
+
+def test_a_redirect_to_a_private_network_is_not_followed(monkeypatch) -> None:
+    """Each hop is checked: a host that passes the check cannot redirect the fetch inward."""
+    from guard_plugin.media import fetching
+
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = {"/inside.png": (200, {}, IMG)}
+    srv = _serve(routes)
+    port = srv.server_address[1]
+    routes["/start.png"] = (302, {"Location": f"http://127.0.0.2:{port}/inside.png"}, b"")
+    routes["/onward.png"] = (302, {"Location": "/inside.png"}, b"")
+    lim = MediaLimits(allow_url_fetch=True)
+    # the test server stands for a public host; 127.0.0.2 stays private
+    monkeypatch.setattr(fetching, "_public", lambda addr: addr == "127.0.0.1")
+    try:
+        start = [{"type": "image", "url": f"http://127.0.0.1:{port}/start.png"}]
+        (part,) = extract_parts(start, lim)
+        assert isinstance(part, FailedPart) and "127.0.0.2" in str(part.error)
+        onward = [{"type": "image", "url": f"http://127.0.0.1:{port}/onward.png"}]
+        (part,) = extract_parts(onward, lim)
+        assert isinstance(part, ImagePart)  # a redirect to a public address is followed
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_fetch_goes_to_the_checked_address_with_the_urls_host(monkeypatch) -> None:
+    """The host is resolved once and the connection goes to that address (a DNS answer that
+    changes after the check cannot move it); the server still sees the URL's host."""
+    from guard_plugin.media import fetching
+
+    srv = _serve({"/ok.png": (200, {}, IMG)})
+    port = srv.server_address[1]
+    answers = iter([["127.0.0.1"], ["10.0.0.1"]])  # a rebinding resolver
+    monkeypatch.setattr(fetching, "_addresses", lambda host, port: next(answers))
+    monkeypatch.setattr(fetching, "_public", lambda addr: addr == "127.0.0.1")
+    try:
+        lim = MediaLimits(allow_url_fetch=True)
+        (part,) = extract_parts(
+            [{"type": "image", "url": f"http://images.example:{port}/ok.png"}], lim
+        )
+        assert isinstance(part, ImagePart)
+        assert srv.hosts == [f"images.example:{port}"]  # type: ignore[attr-defined]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_too_many_redirects_and_other_schemes_are_unverifiable() -> None:
+    srv = _serve({"/loop.png": (302, {"Location": "/loop.png"}, b"")})
+    port = srv.server_address[1]
+    lim = MediaLimits(allow_url_fetch=True, fetch_private_networks=True)
+    try:
+        looping = [{"type": "image", "url": f"http://127.0.0.1:{port}/loop.png"}]
+        (part,) = extract_parts(looping, lim)
+        assert isinstance(part, FailedPart) and "redirects" in str(part.error)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    (part,) = extract_parts([{"type": "image", "url": "ftp://example.com/x.png"}], lim)
+    assert isinstance(part, FailedPart)
 
 
 # -- windows and fan-out ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from guard_plugin.errors import GuardError, MediaError, UnverifiableMedia
+from guard_plugin.media.fetching import fetch
 from guard_plugin.media.images import sniff_mime
 from guard_plugin.media.parts import DocumentPart, FailedPart, ImagePart, Part, PartRef, TextPart
 from guard_plugin.policy import MediaLimits
@@ -52,29 +53,6 @@ def data_url_bytes(url: str, cap: int) -> bytes:
     if len(raw) > cap:
         raise MediaError(f"the data URL is over the policy's limit of {cap:,} bytes")
     return raw
-
-
-def fetch(url: str, limits: MediaLimits, cap: int) -> bytes:
-    if not limits.allow_url_fetch:
-        raise UnverifiableMedia(
-            f"remote content not fetched ({url[:80]}); the policy's media.allow_url_fetch is off"
-        )
-    import httpx
-
-    try:
-        with httpx.stream(
-            "GET", url, timeout=limits.fetch_timeout_s, follow_redirects=True
-        ) as resp:
-            resp.raise_for_status()
-            chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    raise MediaError(f"{url[:80]} is over the policy's limit of {cap:,} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.HTTPError as err:
-        raise UnverifiableMedia(f"cannot fetch {url[:80]}: {type(err).__name__}") from None
 
 
 def read_file(path: str | PathLike[str], limits: MediaLimits, cap: int) -> bytes:

@@ -261,6 +261,10 @@ class MediaLimits(_Model):
     text_window_chars: int = Field(6000, ge=200)
     allow_local_files: bool = False
     allow_url_fetch: bool = False
+    #: with ``allow_url_fetch``: whether a URL may name a host on a private, loopback or
+    #: link-local network (off: such URLs are unverifiable, so user content cannot make the
+    #: guard request internal services)
+    fetch_private_networks: bool = False
     fetch_timeout_s: float = Field(5.0, gt=0)
     unverifiable: ErrorAction = "block"
 
