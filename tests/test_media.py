@@ -347,6 +347,29 @@ def test_local_files_when_allowed(tmp_path: Path) -> None:
     assert kinds(extract_parts([f])) == ["FailedPart"]
 
 
+def test_a_local_file_is_read_only_if_regular_bounded_and_under_the_root(tmp_path: Path) -> None:
+    """A path in content is input: a device never ends (/dev/zero would exhaust memory), a
+    file may be larger than its size says, and a root keeps paths to the folder meant."""
+    allowed = MediaLimits(allow_local_files=True, max_image_bytes=1000)
+    (zero,) = extract_parts([{"type": "image", "path": "/dev/zero"}], allowed)
+    assert isinstance(zero, FailedPart) and "not a regular file" in str(zero.error)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"x" * 5000)
+    (part,) = extract_parts([{"type": "image", "path": str(big)}], allowed)
+    assert isinstance(part, FailedPart) and "over the policy's limit" in str(part.error)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "ok.png").write_bytes(IMG)
+    (shots / "escape.png").symlink_to(big)
+    rooted = MediaLimits(allow_local_files=True, local_files_root=str(shots))
+    assert kinds(extract_parts([{"type": "image", "path": str(shots / "ok.png")}], rooted)) == [
+        "ImagePart"
+    ]
+    for outside in (str(big), str(shots / "escape.png"), str(shots / ".." / "big.png")):
+        (part,) = extract_parts([{"type": "image", "path": outside}], rooted)
+        assert isinstance(part, FailedPart) and "local_files_root" in str(part.error)
+
+
 def test_artifact_parts_are_checked_and_labelled() -> None:
     parts = extract_parts("summary", artifact={"screenshot": IMG, "report": PDF})
     assert kinds(parts) == ["TextPart", "ImagePart", "DocumentPart"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import stat
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -62,10 +64,22 @@ def read_file(path: str | PathLike[str], limits: MediaLimits, cap: int) -> bytes
         )
     p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > cap:
-            raise MediaError(f"{p} is {size:,} bytes, over the policy's limit of {cap:,}")
-        return p.read_bytes()
+        if limits.local_files_root is not None:
+            root = Path(limits.local_files_root).resolve()
+            if not p.resolve().is_relative_to(root):
+                raise UnverifiableMedia(
+                    f"local file {str(path)[:80]} not read: it is outside the policy's "
+                    f"media.local_files_root ({root})"
+                )
+        with p.open("rb") as f:
+            # a regular file only: a device (/dev/zero) or a pipe never ends, and /proc files
+            # report no size; and never more than the cap, whatever the size said
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise MediaError(f"{p} is not a regular file")
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise MediaError(f"{p} is over the policy's limit of {cap:,} bytes")
+        return data
     except OSError as err:
         raise MediaError(f"cannot read {p}: {err.strerror}") from None
 

@@ -260,6 +260,9 @@ class MediaLimits(_Model):
     max_text_chars: int = Field(200_000, gt=0)
     text_window_chars: int = Field(6000, ge=200)
     allow_local_files: bool = False
+    #: with ``allow_local_files``: the folder local files must lie in (symlinks resolved);
+    #: unset, any file the process can read
+    local_files_root: str | None = None
     allow_url_fetch: bool = False
     #: with ``allow_url_fetch``: whether a URL may name a host on a private, loopback or
     #: link-local network (off: such URLs are unverifiable, so user content cannot make the
