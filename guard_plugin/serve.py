@@ -234,6 +234,10 @@ class _Endpoint:
             return json.loads(b"".join(chunks))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise _Refused(400, "the body is not JSON", "invalid_request_error") from None
+        except RecursionError:
+            raise _Refused(
+                400, "the body's JSON is nested too deeply", "invalid_request_error"
+            ) from None
 
     async def decide(self, request: Any) -> tuple[Decision, Mapping[str, Any]]:
         tenant = self.tenant_of(request)
