@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import pytest
@@ -13,8 +13,9 @@ import pytest
 pytest.importorskip("langchain")
 
 from langchain.agents import create_agent
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.tools import tool
+from langchain_core.tools import InjectedToolCallId, tool
 from langchain_core.tracers.base import BaseTracer
 
 from guard_plugin import Guard, Policy
@@ -120,6 +121,10 @@ def test_a_model_inside_a_tool_shows_no_event(adapter: str) -> None:
     ]
 
 
+class _Shown(BaseCallbackHandler):
+    """A handler that would show a run to someone (not a tracer)."""
+
+
 class Recorder(BaseTracer):
     """A tracer: the operator's record."""
 
@@ -156,3 +161,27 @@ def test_a_run_without_stream_consumers_is_left_as_it_is() -> None:
 
     request = Request()
     assert quiet_tool(request) is request
+
+
+def test_a_quiet_tool_shows_the_injections_of_the_tool_it_runs() -> None:
+    """A ``ToolNode`` computes what to inject into a tool it does not know (one a middleware
+    put in the request) from the tool itself: the quiet run must show the same."""
+    from langgraph.prebuilt.tool_node import _get_all_injected_args
+
+    @tool
+    def answer(q: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """Answers."""
+        return q
+
+    class Request:
+        tool = answer
+        runtime = type("R", (), {"config": {"callbacks": [_Shown()]}})()
+
+        def override(self, **kw):
+            new = Request()
+            new.tool = kw["tool"]
+            return new
+
+    quiet = quiet_tool(Request()).tool
+    assert quiet is not answer
+    assert _get_all_injected_args(quiet) == _get_all_injected_args(answer)

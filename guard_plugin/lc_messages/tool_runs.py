@@ -29,9 +29,21 @@ __all__ = ["ashow_tool_result", "quiet_tool", "show_tool_result"]
 
 
 class _QuietTool(BaseTool):
-    """``inner`` run with its callbacks reduced to tracers."""
+    """``inner`` run with its callbacks reduced to tracers. It shows ``inner``'s schema and
+    function, which a ``ToolNode`` reads to inject state, the call id and the runtime."""
 
     inner: BaseTool
+
+    def get_input_schema(self, config: Any = None) -> Any:
+        return self.inner.get_input_schema(config)
+
+    @property
+    def func(self) -> Any:
+        return getattr(self.inner, "func", None)
+
+    @property
+    def coroutine(self) -> Any:
+        return getattr(self.inner, "coroutine", None)
 
     def invoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
         return self.inner.invoke(input, quiet_config(config), **kwargs)
