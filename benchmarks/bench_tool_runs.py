@@ -4,10 +4,11 @@
 
 One ``create_agent`` run streamed in ``stream_mode="messages"`` (fake models, no I/O; the model
 calls one tool, then answers), interleaved in one process: no middleware; SafetyMiddleware
-with a zero-latency classifier as shipped (the tool runs quietly, and its decided result is
-replayed to the stream's handlers); and the same middleware with the tool run left loud (the
-earlier behaviour, in which the tool's raw output reached the stream's handlers). The ratio of
-the last two is the price of the quiet run and its replay.
+with a zero-latency classifier as shipped (the tool runs quietly, and the stream's handlers
+see a run of their own, started with the tool and ended with the decided result); and the
+same middleware with the tool run left loud (the earlier behaviour, in which the tool's raw
+output reached the stream's handlers). The ratio of the last two is the price of the quiet
+run and the shown one.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> None:
     guard = Guard(ZeroLatency(), audit=[])
     agents = {
         "no middleware": agent([]),
-        "SafetyMiddleware, quiet tool run + replay": agent([SafetyMiddleware(guard)]),
+        "SafetyMiddleware, quiet tool run + shown run": agent([SafetyMiddleware(guard)]),
         "SafetyMiddleware, tool run shown as it runs": agent([SafetyMiddleware(guard)]),
     }
     loud = "SafetyMiddleware, tool run shown as it runs"

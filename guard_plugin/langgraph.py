@@ -382,23 +382,30 @@ class _ToolBoundary:
         return writes.rebuild(new, replaced)
 
     def wrap(self, request: Any, execute: Callable[[Any], Any]) -> Any:
+        # stream consumers see the tool's run end with the decided result (lc.tool_runs)
         run = lc.quiet_tool(request)
-        result = execute(run)
-        planned = self.plan(result, request.tool_call.get("id"))
-        if planned is not None:
-            result = self.finish(result, planned, lc.run_checks(self.g, planned[3]))
-        if run is not request:  # what stream consumers see: the decided result
-            lc.show_tool_result(request, result)
+        try:
+            result = execute(run)
+            planned = self.plan(result, request.tool_call.get("id"))
+            if planned is not None:
+                result = self.finish(result, planned, lc.run_checks(self.g, planned[3]))
+        except BaseException as err:
+            lc.finish_tool_run(run, error=err)
+            raise
+        lc.finish_tool_run(run, result)
         return result
 
     async def awrap(self, request: Any, execute: Callable[[Any], Any]) -> Any:
         run = lc.quiet_tool(request)
-        result = await execute(run)
-        planned = self.plan(result, request.tool_call.get("id"))
-        if planned is not None:
-            result = self.finish(result, planned, await lc.arun_checks(self.g, planned[3]))
-        if run is not request:
-            await lc.ashow_tool_result(request, result)
+        try:
+            result = await execute(run)
+            planned = self.plan(result, request.tool_call.get("id"))
+            if planned is not None:
+                result = self.finish(result, planned, await lc.arun_checks(self.g, planned[3]))
+        except BaseException as err:
+            await lc.afinish_tool_run(run, error=err)
+            raise
+        await lc.afinish_tool_run(run, result)
         return result
 
 

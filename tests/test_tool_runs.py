@@ -122,7 +122,59 @@ def test_a_model_inside_a_tool_shows_no_event(adapter: str) -> None:
 
 
 class _Shown(BaseCallbackHandler):
-    """A handler that would show a run to someone (not a tracer)."""
+    """A handler that would show a run to someone (not a tracer); it records tool events."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def on_tool_start(self, serialized: Any, input_str: str, **kwargs: Any) -> None:
+        self.events.append(("start", kwargs.get("inputs")))
+
+    def on_tool_end(self, output: Any, **kwargs: Any) -> None:
+        self.events.append(("end", getattr(output, "content", output)))
+
+    def on_tool_error(self, error: BaseException, **kwargs: Any) -> None:
+        self.events.append(("error", type(error).__name__))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_tools_start_is_shown_live_and_its_end_once_decided(adapter: str) -> None:
+    """A UI sees the tool start when it starts (its arguments were decided with the answer),
+    and end with the decided result."""
+    shown = _Shown()
+
+    @tool
+    def slow(q: str) -> str:
+        """Looks something up."""
+        seen_at_start.extend(shown.events)
+        return BAD
+
+    seen_at_start: list[Any] = []
+    app = app_for(adapter, [slow], "x")
+    app.invoke({"messages": [HumanMessage("Go.")]}, {"callbacks": [shown]})
+    assert seen_at_start == [("start", {"q": "x"})]
+    assert shown.events == [("start", {"q": "x"}), ("end", Policy().messages.tool_refusal)]
+
+
+def test_a_tool_that_raises_ends_its_shown_run_with_the_error() -> None:
+    from guard_plugin.langgraph import guarded_tool_node
+
+    @tool
+    def broken(q: str) -> str:
+        """Fails."""
+        raise RuntimeError("down")
+
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    shown = _Shown()
+    g = Guard(ScriptedClassifier(), audit=[])
+    graph = StateGraph(MessagesState)
+    graph.add_node("tools", guarded_tool_node([broken], g, handle_tool_errors=False))
+    graph.add_edge(START, "tools")
+    msg = tool_call("broken", {"q": "x"}, "c1")
+    with pytest.raises(RuntimeError):
+        graph.compile().invoke({"messages": [msg]}, {"callbacks": [shown]})
+    assert shown.events == [("start", {"q": "x"}), ("error", "RuntimeError")]
 
 
 class Recorder(BaseTracer):
@@ -175,6 +227,7 @@ def test_a_quiet_tool_shows_the_injections_of_the_tool_it_runs() -> None:
 
     class Request:
         tool = answer
+        tool_call = {"name": "answer", "args": {"q": "x"}, "id": "c1"}
         runtime = type("R", (), {"config": {"callbacks": [_Shown()]}})()
 
         def override(self, **kw):

@@ -244,19 +244,26 @@ class SafetyMiddleware(AgentMiddleware):
         return await self._adrive(self._flow(request), handler)
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[..., Any]) -> Any:
+        # stream consumers see the tool's run end with the decided result (lc.tool_runs)
         run = lc.quiet_tool(request) if self.apply_to_tool_results else request
-        result = self._drive(self._tool_flow(request, handler(run)), None)
-        if run is not request:  # what stream consumers see: the decided result
-            lc.show_tool_result(request, result)
+        try:
+            result = self._drive(self._tool_flow(request, handler(run)), None)
+        except BaseException as err:
+            lc.finish_tool_run(run, error=err)
+            raise
+        lc.finish_tool_run(run, result)
         return result
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[..., Awaitable[Any]]
     ) -> Any:
         run = lc.quiet_tool(request) if self.apply_to_tool_results else request
-        result = await self._adrive(self._tool_flow(request, await handler(run)), None)
-        if run is not request:
-            await lc.ashow_tool_result(request, result)
+        try:
+            result = await self._adrive(self._tool_flow(request, await handler(run)), None)
+        except BaseException as err:
+            await lc.afinish_tool_run(run, error=err)
+            raise
+        await lc.afinish_tool_run(run, result)
         return result
 
     def _drive(self, flow: _Flow, model: Callable[[Any], Any] | None) -> Any:

@@ -8,7 +8,7 @@ must run where a node may be re-run from its start). One module per concern:
 - :mod:`.inputs`, :mod:`.tools`, :mod:`.responses`: the user turn, tool results, and the
   assistant turn with its tool calls;
 - :mod:`.writes`: everything a tool call's result writes (a ``Command``'s other messages);
-- :mod:`.tool_runs`: a tool's run shown to stream consumers only once its result is decided;
+- :mod:`.tool_runs`: a tool's run as stream consumers see it, ended with the decided result;
 - :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
 - :mod:`.held`: content held for review (sealed in the state) and messages already decided;
 - :mod:`.history`: every message the guard has not decided, checked before a model reads it;
@@ -82,7 +82,7 @@ from guard_plugin.lc_messages.streaming import (
     shown_first,
     streaming_wanted,
 )
-from guard_plugin.lc_messages.tool_runs import ashow_tool_result, quiet_tool, show_tool_result
+from guard_plugin.lc_messages.tool_runs import afinish_tool_run, finish_tool_run, quiet_tool
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
 from guard_plugin.lc_messages.writes import (
     ToolWrites,
@@ -106,6 +106,7 @@ __all__ = [
     "StreamStopped",
     "ToolWrites",
     "Writes",
+    "afinish_tool_run",
     "allowed_decisions",
     "answer_review",
     "apply_history",
@@ -113,7 +114,6 @@ __all__ = [
     "apply_response",
     "apply_tool_result",
     "arun_checks",
-    "ashow_tool_result",
     "can_interrupt",
     "check_args",
     "check_id",
@@ -123,6 +123,7 @@ __all__ = [
     "find_input",
     "find_response",
     "find_tool_results",
+    "finish_tool_run",
     "held_bind",
     "held_ref",
     "held_refused",
@@ -143,7 +144,6 @@ __all__ = [
     "run_tenant",
     "seal",
     "settle_writes",
-    "show_tool_result",
     "shown",
     "shown_first",
     "streaming_wanted",
