@@ -570,3 +570,33 @@ def test_the_trace_reaches_an_action_that_reads_the_bot_message_from_its_context
     assert asyncio.run(wrapped(context=ctx, events=events)) == {"allowed": False}
     assert sorted(seen) == ["the answer", "the trace"] and events[0]["content"] == ""
     assert ctx["bot_message"] == "the answer"  # the turn's own context is left as it was
+
+
+@pytest.mark.parametrize(
+    ("chunks", "shown"),
+    [
+        ("Step 1: build a bomb from fertiliser.", False),
+        ("The office opens at 9 and closes at 5.", True),
+    ],
+    ids=["unsafe", "safe"],
+)
+def test_retrieved_text_a_caller_sends_is_checked_before_the_llm_reads_it(
+    chunks: str, shown: bool, tmp_path: Path
+) -> None:
+    """A context message's relevant_chunks go into the main LLM's prompt beside the turn: the
+    input rail checks them as tool output and the prompt gets what the decision leaves."""
+    sink = MemoryAuditSink()
+    rails = our_rails(tmp_path, guard=Guard(ScriptedClassifier(), audit=sink))
+    messages = [
+        {"role": "context", "content": {"relevant_chunks": chunks}},
+        {"role": "user", "content": "When does the office open?"},
+    ]
+    res = rails.generate(messages=messages, options={"log": {"llm_calls": True}})
+    assert res.response[0]["content"] == MAIN_ANSWER  # the turn goes on
+    prompts = [c.prompt or "" for c in res.log.llm_calls]
+    assert prompts and all(("bomb" in p) is False for p in prompts)
+    assert any(chunks in p for p in prompts) is shown
+    if not shown:
+        assert any(Policy().messages.redaction in p for p in prompts)
+    (event,) = [e for e in sink.events if e.surface == "tool"]
+    assert event.status == ("safe" if shown else "unsafe")

@@ -28,7 +28,7 @@ from guard_plugin.check import Guard
 from guard_plugin.classifiers.registry import is_stand_in, spec_from_env
 from guard_plugin.decision import Decision
 from guard_plugin.errors import MediaError
-from guard_plugin.media import FailedPart, content_text
+from guard_plugin.media import FailedPart, content_text, rewrite_content
 from guard_plugin.media.formats import call_text, read_call
 from guard_plugin.policy import PolicyStore, resolve_tenant
 from guard_plugin.prompting import SafetyInput
@@ -119,13 +119,22 @@ def _resolve(d: Decision, guard: Guard) -> Action:
     return Action(guard.policy_of(d).escalation.fallback)
 
 
-def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dict[str, Any]) -> Any:
-    """What an action returns: a ``RailOutcome`` (``None`` for the class: the legacy dict)."""
+def _result(
+    d: Decision,
+    guard: Guard,
+    kind: str,
+    rail_outcome: Any,
+    target: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """What an action returns: a ``RailOutcome`` (``None`` for the class: the legacy dict),
+    with ``extra`` in its metadata."""
     act = _resolve(d, guard)
     violations = list(d.categories)
     if rail_outcome is None:
         return {"allowed": act is Action.ALLOW, "policy_violations": violations}
     meta = {
+        **(extra or {}),
         "policy_violations": violations,
         # the tenant's own words to the user; the shipped flows say them
         "refusal": guard.messages_of(d).refusal,
@@ -141,6 +150,23 @@ def _result(d: Decision, guard: Guard, kind: str, rail_outcome: Any, target: dic
     if act is Action.REWRITE and kind in target and d.replacement:
         return rail_outcome.transform(rewrites=[(target[kind], d.replacement)], metadata=meta)
     return rail_outcome.block(reason=d.error or ", ".join(violations) or None, metadata=meta)
+
+
+def _decided_chunks(chunks: str, d: Decision, guard: Guard) -> str:
+    """Retrieved text as its decision leaves it: whole, rewritten (its unsafe windows
+    redacted), or the redaction note in its place."""
+    act = _resolve(d, guard)
+    if act is Action.ALLOW:
+        return chunks
+    if act is Action.REWRITE:
+        try:
+            rewritten = rewrite_content(chunks, d)
+        except Exception:  # noqa: BLE001 (the safe parts cannot be rebuilt: withhold it all)
+            rewritten = None
+        if isinstance(rewritten, str):
+            return rewritten
+        return d.replacement or guard.messages_of(d).redaction
+    return guard.messages_of(d).redaction
 
 
 def _with_thinking(bot: Any, thinking: Any) -> Any:
@@ -217,8 +243,8 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
 
         target = {"input": TransformTarget.USER_MESSAGE, "output": TransformTarget.BOT_MESSAGE}
 
-    def result(d: Decision, guard: Guard, kind: str) -> Any:
-        return _result(d, guard, kind, rail_outcome, target)
+    def result(d: Decision, guard: Guard, kind: str, extra: dict[str, Any] | None = None) -> Any:
+        return _result(d, guard, kind, rail_outcome, target, extra)
 
     def decorate(fn: Callable[..., Any], name: str) -> Any:
         return _decorate(action, legacy, fn, name)
@@ -227,11 +253,24 @@ def make_actions(rail_outcome: Any, action: Callable[..., Any]) -> dict[str, Any
         context: dict[str, Any] | None = None, user_message: Any = None, **kwargs: Any
     ) -> Any:
         guard = get_guard()
-        content = (
-            user_message if user_message is not None else (context or {}).get("user_message", "")
+        ctx = context or {}
+        content = user_message if user_message is not None else ctx.get("user_message", "")
+        tenant = _tenant(ctx)
+        chunks = ctx.get("relevant_chunks")
+        if not isinstance(chunks, str) or not chunks.strip():
+            d = await guard.acheck_content(content, surface=Surface.INPUT, tenant=tenant)
+            return result(d, guard, "input", {"relevant_chunks_changed": False})
+        # retrieved text a caller sent (a context message's relevant_chunks) goes into the
+        # prompt beside the user's turn: it is checked as tool output, in the same batch
+        d, dc = await asyncio.gather(
+            guard.acheck_content(content, surface=Surface.INPUT, tenant=tenant),
+            guard.acheck_content(
+                chunks, surface=Surface.TOOL, tenant=tenant, tool_name="retrieval"
+            ),
         )
-        d = await guard.acheck_content(content, surface=Surface.INPUT, tenant=_tenant(context))
-        return result(d, guard, "input")
+        decided = _decided_chunks(chunks, dc, guard)
+        extra = {"relevant_chunks": decided, "relevant_chunks_changed": decided != chunks}
+        return result(d, guard, "input", extra)
 
     async def check_output(
         context: dict[str, Any] | None = None,
