@@ -244,6 +244,9 @@ class SafetyMiddleware(AgentMiddleware):
         return await self._adrive(self._flow(request), handler)
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[..., Any]) -> Any:
+        refused = self._drive(self._call_flow(request), None)
+        if refused is not None:  # a call no guard decided, not allowed: it does not run
+            return refused
         # stream consumers see the tool's run end with the decided result (lc.tool_runs)
         run = lc.quiet_tool(request) if self.apply_to_tool_results else request
         try:
@@ -257,6 +260,9 @@ class SafetyMiddleware(AgentMiddleware):
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[..., Awaitable[Any]]
     ) -> Any:
+        refused = await self._adrive(self._call_flow(request), None)
+        if refused is not None:
+            return refused
         run = lc.quiet_tool(request) if self.apply_to_tool_results else request
         try:
             result = await self._adrive(self._tool_flow(request, await handler(run)), None)
@@ -383,6 +389,29 @@ class SafetyMiddleware(AgentMiddleware):
             return ds, err
 
     # -- one tool result, decided as the tool returns it ------------------------------------------
+
+    def _call_flow(self, request: ToolCallRequest) -> _Flow:
+        """A call whose assistant turn no guard decided (one a caller wrote into the state)
+        is checked before it runs; returns the answer to a call that may not run
+        (:mod:`guard_plugin.lc_messages.calls`)."""
+        if not self.apply_to_output:
+            return None
+        config = lc.run_config()
+        tenant = resolve_tenant(
+            self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
+        )
+        scope = self.guard.scope_of(tenant)
+        state = request.state
+        msgs = state.get("messages") if isinstance(state, Mapping) else state
+        check = lc.call_check(msgs, request.tool_call, self._decided, scope, tenant, config)
+        if check is None:
+            return None
+        (d,) = yield RunChecks([check])
+        refused = lc.refused_call(request.tool_call, d, self.guard)
+        if refused is not None:
+            self._raise_if_blocking(lc.Outcome([refused], decisions=[d]))
+            self._decided.add(refused, scope)
+        return refused
 
     def _tool_flow(self, request: ToolCallRequest, result: Any) -> _Flow:
         """Decide a tool's result before it enters the state: what the state, the streams, the

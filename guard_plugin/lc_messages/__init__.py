@@ -7,6 +7,7 @@ must run where a node may be re-run from its start). One module per concern:
 
 - :mod:`.inputs`, :mod:`.tools`, :mod:`.responses`: the user turn, tool results, and the
   assistant turn with its tool calls;
+- :mod:`.calls`: a tool call about to run, decided with its assistant turn or checked now;
 - :mod:`.writes`: everything a tool call's result writes (a ``Command``'s other messages);
 - :mod:`.tool_runs`: a tool's run as stream consumers see it, ended with the decided result;
 - :mod:`.review`: human review in the shape of LangChain's human-in-the-loop requests;
@@ -40,6 +41,7 @@ from guard_plugin.lc_messages.base import (
     text_of,
     tool_call_text,
 )
+from guard_plugin.lc_messages.calls import call_check, refused_call
 from guard_plugin.lc_messages.held import (
     ABANDONED,
     HELD_KEY,
@@ -114,6 +116,7 @@ __all__ = [
     "apply_response",
     "apply_tool_result",
     "arun_checks",
+    "call_check",
     "can_interrupt",
     "check_args",
     "check_id",
@@ -136,6 +139,7 @@ __all__ = [
     "quiet_tool",
     "read_held",
     "record_dropped",
+    "refused_call",
     "review_held_tool",
     "review_payload",
     "review_requests",
