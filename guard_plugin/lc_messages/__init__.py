@@ -87,7 +87,6 @@ from guard_plugin.lc_messages.streaming import (
 from guard_plugin.lc_messages.tool_runs import afinish_tool_run, finish_tool_run, quiet_tool
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
 from guard_plugin.lc_messages.writes import (
-    ToolWrites,
     Writes,
     node_writes,
     settle_writes,
@@ -106,7 +105,6 @@ __all__ = [
     "ResponseCheck",
     "ResponseStreamer",
     "StreamStopped",
-    "ToolWrites",
     "Writes",
     "afinish_tool_run",
     "allowed_decisions",

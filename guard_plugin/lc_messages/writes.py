@@ -8,7 +8,7 @@ the dicts, tuples and strings ``add_messages`` accepts; a tool may also return a
 both. With ``graph=Command.PARENT`` the messages go to the parent graph, where no model step
 of this agent will ever check them. :func:`tool_writes` reads every message a result writes:
 the call's own message is decided as tool output, every other one as :mod:`.history` decides
-a message the guard did not make (by its role), and :meth:`ToolWrites.rebuild` puts the
+a message the guard did not make (by its role), and :meth:`Writes.rebuild` puts the
 decided messages back in their places, with the rest of the result (other state keys,
 ``goto``, ``graph``, ``resume``) as it was.
 
@@ -45,7 +45,7 @@ from guard_plugin.lc_messages.history import HistoryItem, apply_history, find_hi
 from guard_plugin.lc_messages.tools import tool_check_args
 from guard_plugin.types import Surface
 
-__all__ = ["ToolWrites", "Writes", "node_writes", "settle_writes", "tool_writes", "writes_checks"]
+__all__ = ["Writes", "node_writes", "settle_writes", "tool_writes", "writes_checks"]
 
 MESSAGES_KEY = "messages"
 _ROOT = "__root__"  # a Command's update when the state is the message list itself
@@ -105,9 +105,6 @@ class Writes:
             out.append(unit.build(piece, extra))
             start += unit.size
         return out if self._is_list else out[0]
-
-
-ToolWrites = Writes
 
 
 def tool_writes(result: Any, call_id: str | None) -> Writes | None:
