@@ -545,3 +545,33 @@ def test_a_tool_call_a_caller_writes_is_checked_before_it_runs(
     assert (result.status == "error") is not runs
     checked = [e for e in sink.events if e.surface == "response" and e.status in ("safe", "unsafe")]
     assert checked, "the call was checked"
+
+
+@pytest.mark.parametrize("edited", ["you worthless idiot", "Hello Bob."])
+def test_a_reviewers_edit_in_langchains_hitl_listed_first_is_checked_before_the_tool_runs(
+    edited: str,
+) -> None:
+    """Whoever resumes a thread answers LangChain's human-in-the-loop review, and may edit the
+    call. With HumanInTheLoopMiddleware listed before SafetyMiddleware the edited call reaches
+    SafetyMiddleware's tool boundary, which checks a call that differs from the decided turn."""
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+    from langgraph.types import Command
+
+    SENT.clear()
+    g = Guard(ScriptedClassifier(), policies=PolicyStore(POLICIES), audit=[])
+    model = ScriptedChatModel(
+        responses=[tool_call("send_email", {"to": "bob", "body": "Hi."}, "c1"), AIMessage("Ok.")]
+    )
+    hitl = HumanInTheLoopMiddleware(interrupt_on={"send_email": True})
+    app = create_agent(
+        model,
+        tools=[send_email],
+        middleware=[hitl, SafetyMiddleware(g)],
+        checkpointer=InMemorySaver(),
+    )
+    config = {"configurable": {"thread_id": f"hitl-{edited[:5]}", "tenant_id": "t"}}
+    assert "__interrupt__" in app.invoke({"messages": [HumanMessage("email bob")]}, config)
+    action = {"name": "send_email", "args": {"to": "bob", "body": edited}}
+    app.invoke(Command(resume={"decisions": [{"type": "edit", "edited_action": action}]}), config)
+    sent = list(SENT)
+    assert sent == ([] if "idiot" in edited else [edited])

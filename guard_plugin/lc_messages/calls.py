@@ -6,7 +6,9 @@ its own into the state and send the run straight to the tool node: a LangGraph c
 ``Command(update={"messages": [..., AIMessage(tool_calls=[...])]}, goto="tools")``, or
 ``update_state`` on a paused thread. The tool would then run a call no guard read, with
 whatever side effect it has. So before a tool runs, the turn asking for the call must be one
-this guard decided (:class:`~guard_plugin.lc_messages.held.Decided`); otherwise the call is
+this guard decided (:class:`~guard_plugin.lc_messages.held.Decided`), asking for the call as
+it is to run (a middleware between the turn and the tool may change it: an edit in
+LangChain's human-in-the-loop); otherwise the call is
 checked as a response (its name and arguments, with the user turn before it), and a call its
 decision does not allow is not run: it is answered with the tenant's tool refusal (an
 escalation takes the tenant's fallback, since the call was never the model's to review).
@@ -39,6 +41,17 @@ def _asking_turn(messages: Sequence[Any], call_id: str | None) -> int | None:
     return None
 
 
+def _same_call(turn: Any, call: Mapping[str, Any]) -> bool:
+    """Whether the turn asks for ``call`` as it is to run (a middleware may have changed the
+    call after the turn was decided: a reviewer's edit in LangChain's human-in-the-loop)."""
+    asked = next((c for c in turn.tool_calls if c.get("id") == call.get("id")), None)
+    return (
+        asked is not None
+        and asked.get("name") == call.get("name")
+        and asked.get("args") == call.get("args")
+    )
+
+
 def call_check(
     messages: Sequence[BaseMessage] | None,
     call: Mapping[str, Any],
@@ -51,7 +64,7 @@ def call_check(
     (in ``messages``, the state the tool runs in) was decided by this guard."""
     msgs = list(messages or [])
     i = _asking_turn(msgs, call.get("id"))
-    if i is not None and decided.contains(msgs[i], scope):
+    if i is not None and decided.contains(msgs[i], scope) and _same_call(msgs[i], call):
         return None
     h = last_index(msgs[:i], HumanMessage) if i is not None else None
     context = text_of(msgs[h]) if h is not None else ""
