@@ -385,20 +385,12 @@ class _ToolBoundary:
         """The check a call needs before it runs (None: its turn was decided), and the scope."""
         t, config = lc.run_tenant(self.tenant, self.tenant_key)
         scope = self.g.scope_of(t)
-        state = request.state
-        msgs = state.get("messages") if isinstance(state, dict) else state
-        return lc.call_check(msgs, request.tool_call, self.decided, scope, t, config), scope
-
-    def refused(self, request: Any, d: Decision, scope: str) -> Any:
-        refused = lc.refused_call(request.tool_call, d, self.g)
-        if refused is not None:
-            self.decided.add(refused, scope)
-        return refused
+        return lc.call_check(request, self.decided, scope, t, config), scope
 
     def wrap(self, request: Any, execute: Callable[[Any], Any]) -> Any:
         check, scope = self.call_check(request)
         if check is not None:  # a call whose turn no guard decided (lc.calls)
-            refused = self.refused(request, check.run(self.g), scope)
+            refused = lc.refused_call(request, check.run(self.g), self.g, self.decided, scope)
             if refused is not None:
                 return refused
         # stream consumers see the tool's run end with the decided result (lc.tool_runs)
@@ -417,7 +409,8 @@ class _ToolBoundary:
     async def awrap(self, request: Any, execute: Callable[[Any], Any]) -> Any:
         check, scope = self.call_check(request)
         if check is not None:
-            refused = self.refused(request, await check.arun(self.g), scope)
+            d = await check.arun(self.g)
+            refused = lc.refused_call(request, d, self.g, self.decided, scope)
             if refused is not None:
                 return refused
         run = lc.quiet_tool(request)

@@ -401,16 +401,13 @@ class SafetyMiddleware(AgentMiddleware):
             self.tenant, getattr(request.runtime, "context", None), config, self.tenant_key
         )
         scope = self.guard.scope_of(tenant)
-        state = request.state
-        msgs = state.get("messages") if isinstance(state, Mapping) else state
-        check = lc.call_check(msgs, request.tool_call, self._decided, scope, tenant, config)
+        check = lc.call_check(request, self._decided, scope, tenant, config)
         if check is None:
             return None
         (d,) = yield RunChecks([check])
-        refused = lc.refused_call(request.tool_call, d, self.guard)
+        refused = lc.refused_call(request, d, self.guard, self._decided, scope)
         if refused is not None:
             self._raise_if_blocking(lc.Outcome([refused], decisions=[d]))
-            self._decided.add(refused, scope)
         return refused
 
     def _tool_flow(self, request: ToolCallRequest, result: Any) -> _Flow:
@@ -722,33 +719,25 @@ class SafetyMiddleware(AgentMiddleware):
         if not isinstance(response, ModelResponse) or len(response.result) < 2:
             return response
         msgs, idx = _ai_of(response)
-        ai = msgs[idx] if idx is not None else None
+        writes = lc.message_writes(msgs, idx)
+        ai = writes.own
         calls = {c["id"] for c in ai.tool_calls} if isinstance(ai, AIMessage) else set()
-        msgs = [
-            m.model_copy(update={"id": str(uuid4())})
-            if m.id is None and not isinstance(m, ToolMessage)
-            else m
-            for m in msgs
-        ]
-        skip = {
-            i
-            for i, m in enumerate(msgs)
-            if i == idx or (isinstance(m, ToolMessage) and m.tool_call_id in calls)
-        }
         scope = self.guard.scope_of(tenant)
+        _, items = lc.writes_checks(
+            writes, self._decided, scope, tenant, config, own=False, applies=self._applies
+        )
         items = [
             h
-            for h in lc.find_history(msgs, self._decided, scope, tenant, config, skip=skip)
-            if self._applies(h.check.kwargs["surface"])
+            for h in items
+            if not (isinstance(h.message, ToolMessage) and h.message.tool_call_id in calls)
         ]
+        replaced: dict[int, BaseMessage] = {}
         if items:
             ds = yield RunChecks([h.check for h in items])
-            for h, d in zip(items, ds, strict=True):
-                new, _ = lc.apply_history([h], [d], self.guard)
-                self._raise_if_blocking(lc.Outcome(new, decisions=[d]))
-                if new:
-                    msgs[h.index] = new[0]
-        return ModelResponse(result=msgs, structured_response=response.structured_response)
+            replaced = lc.settle_writes(writes, items, ds, self.guard, self._decided, scope)
+            self._raise_if_blocking(lc.Outcome(list(replaced.values()), decisions=list(ds)))
+        result = writes.rebuild(replaced=replaced)
+        return ModelResponse(result=result, structured_response=response.structured_response)
 
     def _streamed_call(self, request: ModelRequest, tenant: str | None, config: Any) -> _Flow:
         """The model's answer moderated as it streams (:mod:`guard_plugin.streams`): shown

@@ -88,6 +88,7 @@ from guard_plugin.lc_messages.tool_runs import afinish_tool_run, finish_tool_run
 from guard_plugin.lc_messages.tools import apply_tool_result, find_tool_results, tool_check_args
 from guard_plugin.lc_messages.writes import (
     Writes,
+    message_writes,
     node_writes,
     settle_writes,
     tool_writes,
@@ -130,6 +131,7 @@ __all__ = [
     "held_refused",
     "interrupt",
     "last_index",
+    "message_writes",
     "node_writes",
     "preview",
     "quiet",

@@ -53,16 +53,19 @@ def _same_call(turn: Any, call: Mapping[str, Any]) -> bool:
 
 
 def call_check(
-    messages: Sequence[BaseMessage] | None,
-    call: Mapping[str, Any],
+    request: Any,
     decided: Decided,
     scope: str,
     tenant: str | None,
     config: Mapping[str, Any] | None,
 ) -> Check | None:
-    """The check a tool call needs before it runs: None when the assistant turn asking for it
-    (in ``messages``, the state the tool runs in) was decided by this guard."""
-    msgs = list(messages or [])
+    """The check the call of ``request`` (a ``ToolCallRequest``) needs before it runs: None
+    when the assistant turn asking for it, in the state the tool runs in, was decided by this
+    guard and asks for the call as it is."""
+    call: Mapping[str, Any] = request.tool_call
+    state = request.state
+    found = state.get("messages") if isinstance(state, Mapping) else state
+    msgs: list[BaseMessage] = list(found) if isinstance(found, Sequence) else []
     i = _asking_turn(msgs, call.get("id"))
     if i is not None and decided.contains(msgs[i], scope) and _same_call(msgs[i], call):
         return None
@@ -80,17 +83,23 @@ def call_check(
     return Check([found], check_args(Surface.RESPONSE, tenant, config, ref), inputs=True)
 
 
-def refused_call(call: Mapping[str, Any], d: Decision, guard: Guard) -> ToolMessage | None:
-    """The answer to a call its decision does not let run (None: it may run)."""
+def refused_call(
+    request: Any, d: Decision, guard: Guard, decided: Decided, scope: str
+) -> ToolMessage | None:
+    """The answer to the call of ``request`` when its decision does not let it run (None:
+    it may run), remembered as decided."""
+    call: Mapping[str, Any] = request.tool_call
     action = d.action
     if action is Action.ESCALATE:
         action = Action(guard.policy_of(d).escalation.fallback)
     if action is Action.ALLOW:
         return None
     name = call.get("name")
-    return ToolMessage(
+    refused = ToolMessage(
         content=guard.messages_of(d).tool_refusal,
         tool_call_id=str(call.get("id")),
         name=name if isinstance(name, str) else None,
         status="error",
     )
+    decided.add(refused, scope)
+    return refused

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -50,6 +50,7 @@ __all__ = [
     "ResponseStreamer",
     "StreamStopped",
     "completing_chunk",
+    "handlers_only",
     "keeps_quiet",
     "quiet",
     "quiet_config",
@@ -110,21 +111,28 @@ def keeps_quiet(h: BaseCallbackHandler) -> bool:
 def quiet_config(config: Any = None, capture: BaseCallbackHandler | None = None) -> Any:
     """``config`` (default: the current one) with its callbacks reduced to tracers (plus
     ``capture``): a model called with it shows its tokens to no consumer."""
+    quiet = handlers_only(config, keeps_quiet)
+    if capture is not None:
+        cbs = quiet["callbacks"]
+        if isinstance(cbs, BaseCallbackManager):
+            cbs.add_handler(capture, inherit=True)
+        else:
+            quiet["callbacks"] = [*cbs, capture]
+    return quiet
+
+
+def handlers_only(config: Any, keep: Callable[[BaseCallbackHandler], bool]) -> Any:
+    """``config`` (default: the current one) with only the callback handlers ``keep``
+    accepts."""
     config = ensure_config(config)
     cbs = config.get("callbacks")
     if isinstance(cbs, BaseCallbackManager):
         manager = cbs.copy()
         for h in list(manager.handlers) + list(manager.inheritable_handlers):
-            if not keeps_quiet(h):
+            if not keep(h):
                 manager.remove_handler(h)
-        if capture is not None:
-            manager.add_handler(capture, inherit=True)
-        new: Any = manager
-    else:
-        new = [h for h in (cbs or []) if keeps_quiet(h)] + (
-            [capture] if capture is not None else []
-        )
-    return {**config, "callbacks": new}
+        return {**config, "callbacks": manager}
+    return {**config, "callbacks": [h for h in (cbs or []) if keep(h)]}
 
 
 @contextlib.contextmanager

@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, BaseCallbackManager, CallbackManager
-from langchain_core.runnables.config import ensure_config
 from langchain_core.tools import BaseTool
 
-from guard_plugin.lc_messages.streaming import keeps_quiet, quiet_config
+from guard_plugin.lc_messages.streaming import handlers_only, keeps_quiet, quiet_config
 from guard_plugin.lc_messages.writes import tool_writes
 
 __all__ = ["afinish_tool_run", "finish_tool_run", "quiet_tool"]
@@ -31,18 +30,10 @@ __all__ = ["afinish_tool_run", "finish_tool_run", "quiet_tool"]
 def _shown_config(config: Any) -> Any | None:
     """``config`` with only the handlers a quiet run leaves out (stream consumers, a user's
     own handlers); None when there are none."""
-    config = ensure_config(config)
-    cbs = config.get("callbacks")
-    if isinstance(cbs, BaseCallbackManager):
-        if all(keeps_quiet(h) for h in cbs.handlers):
-            return None
-        manager = cbs.copy()
-        for h in list(manager.handlers) + list(manager.inheritable_handlers):
-            if keeps_quiet(h):
-                manager.remove_handler(h)
-        return {**config, "callbacks": manager}
-    shown = [h for h in (cbs or []) if not keeps_quiet(h)]
-    return {**config, "callbacks": shown} if shown else None
+    shown = handlers_only(config, lambda h: not keeps_quiet(h))
+    cbs = shown["callbacks"]
+    handlers = cbs.handlers if isinstance(cbs, BaseCallbackManager) else cbs
+    return shown if handlers else None
 
 
 class _QuietTool(BaseTool):

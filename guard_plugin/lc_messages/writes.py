@@ -45,7 +45,14 @@ from guard_plugin.lc_messages.history import HistoryItem, apply_history, find_hi
 from guard_plugin.lc_messages.tools import tool_check_args
 from guard_plugin.types import Surface
 
-__all__ = ["Writes", "node_writes", "settle_writes", "tool_writes", "writes_checks"]
+__all__ = [
+    "Writes",
+    "message_writes",
+    "node_writes",
+    "settle_writes",
+    "tool_writes",
+    "writes_checks",
+]
 
 MESSAGES_KEY = "messages"
 _ROOT = "__root__"  # a Command's update when the state is the message list itself
@@ -157,16 +164,39 @@ def _read(result: Any, own_of: Callable[[list[BaseMessage]], int | None]) -> Wri
         changed = changed or conv
     if not messages:
         return None
-    named: list[BaseMessage] = []
-    for m in messages:
-        if m.id is None and not isinstance(m, (RemoveMessage, ToolMessage)):
-            m = m.model_copy(update={"id": str(uuid4())})
-            changed = True
-        named.append(m)
-    own_index = own_of(named)
+    named, renamed = _named(messages)
+    return _writes(named, own_of(named), units, isinstance(result, list), changed or renamed)
+
+
+def message_writes(messages: Sequence[BaseMessage], own: int | None) -> Writes:
+    """A plain list of messages (what a model step returns), ``messages[own]`` its own;
+    :meth:`Writes.rebuild` gives the list back."""
+    named, renamed = _named(messages)
+    unit = _Unit(len(named), lambda msgs, _update: list(msgs))
+    return _writes(named, own, [unit], False, renamed)
+
+
+def _named(messages: Sequence[BaseMessage]) -> tuple[list[BaseMessage], bool]:
+    """The messages with an id where they need one, and whether any got one."""
+    named = [
+        m.model_copy(update={"id": str(uuid4())})
+        if m.id is None and not isinstance(m, (RemoveMessage, ToolMessage))
+        else m
+        for m in messages
+    ]
+    return named, any(a is not b for a, b in zip(named, messages, strict=True))
+
+
+def _writes(
+    named: list[BaseMessage],
+    own_index: int | None,
+    units: list[_Unit],
+    is_list: bool,
+    changed: bool,
+) -> Writes:
     own = named[own_index] if own_index is not None else None
     others = [m for i, m in enumerate(named) if i != own_index]
-    return Writes(own, others, named, own_index, units, isinstance(result, list), changed)
+    return Writes(own, others, named, own_index, units, is_list, changed)
 
 
 def _as_it_was(item: Any) -> Callable[[list[BaseMessage], Mapping[str, Any]], Any]:
