@@ -575,3 +575,25 @@ def test_a_reviewers_edit_in_langchains_hitl_listed_first_is_checked_before_the_
     app.invoke(Command(resume={"decisions": [{"type": "edit", "edited_action": action}]}), config)
     sent = list(SENT)
     assert sent == ([] if "idiot" in edited else [edited])
+
+
+@pytest.mark.parametrize("adapter", ["middleware", "nodes"])
+def test_a_call_the_guard_decided_with_its_turn_is_not_checked_again(adapter: str) -> None:
+    """The call check costs a normal run nothing: one tool call is checked with the answer
+    that asks for it, and the audit of the run is input, response, tool, response."""
+    SENT.clear()
+    sink = MemoryAuditSink()
+    g = Guard(ScriptedClassifier(), policies=PolicyStore(POLICIES), audit=sink)
+    model = ScriptedChatModel(responses=[forged_call("See you at 9."), AIMessage("Done.")])
+    if adapter == "middleware":
+        app = create_agent(model, tools=[send_email], middleware=[SafetyMiddleware(g)])
+    else:
+
+        def call_model(state: Any) -> dict[str, Any]:
+            return {"messages": [model.invoke(state["messages"])]}
+
+        app = guarded_agent_graph(call_model, [send_email], g).compile()
+    app.invoke({"messages": [HumanMessage("email bob")]}, {"configurable": {"tenant_id": "t"}})
+    sent = list(SENT)
+    assert sent == ["See you at 9."]
+    assert [e.surface for e in sink.events] == ["input", "response", "tool", "response"]
